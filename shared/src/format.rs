@@ -1,0 +1,668 @@
+//! The compact model format and its validation.
+//!
+//! A model is one byte blob, meant to sit in flash and be used in place:
+//!
+//! ```text
+//! ┌──────────────────────────┬───────────────────────────┬─────┬────────────────────┬────────┐
+//! │ preamble (postcard)      │ header (postcard)         │ pad │ data section       │ CRC-32 │
+//! │ magic "MCGN", version,   │ name, latent dim, image,  │ to  │ raw little-endian  │ LE u32 │
+//! │ total blob length        │ layers with array refs    │ 16  │ arrays, 16-aligned │        │
+//! └──────────────────────────┴───────────────────────────┴─────┴────────────────────┴────────┘
+//! ```
+//!
+//! postcard writes integers wider than a byte as varints, which cannot be indexed in place, so
+//! the bulk arrays are not postcard: the header refers to them by offset and length inside the
+//! data section, and they are read straight from the blob — `i8` weights row-major
+//! `[outputs][inputs]`, 12-byte per-channel records ([`ChannelParams`]) and `u8` lookup tables.
+//!
+//! [`Model::parse`] checks everything before any inference runs: magic, version, length, CRC,
+//! the header, every array's bounds, alignment, length and overlap, the chain of layer shapes,
+//! and every requantization parameter, so that [`crate::generate`] cannot fail or panic on a
+//! model that parsed. It never panics on any input.
+
+use heapless::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::requant::Requant;
+
+/// The four bytes every model blob starts with.
+pub const MAGIC: [u8; 4] = *b"MCGN";
+/// The format version this crate reads and writes.
+pub const FORMAT_VERSION: u16 = 1;
+/// The most layers a model may have.
+pub const MAX_LAYERS: usize = 8;
+/// The widest layer (inputs or outputs) a model may have: the size of each of the two
+/// activation buffers inference uses.
+pub const MAX_WIDTH: usize = 1024;
+/// The data section and every array in it start at a multiple of this many bytes from the start
+/// of the blob.
+pub const DATA_ALIGN: usize = 16;
+/// Bytes of one per-channel record: bias, multiplier, shift, each a little-endian `i32`.
+pub const CHANNEL_RECORD_LEN: usize = 12;
+/// The largest tanh lookup table a model may carry.
+pub const MAX_LUT_LEN: usize = 4096;
+/// The largest accumulator bias a model may carry: keeps `bias + Σ w·x` inside `i32`.
+pub const MAX_ABS_BIAS: i32 = 1 << 30;
+/// Bytes of the CRC trailer.
+pub const CRC_LEN: usize = 4;
+
+/// The checksum over everything before the trailer: CRC-32 (ISO-HDLC, as zlib and PNG use it).
+pub const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// The first, fixed-meaning part of a blob; decoded before anything version-specific.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preamble {
+    /// Always [`MAGIC`].
+    pub magic: [u8; 4],
+    /// The format version; this crate reads [`FORMAT_VERSION`].
+    pub version: u16,
+    /// The length of the whole blob, trailer included.
+    pub blob_len: u32,
+}
+
+/// Where an array lives: a byte range inside the data section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayRef {
+    /// Bytes from the start of the data section; a multiple of [`DATA_ALIGN`].
+    pub offset: u32,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+/// How a layer's weights are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum WeightFormat {
+    /// One `i8` per weight, row-major `[outputs][inputs]`, symmetric (zero point 0).
+    I8RowMajor,
+}
+
+/// What a layer does with its requantized accumulators, as stored in the header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputStageHeader {
+    /// LeakyReLU fused into requantization to int8: non-negative accumulators use the channel's
+    /// factor, negative ones the factor times `negative_slope_q31 / 2^31`.
+    LeakyRelu {
+        /// The int8 zero point of the layer's output.
+        zero_point: i8,
+        /// LeakyReLU's negative slope in Q31.
+        negative_slope_q31: i32,
+    },
+    /// Tanh and the mapping to pixels, through a `u8` lookup table of even length `2h`: the
+    /// requantized accumulator `r` reads entry `clamp(r, −h, h − 1) + h`.
+    TanhPixels {
+        /// The lookup table.
+        lut: ArrayRef,
+    },
+}
+
+/// One dense layer as stored in the header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerHeader {
+    /// Input width.
+    pub inputs: u16,
+    /// Output width.
+    pub outputs: u16,
+    /// Layout of the weight array.
+    pub weight_format: WeightFormat,
+    /// The weights.
+    pub weights: ArrayRef,
+    /// One [`CHANNEL_RECORD_LEN`]-byte record per output channel.
+    pub channels: ArrayRef,
+    /// The activation applied after requantization.
+    pub output: OutputStageHeader,
+}
+
+/// The generated image's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ImageShape {
+    /// Width in pixels.
+    pub width: u16,
+    /// Height in pixels.
+    pub height: u16,
+    /// Channels per pixel (1 for grayscale).
+    pub channels: u8,
+}
+
+impl ImageShape {
+    /// Bytes of one image: one `u8` per channel per pixel.
+    pub fn pixel_count(&self) -> usize {
+        usize::from(self.width) * usize::from(self.height) * usize::from(self.channels)
+    }
+}
+
+/// The model's header: everything but the bulk arrays.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header<'a> {
+    /// A human-readable name, e.g. `mnist-digits`.
+    pub name: &'a str,
+    /// Length of the latent vector.
+    pub latent_dim: u16,
+    /// Shape of the generated image.
+    pub image: ImageShape,
+    /// The layers, first to last.
+    pub layers: Vec<LayerHeader, MAX_LAYERS>,
+}
+
+/// Which array of a layer an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ArrayKind {
+    /// The weight array.
+    Weights,
+    /// The per-channel records.
+    Channels,
+    /// The tanh lookup table.
+    Lut,
+}
+
+/// Why a blob is not a usable model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum FormatError {
+    /// The blob does not start with [`MAGIC`].
+    #[error("not an mcugan model: bad magic bytes")]
+    BadMagic,
+    /// The preamble could not be decoded.
+    #[error("malformed preamble")]
+    MalformedPreamble,
+    /// The blob was written for another format version.
+    #[error("unsupported format version {found} (this build reads version {supported})")]
+    UnsupportedVersion {
+        /// The version in the blob.
+        found: u16,
+        /// The version this build reads.
+        supported: u16,
+    },
+    /// The blob is shorter than its preamble says.
+    #[error("truncated blob: {actual} bytes, the preamble declares {declared}")]
+    Truncated {
+        /// Length from the preamble.
+        declared: u32,
+        /// Length of the slice given.
+        actual: usize,
+    },
+    /// The blob is longer than its preamble says.
+    #[error("trailing bytes: {actual} bytes, the preamble declares {declared}")]
+    TrailingBytes {
+        /// Length from the preamble.
+        declared: u32,
+        /// Length of the slice given.
+        actual: usize,
+    },
+    /// The checksum does not match: the blob is corrupted.
+    #[error("CRC mismatch: stored {stored:#010x}, computed {computed:#010x} (corrupted blob)")]
+    CrcMismatch {
+        /// The CRC in the trailer.
+        stored: u32,
+        /// The CRC of the bytes.
+        computed: u32,
+    },
+    /// The header could not be decoded.
+    #[error("malformed header")]
+    MalformedHeader,
+    /// The header lists no layer.
+    #[error("the model has no layers")]
+    NoLayers,
+    /// An array lies outside the data section.
+    #[error("layer {layer}: {array:?} array lies outside the data section")]
+    ArrayOutOfBounds {
+        /// Layer index.
+        layer: u8,
+        /// Which array.
+        array: ArrayKind,
+    },
+    /// An array's offset is not a multiple of [`DATA_ALIGN`].
+    #[error("layer {layer}: {array:?} array is not {DATA_ALIGN}-byte aligned")]
+    ArrayMisaligned {
+        /// Layer index.
+        layer: u8,
+        /// Which array.
+        array: ArrayKind,
+    },
+    /// An array's length does not fit the layer's shape.
+    #[error("layer {layer}: {array:?} array has {found} bytes, expected {expected}")]
+    ArrayLength {
+        /// Layer index.
+        layer: u8,
+        /// Which array.
+        array: ArrayKind,
+        /// Length the shape requires.
+        expected: u32,
+        /// Length in the header.
+        found: u32,
+    },
+    /// Two arrays share bytes.
+    #[error("layer {layer}: {array:?} array overlaps another array")]
+    ArraysOverlap {
+        /// Layer index.
+        layer: u8,
+        /// Which array.
+        array: ArrayKind,
+    },
+    /// A layer's input width differs from what feeds it.
+    #[error("layer {layer}: takes {found} inputs but is fed {expected}")]
+    ShapeMismatch {
+        /// Layer index.
+        layer: u8,
+        /// Width fed to the layer (latent dim or previous layer's outputs).
+        expected: u32,
+        /// Width the layer declares.
+        found: u32,
+    },
+    /// The last layer's outputs differ from the image's pixel count.
+    #[error("the last layer makes {found} outputs but the image has {expected} pixels")]
+    ImageSizeMismatch {
+        /// Pixels of the image shape.
+        expected: u32,
+        /// Outputs of the last layer.
+        found: u32,
+    },
+    /// A layer is empty or wider than [`MAX_WIDTH`].
+    #[error("layer {layer}: width {width} is outside 1..={MAX_WIDTH}")]
+    BadWidth {
+        /// Layer index.
+        layer: u8,
+        /// The offending width.
+        width: u32,
+    },
+    /// Only the last layer may map to pixels, and it must.
+    #[error("layer {layer}: unexpected output stage (hidden layers use LeakyReLU, the last one tanh pixels)")]
+    BadOutputStage {
+        /// Layer index.
+        layer: u8,
+    },
+    /// A channel's requantization parameters or bias are out of range.
+    #[error("layer {layer}, channel {channel}: bias or requantization factor out of range")]
+    BadChannel {
+        /// Layer index.
+        layer: u8,
+        /// Output channel.
+        channel: u16,
+    },
+    /// A negative slope outside `[0, 1)`.
+    #[error("layer {layer}: LeakyReLU slope out of range")]
+    BadSlope {
+        /// Layer index.
+        layer: u8,
+    },
+}
+
+/// One output channel's parameters: `acc = bias + Σ w·x`, then `requant.apply(acc)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelRequant {
+    /// The accumulator's starting value (the float bias, and the input zero point folded in).
+    pub bias: i32,
+    /// The factor from the accumulator to the output's quantized domain.
+    pub requant: Requant,
+}
+
+/// A layer's per-channel records, read in place from the blob.
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelParams<'a> {
+    bytes: &'a [u8],
+}
+
+fn read_i32(bytes: &[u8], at: usize) -> i32 {
+    let mut word = [0u8; 4];
+    if let Some(src) = bytes.get(at..at + 4) {
+        word.copy_from_slice(src);
+    }
+    i32::from_le_bytes(word)
+}
+
+impl<'a> ChannelParams<'a> {
+    /// The number of channels.
+    pub fn len(&self) -> usize {
+        self.bytes.len() / CHANNEL_RECORD_LEN
+    }
+
+    /// Whether there are no channels.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The parameters of every channel, in order.
+    pub fn iter(&self) -> impl Iterator<Item = ChannelRequant> + 'a {
+        self.bytes
+            .chunks_exact(CHANNEL_RECORD_LEN)
+            .map(|record| ChannelRequant {
+                bias: read_i32(record, 0),
+                requant: Requant {
+                    multiplier: read_i32(record, 4),
+                    shift: read_i32(record, 8),
+                },
+            })
+    }
+}
+
+/// What a validated layer does after requantization.
+#[derive(Clone, Copy, Debug)]
+pub enum LayerOutput<'a> {
+    /// LeakyReLU into int8; see [`OutputStageHeader::LeakyRelu`].
+    LeakyRelu {
+        /// The output zero point.
+        zero_point: i8,
+        /// The negative slope in Q31.
+        negative_slope_q31: i32,
+    },
+    /// Tanh to pixels through the lookup table; see [`OutputStageHeader::TanhPixels`].
+    TanhPixels {
+        /// The table, of even length.
+        lut: &'a [u8],
+    },
+}
+
+/// A validated dense layer, its arrays borrowed from the blob.
+#[derive(Clone, Copy, Debug)]
+pub struct Layer<'a> {
+    /// Input width, `1..=MAX_WIDTH`.
+    pub inputs: usize,
+    /// Output width, `1..=MAX_WIDTH`.
+    pub outputs: usize,
+    /// `inputs * outputs` weights as raw `i8` bytes, row-major `[outputs][inputs]`.
+    pub weights: &'a [u8],
+    /// One record per output channel.
+    pub channels: ChannelParams<'a>,
+    /// The output stage.
+    pub output: LayerOutput<'a>,
+}
+
+impl Layer<'_> {
+    /// Multiply-accumulates this layer does per image.
+    pub fn macs(&self) -> usize {
+        self.inputs * self.outputs
+    }
+}
+
+/// A validated model, borrowing its arrays from the blob.
+#[derive(Clone, Debug)]
+pub struct Model<'a> {
+    name: &'a str,
+    latent_dim: usize,
+    image: ImageShape,
+    layers: Vec<Layer<'a>, MAX_LAYERS>,
+    blob_len: usize,
+}
+
+/// The byte ranges of arrays already seen, to detect overlaps.
+struct Claimed {
+    ranges: Vec<(u32, u32), { MAX_LAYERS * 3 }>,
+}
+
+impl Claimed {
+    fn claim(&mut self, start: u32, end: u32) -> bool {
+        if start == end {
+            return true;
+        }
+        if self.ranges.iter().any(|&(s, e)| start < e && s < end) {
+            return false;
+        }
+        // Capacity is 3 arrays per layer and MAX_LAYERS layers.
+        self.ranges.push((start, end)).is_ok()
+    }
+}
+
+fn align_up(value: usize, align: usize) -> Option<usize> {
+    value.checked_add(align - 1).map(|v| v / align * align)
+}
+
+impl<'a> Model<'a> {
+    /// Validates `blob` and borrows its arrays. Checks everything that [`crate::generate`]
+    /// relies on, in the order magic, preamble, version, length, CRC, header, arrays, shapes,
+    /// channel parameters. Never panics.
+    pub fn parse(blob: &'a [u8]) -> Result<Model<'a>, FormatError> {
+        if blob.get(..MAGIC.len()) != Some(&MAGIC[..]) {
+            return Err(FormatError::BadMagic);
+        }
+        let (preamble, after_preamble) = postcard::take_from_bytes::<Preamble>(blob)
+            .map_err(|_| FormatError::MalformedPreamble)?;
+        if preamble.version != FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion {
+                found: preamble.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let declared = preamble.blob_len;
+        match (declared as usize).cmp(&blob.len()) {
+            core::cmp::Ordering::Greater => {
+                return Err(FormatError::Truncated {
+                    declared,
+                    actual: blob.len(),
+                })
+            }
+            core::cmp::Ordering::Less => {
+                return Err(FormatError::TrailingBytes {
+                    declared,
+                    actual: blob.len(),
+                })
+            }
+            core::cmp::Ordering::Equal => {}
+        }
+        let body_len = blob
+            .len()
+            .checked_sub(CRC_LEN)
+            .ok_or(FormatError::MalformedPreamble)?;
+        let (body, trailer) = blob.split_at(body_len);
+        let stored = read_i32(trailer, 0) as u32;
+        let computed = CRC32.checksum(body);
+        if stored != computed {
+            return Err(FormatError::CrcMismatch { stored, computed });
+        }
+
+        let after_header_len = {
+            let body_after_preamble = after_preamble
+                .get(..after_preamble.len().saturating_sub(CRC_LEN))
+                .ok_or(FormatError::MalformedHeader)?;
+            let (header, rest) = postcard::take_from_bytes::<Header<'a>>(body_after_preamble)
+                .map_err(|_| FormatError::MalformedHeader)?;
+            (header, rest.len())
+        };
+        let (header, rest_len) = after_header_len;
+        let header_end = body_len - rest_len;
+        let data_start = align_up(header_end, DATA_ALIGN).ok_or(FormatError::MalformedHeader)?;
+        let data = body.get(data_start..).ok_or(FormatError::MalformedHeader)?;
+
+        Self::validate(header, data, blob.len())
+    }
+
+    fn validate(
+        header: Header<'a>,
+        data: &'a [u8],
+        blob_len: usize,
+    ) -> Result<Model<'a>, FormatError> {
+        if header.layers.is_empty() {
+            return Err(FormatError::NoLayers);
+        }
+        let last = header.layers.len() - 1;
+        let mut claimed = Claimed { ranges: Vec::new() };
+        let mut layers = Vec::new();
+        let mut fed = u32::from(header.latent_dim);
+        check_width(0, fed)?;
+
+        for (index, stored) in header.layers.iter().enumerate() {
+            let layer = index as u8;
+            let (inputs, outputs) = (u32::from(stored.inputs), u32::from(stored.outputs));
+            check_width(layer, inputs)?;
+            check_width(layer, outputs)?;
+            if inputs != fed {
+                return Err(FormatError::ShapeMismatch {
+                    layer,
+                    expected: fed,
+                    found: inputs,
+                });
+            }
+            fed = outputs;
+
+            let weights = resolve(
+                data,
+                &mut claimed,
+                layer,
+                ArrayKind::Weights,
+                stored.weights,
+                inputs * outputs,
+            )?;
+            let channel_bytes = resolve(
+                data,
+                &mut claimed,
+                layer,
+                ArrayKind::Channels,
+                stored.channels,
+                outputs * CHANNEL_RECORD_LEN as u32,
+            )?;
+            let channels = ChannelParams {
+                bytes: channel_bytes,
+            };
+
+            let output = match (stored.output, index == last) {
+                (
+                    OutputStageHeader::LeakyRelu {
+                        zero_point,
+                        negative_slope_q31,
+                    },
+                    false,
+                ) => {
+                    if negative_slope_q31 < 0 {
+                        return Err(FormatError::BadSlope { layer });
+                    }
+                    LayerOutput::LeakyRelu {
+                        zero_point,
+                        negative_slope_q31,
+                    }
+                }
+                (OutputStageHeader::TanhPixels { lut }, true) => {
+                    let lut_len = lut.len as usize;
+                    if !(2..=MAX_LUT_LEN).contains(&lut_len) || !lut_len.is_multiple_of(2) {
+                        return Err(FormatError::ArrayLength {
+                            layer,
+                            array: ArrayKind::Lut,
+                            expected: MAX_LUT_LEN as u32,
+                            found: lut.len,
+                        });
+                    }
+                    let lut = resolve(data, &mut claimed, layer, ArrayKind::Lut, lut, lut.len)?;
+                    LayerOutput::TanhPixels { lut }
+                }
+                _ => return Err(FormatError::BadOutputStage { layer }),
+            };
+
+            for (channel, params) in channels.iter().enumerate() {
+                let bias_ok = (-MAX_ABS_BIAS..=MAX_ABS_BIAS).contains(&params.bias);
+                if !bias_ok || !params.requant.is_valid() {
+                    return Err(FormatError::BadChannel {
+                        layer,
+                        channel: channel as u16,
+                    });
+                }
+            }
+
+            let pushed = layers.push(Layer {
+                inputs: inputs as usize,
+                outputs: outputs as usize,
+                weights,
+                channels,
+                output,
+            });
+            // The header's own Vec has the same capacity, so this cannot fail.
+            if pushed.is_err() {
+                return Err(FormatError::MalformedHeader);
+            }
+        }
+
+        let pixels = header.image.pixel_count() as u32;
+        if fed != pixels {
+            return Err(FormatError::ImageSizeMismatch {
+                expected: pixels,
+                found: fed,
+            });
+        }
+
+        Ok(Model {
+            name: header.name,
+            latent_dim: usize::from(header.latent_dim),
+            image: header.image,
+            layers,
+            blob_len,
+        })
+    }
+
+    /// The model's name.
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+
+    /// Length of the latent vector.
+    pub fn latent_dim(&self) -> usize {
+        self.latent_dim
+    }
+
+    /// Shape of a generated image.
+    pub fn image(&self) -> ImageShape {
+        self.image
+    }
+
+    /// Bytes of one generated image.
+    pub fn pixel_count(&self) -> usize {
+        self.image.pixel_count()
+    }
+
+    /// The layers, first to last.
+    pub fn layers(&self) -> &[Layer<'a>] {
+        &self.layers
+    }
+
+    /// Multiply-accumulates per generated image.
+    pub fn macs(&self) -> usize {
+        self.layers.iter().map(Layer::macs).sum()
+    }
+
+    /// Number of weights and biases.
+    pub fn parameter_count(&self) -> usize {
+        self.layers.iter().map(|l| l.macs() + l.outputs).sum()
+    }
+
+    /// Length of the whole blob in bytes.
+    pub fn blob_len(&self) -> usize {
+        self.blob_len
+    }
+}
+
+fn check_width(layer: u8, width: u32) -> Result<(), FormatError> {
+    if width == 0 || width as usize > MAX_WIDTH {
+        return Err(FormatError::BadWidth { layer, width });
+    }
+    Ok(())
+}
+
+fn resolve<'a>(
+    data: &'a [u8],
+    claimed: &mut Claimed,
+    layer: u8,
+    array: ArrayKind,
+    at: ArrayRef,
+    expected_len: u32,
+) -> Result<&'a [u8], FormatError> {
+    if at.len != expected_len {
+        return Err(FormatError::ArrayLength {
+            layer,
+            array,
+            expected: expected_len,
+            found: at.len,
+        });
+    }
+    if !(at.offset as usize).is_multiple_of(DATA_ALIGN) {
+        return Err(FormatError::ArrayMisaligned { layer, array });
+    }
+    let end = at
+        .offset
+        .checked_add(at.len)
+        .ok_or(FormatError::ArrayOutOfBounds { layer, array })?;
+    let bytes = data
+        .get(at.offset as usize..end as usize)
+        .ok_or(FormatError::ArrayOutOfBounds { layer, array })?;
+    if !claimed.claim(at.offset, end) {
+        return Err(FormatError::ArraysOverlap { layer, array });
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,34 @@
+//! # mcugan-shared
+//!
+//! The part of mcugan that runs on both sides of the cable: the compact model format, its
+//! validation, the latent sampler and the integer inference kernels. The host's simulation calls
+//! exactly this code and the firmware links exactly this code, which is why a generated image is
+//! bit-for-bit the same on the workstation and on the chip.
+//!
+//! The crate is `#![no_std]` and needs no allocator to read or run a model: [`Model::parse`]
+//! borrows the blob (which lives in flash on a microcontroller) and [`generate`] works in two
+//! fixed stack buffers of [`MAX_WIDTH`] bytes. Writing blobs (the host's quantizer) needs the
+//! `alloc` feature.
+//!
+//! ```text
+//!  seed ──► SplitMix64 ──► Gaussian CDF table ──► int8 latent z (scale 1/32)
+//!        ──► [int8 dense + LeakyReLU] x4 ──► int8 dense ──► tanh LUT ──► u8 pixels
+//! ```
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+#[cfg(feature = "alloc")]
+pub mod encode;
+pub mod format;
+pub mod infer;
+pub mod kernels;
+pub mod latent;
+pub mod requant;
+
+pub use format::{FormatError, ImageShape, Layer, LayerOutput, Model};
+pub use infer::{generate, InferenceError};
+pub use requant::Requant;

@@ -1,0 +1,435 @@
+//! The model format: round trips, every rejection path, and property tests that `Model::parse`
+//! never panics and that whatever it accepts runs.
+
+use mcugan_shared::encode::{encode, reseal, set_version, LayerSpec, ModelSpec, OutputSpec};
+use mcugan_shared::format::{ArrayKind, ChannelRequant, FORMAT_VERSION, MAX_WIDTH};
+use mcugan_shared::{generate, FormatError, ImageShape, Model, Requant};
+use proptest::prelude::*;
+
+/// A deterministic model with the given widths (latent first, pixels last).
+fn model_blob(widths: &[u16], image: ImageShape, salt: u64) -> Vec<u8> {
+    let mut state = salt.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut weights = Vec::new();
+    let mut channels = Vec::new();
+    for pair in widths.windows(2) {
+        let (i, o) = (pair[0] as usize, pair[1] as usize);
+        weights.push((0..i * o).map(|_| next() as i8).collect::<Vec<_>>());
+        channels.push(
+            (0..o)
+                .map(|_| ChannelRequant {
+                    bias: (next() % 20_001) as i32 - 10_000,
+                    requant: Requant {
+                        multiplier: (1 << 30) + (next() % (1 << 30)) as i32,
+                        shift: 8 + (next() % 4) as i32,
+                    },
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    let lut: Vec<u8> = (0..256).map(|i| i as u8).collect();
+    let last = widths.len() - 2;
+    let layers: Vec<LayerSpec> = (0..=last)
+        .map(|l| LayerSpec {
+            inputs: widths[l],
+            outputs: widths[l + 1],
+            weights: &weights[l],
+            channels: &channels[l],
+            output: if l == last {
+                OutputSpec::TanhPixels { lut: &lut }
+            } else {
+                OutputSpec::LeakyRelu {
+                    zero_point: -100,
+                    negative_slope_q31: 429_496_730,
+                }
+            },
+        })
+        .collect();
+    encode(&ModelSpec {
+        name: "test",
+        latent_dim: widths[0],
+        image,
+        layers: &layers,
+    })
+    .expect("test model encodes")
+}
+
+fn parse_err(bytes: &[u8]) -> Option<FormatError> {
+    Model::parse(bytes).err()
+}
+
+fn small_blob() -> Vec<u8> {
+    let image = ImageShape {
+        width: 4,
+        height: 4,
+        channels: 1,
+    };
+    model_blob(&[8, 12, 16], image, 1)
+}
+
+fn reference_blob() -> Vec<u8> {
+    let image = ImageShape {
+        width: 28,
+        height: 28,
+        channels: 1,
+    };
+    model_blob(&[100, 128, 256, 512, 1024, 784], image, 2)
+}
+
+#[test]
+fn a_reference_sized_model_round_trips() {
+    let blob = reference_blob();
+    let model = Model::parse(&blob).expect("valid");
+    assert_eq!(model.name(), "test");
+    assert_eq!(model.latent_dim(), 100);
+    assert_eq!(model.pixel_count(), 784);
+    assert_eq!(model.layers().len(), 5);
+    assert_eq!(model.macs(), 1_503_744);
+    assert_eq!(
+        model.parameter_count(),
+        1_503_744 + 128 + 256 + 512 + 1024 + 784
+    );
+    assert_eq!(model.blob_len(), blob.len());
+    // The arrays are the bytes that were encoded, in place.
+    let first = &model.layers()[0];
+    assert_eq!(first.weights.len(), 100 * 128);
+    let base = first.weights.as_ptr() as usize - blob.as_ptr() as usize;
+    assert_eq!(
+        base % 16,
+        0,
+        "arrays are 16-byte aligned from the blob start"
+    );
+    let mut pixels = [0u8; 784];
+    generate(&model, 3, &mut pixels).expect("runs");
+}
+
+#[test]
+fn encoding_is_deterministic() {
+    assert_eq!(reference_blob(), reference_blob());
+}
+
+#[test]
+fn a_flipped_byte_is_a_crc_mismatch() {
+    let mut blob = reference_blob();
+    let at = blob.len() / 2;
+    blob[at] ^= 0x01;
+    assert!(matches!(
+        Model::parse(&blob),
+        Err(FormatError::CrcMismatch { .. })
+    ));
+}
+
+#[test]
+fn a_truncated_blob_is_truncated() {
+    let blob = reference_blob();
+    for cut in [blob.len() - 1, blob.len() / 2, 64, 8] {
+        assert_eq!(
+            parse_err(&blob[..cut]),
+            Some(FormatError::Truncated {
+                declared: blob.len() as u32,
+                actual: cut
+            }),
+            "cut at {cut}"
+        );
+    }
+    assert_eq!(parse_err(&blob[..3]), Some(FormatError::BadMagic));
+    assert_eq!(parse_err(&blob[..5]), Some(FormatError::MalformedPreamble));
+}
+
+#[test]
+fn trailing_bytes_are_rejected() {
+    let mut blob = small_blob();
+    blob.push(0);
+    assert!(matches!(
+        Model::parse(&blob),
+        Err(FormatError::TrailingBytes { .. })
+    ));
+}
+
+#[test]
+fn another_version_is_unsupported() {
+    let mut blob = small_blob();
+    assert!(set_version(&mut blob, 2));
+    assert_eq!(
+        parse_err(&blob),
+        Some(FormatError::UnsupportedVersion {
+            found: 2,
+            supported: FORMAT_VERSION
+        })
+    );
+}
+
+#[test]
+fn bad_magic_is_rejected() {
+    let mut blob = small_blob();
+    blob[0] = b'X';
+    assert_eq!(parse_err(&blob), Some(FormatError::BadMagic));
+    assert_eq!(parse_err(b""), Some(FormatError::BadMagic));
+    assert_eq!(parse_err(b"PK\x03\x04 zip"), Some(FormatError::BadMagic));
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let text = FormatError::CrcMismatch {
+        stored: 1,
+        computed: 2,
+    }
+    .to_string();
+    assert!(text.contains("CRC mismatch"), "{text}");
+    let text = FormatError::UnsupportedVersion {
+        found: 9,
+        supported: 1,
+    }
+    .to_string();
+    assert!(text.contains("version 9"), "{text}");
+}
+
+/// Encodes a spec whose shapes do not chain, bypassing `encode`'s own validation by patching a
+/// valid blob: the second layer's input width is rewritten in the header.
+#[test]
+fn a_broken_layer_chain_is_rejected() {
+    // Layers [8 -> 12 -> 16]; the header stores widths as varints (8, 12, 12, 16 all < 128, so
+    // one byte each). Find the second layer's inputs (12 after 8,12) and change it to 13.
+    let blob = small_blob();
+    let model = Model::parse(&blob).expect("valid");
+    assert_eq!(model.layers()[1].inputs, 12);
+    let mut found = false;
+    for at in 0..64 {
+        let mut patched = blob.clone();
+        if patched[at] == 12 && patched[at + 1] == 16 {
+            patched[at] = 13;
+            reseal(&mut patched);
+            if let Err(FormatError::ShapeMismatch {
+                layer,
+                expected,
+                found: got,
+            }) = Model::parse(&patched)
+            {
+                assert_eq!((layer, expected, got), (1, 12, 13));
+                found = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        found,
+        "patching the second layer's width gives ShapeMismatch"
+    );
+}
+
+#[test]
+fn an_inconsistent_spec_does_not_encode() {
+    let weights = vec![0i8; 4 * 3];
+    let channels = vec![
+        ChannelRequant {
+            bias: 0,
+            requant: Requant {
+                multiplier: 1 << 30,
+                shift: 0,
+            },
+        };
+        3
+    ];
+    let lut = [0u8; 2];
+    let layers = [LayerSpec {
+        inputs: 4,
+        outputs: 3,
+        weights: &weights,
+        channels: &channels,
+        output: OutputSpec::TanhPixels { lut: &lut },
+    }];
+    let spec = ModelSpec {
+        name: "bad",
+        latent_dim: 4,
+        image: ImageShape {
+            width: 2,
+            height: 2,
+            channels: 1,
+        },
+        layers: &layers,
+    };
+    assert!(matches!(
+        encode(&spec),
+        Err(mcugan_shared::encode::EncodeError::Invalid(
+            FormatError::ImageSizeMismatch {
+                expected: 4,
+                found: 3
+            }
+        ))
+    ));
+    // A requantization shift outside the supported range.
+    let bad_channels = vec![
+        ChannelRequant {
+            bias: 0,
+            requant: Requant {
+                multiplier: 1 << 30,
+                shift: 40,
+            },
+        };
+        4
+    ];
+    let weights = vec![0i8; 16];
+    let layers = [LayerSpec {
+        inputs: 4,
+        outputs: 4,
+        weights: &weights,
+        channels: &bad_channels,
+        output: OutputSpec::TanhPixels { lut: &lut },
+    }];
+    let spec = ModelSpec {
+        layers: &layers,
+        ..spec
+    };
+    assert!(matches!(
+        encode(&spec),
+        Err(mcugan_shared::encode::EncodeError::Invalid(
+            FormatError::BadChannel {
+                layer: 0,
+                channel: 0
+            }
+        ))
+    ));
+}
+
+#[test]
+fn widths_beyond_the_buffers_are_rejected() {
+    let image = ImageShape {
+        width: (MAX_WIDTH + 1) as u16,
+        height: 1,
+        channels: 1,
+    };
+    let weights = vec![0i8; 2 * (MAX_WIDTH + 1)];
+    let channels = vec![
+        ChannelRequant {
+            bias: 0,
+            requant: Requant {
+                multiplier: 1 << 30,
+                shift: 0,
+            },
+        };
+        MAX_WIDTH + 1
+    ];
+    let lut = [0u8; 2];
+    let layers = [LayerSpec {
+        inputs: 2,
+        outputs: (MAX_WIDTH + 1) as u16,
+        weights: &weights,
+        channels: &channels,
+        output: OutputSpec::TanhPixels { lut: &lut },
+    }];
+    let result = encode(&ModelSpec {
+        name: "wide",
+        latent_dim: 2,
+        image,
+        layers: &layers,
+    });
+    assert!(matches!(
+        result,
+        Err(mcugan_shared::encode::EncodeError::Invalid(
+            FormatError::BadWidth { layer: 0, .. }
+        ))
+    ));
+}
+
+#[test]
+fn the_generated_image_depends_on_the_seed_only() {
+    let blob = small_blob();
+    let model = Model::parse(&blob).expect("valid");
+    let (mut a, mut b, mut c) = ([0u8; 16], [0u8; 16], [0u8; 16]);
+    generate(&model, 11, &mut a).expect("runs");
+    generate(&model, 11, &mut b).expect("runs");
+    generate(&model, 12, &mut c).expect("runs");
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    let mut wrong = [0u8; 15];
+    assert!(generate(&model, 1, &mut wrong).is_err());
+}
+
+#[test]
+fn array_kinds_are_reported() {
+    // Shrink the weight array's declared length by patching its varint (12*8 = 96 < 128).
+    let blob = small_blob();
+    let mut hit = false;
+    for at in 0..80 {
+        let mut patched = blob.clone();
+        if patched[at] == 96 {
+            patched[at] = 95;
+            reseal(&mut patched);
+            if let Err(FormatError::ArrayLength { layer, array, .. }) = Model::parse(&patched) {
+                assert_eq!((layer, array), (0, ArrayKind::Weights));
+                hit = true;
+                break;
+            }
+        }
+    }
+    assert!(hit);
+}
+
+fn mutate(blob: &[u8], edits: &[(usize, u8)], cut: usize) -> Vec<u8> {
+    let mut out = blob.to_vec();
+    for &(at, value) in edits {
+        let at = at % out.len();
+        out[at] = value;
+    }
+    out.truncate(out.len().saturating_sub(cut % 4));
+    out
+}
+
+/// Parsing must never panic, and a model that parses must run.
+fn parse_and_run(bytes: &[u8]) {
+    if let Ok(model) = Model::parse(bytes) {
+        let mut pixels = vec![0u8; model.pixel_count()];
+        generate(&model, 5, &mut pixels).expect("a parsed model runs");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Model::parse(&bytes);
+        let mut with_magic = b"MCGN".to_vec();
+        with_magic.extend_from_slice(&bytes);
+        let _ = Model::parse(&with_magic);
+        reseal(&mut with_magic);
+        parse_and_run(&with_magic);
+    }
+
+    #[test]
+    fn mutated_blobs_never_panic(
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+        cut in any::<usize>(),
+    ) {
+        let blob = small_blob();
+        let mutated = mutate(&blob, &edits, cut);
+        let _ = Model::parse(&mutated);
+    }
+
+    /// Mutations in the preamble and header with a valid CRC reach the structural checks.
+    #[test]
+    fn mutated_and_resealed_headers_never_panic(
+        edits in proptest::collection::vec((0usize..96, any::<u8>()), 1..4),
+    ) {
+        let blob = small_blob();
+        let mut mutated = mutate(&blob, &edits, 0);
+        reseal(&mut mutated);
+        parse_and_run(&mutated);
+    }
+
+    /// Mutations anywhere with a valid CRC: channel records and LUTs included.
+    #[test]
+    fn mutated_and_resealed_bodies_never_panic(
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+    ) {
+        let blob = small_blob();
+        let mut mutated = mutate(&blob, &edits, 0);
+        reseal(&mut mutated);
+        parse_and_run(&mutated);
+    }
+}
