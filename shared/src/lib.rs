@@ -28,6 +28,7 @@ pub mod infer;
 pub mod kernels;
 pub mod latent;
 pub mod requant;
+pub mod stream;
 
 pub use format::{FormatError, ImageShape, Layer, LayerOutput, Model};
 pub use infer::{generate, InferenceError};

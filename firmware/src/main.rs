@@ -1,0 +1,43 @@
+//! mcugan firmware: validates the model blob in flash, draws an image for each seed with the
+//! shared integer kernels, and reports what it drew and measured.
+//!
+//! The board-agnostic part is [`app`]; [`board`] holds what is specific to the MPS2 AN386
+//! (Cortex-M4F) that QEMU emulates: semihosting for the image stream and the seed list, SysTick
+//! for timing, stack painting for the peak stack.
+#![no_std]
+#![no_main]
+
+mod app;
+mod board;
+
+use cortex_m_rt::{entry, exception, ExceptionFrame};
+use defmt_semihosting as _;
+
+/// Wraps a value so that it is 16-byte aligned; the model blob lives in one.
+#[repr(C, align(16))]
+pub struct Aligned<B: ?Sized>(pub B);
+
+// `MODEL`: the blob named by MCUGAN_MODEL at build time (see build.rs), in the `.model` section.
+include!(concat!(env!("OUT_DIR"), "/model.rs"));
+
+#[entry]
+fn main() -> ! {
+    let mut board = board::Mps2::take();
+    let outcome = app::run(&MODEL.0, &mut board);
+    board.finish(outcome)
+}
+
+#[exception]
+unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
+    defmt::error!("HardFault at pc {=u32:#010x}", frame.pc());
+    board::exit_failure()
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    match info.location() {
+        Some(at) => defmt::error!("panic at {=str}:{=u32}", at.file(), at.line()),
+        None => defmt::error!("panic"),
+    }
+    board::exit_failure()
+}

@@ -1,0 +1,557 @@
+//! Quantization: from the trained float generator to the int8 model blob the chip runs.
+//!
+//! 1. **Fold** each BatchNorm (running statistics) into the Linear before it:
+//!    `w' = w·γ/√(var+ε)`, `b' = (b − mean)·γ/√(var+ε) + β`. The result, [`FloatGenerator`], is
+//!    a plain-Rust float model: the reference the int8 model is measured against.
+//! 2. **Calibrate** activations on generated batches: the latent vectors are the very ones the
+//!    chip draws ([`mcugan_shared::latent`]) for a block of calibration seeds; each hidden
+//!    layer's output range is chosen by minimising the int8 round-trip error.
+//! 3. **Quantize**: weights symmetric int8 per output channel; activations asymmetric int8 per
+//!    tensor; the input zero point folded into an `i32` bias; each channel's real scale as a
+//!    fixed-point multiplier and shift; LeakyReLU's negative side as a Q31 slope; Tanh and the
+//!    pixel mapping as a lookup table indexed by the requantized accumulator.
+
+use anyhow::{bail, ensure, Context};
+use mcugan_shared::encode::{encode, LayerSpec, ModelSpec, OutputSpec};
+use mcugan_shared::format::{ChannelRequant, MAX_ABS_BIAS, MAX_LUT_LEN};
+use mcugan_shared::latent::{sample_latent, LATENT_SCALE};
+use mcugan_shared::requant::{MAX_SHIFT, MIN_SHIFT};
+use mcugan_shared::{ImageShape, Requant};
+
+use crate::gan::{Generator, LEAKY_SLOPE};
+
+/// What a float layer applies after `W x + b`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    /// LeakyReLU with this negative slope.
+    LeakyRelu(f32),
+    /// Tanh.
+    Tanh,
+}
+
+/// A dense float layer with BatchNorm already folded in.
+#[derive(Clone, Debug)]
+pub struct FloatLayer {
+    /// Input width.
+    pub inputs: usize,
+    /// Output width.
+    pub outputs: usize,
+    /// Row-major `[outputs][inputs]`.
+    pub weight: Vec<f32>,
+    /// `[outputs]`.
+    pub bias: Vec<f32>,
+    /// The activation.
+    pub activation: Activation,
+}
+
+impl FloatLayer {
+    /// `activation(W x + b)`, accumulated in f64.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        self.weight
+            .chunks_exact(self.inputs)
+            .zip(&self.bias)
+            .map(|(row, &b)| {
+                let pre = row
+                    .iter()
+                    .zip(x)
+                    .map(|(&w, &v)| f64::from(w) * f64::from(v))
+                    .sum::<f64>()
+                    + f64::from(b);
+                match self.activation {
+                    Activation::LeakyRelu(slope) => {
+                        if pre >= 0.0 {
+                            pre as f32
+                        } else {
+                            (pre * f64::from(slope)) as f32
+                        }
+                    }
+                    Activation::Tanh => pre.tanh() as f32,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The generator in evaluation mode as plain float layers (BatchNorm folded).
+#[derive(Clone, Debug)]
+pub struct FloatGenerator {
+    /// First to last.
+    pub layers: Vec<FloatLayer>,
+}
+
+impl FloatGenerator {
+    /// Folds the generator's BatchNorm layers (running statistics, eps 0.8) into its Linears.
+    pub fn fold(generator: &Generator) -> anyhow::Result<Self> {
+        let mut layers = Vec::new();
+        for (index, linear) in generator.linears.iter().enumerate() {
+            let weight = linear.weight.as_tensor().to_vec2::<f32>()?;
+            let mut bias = linear.bias.as_tensor().to_vec1::<f32>()?;
+            let (outputs, inputs) = (weight.len(), weight[0].len());
+            let mut weight: Vec<f32> = weight.into_iter().flatten().collect();
+            // Linears 1..=3 are followed by norms 0..=2.
+            if (1..=3).contains(&index) {
+                let norm = &generator.norms[index - 1];
+                let gamma = norm.weight.as_tensor().to_vec1::<f32>()?;
+                let beta = norm.bias.as_tensor().to_vec1::<f32>()?;
+                let mean = norm.running_mean.to_vec1::<f32>()?;
+                let var = norm.running_var.to_vec1::<f32>()?;
+                for o in 0..outputs {
+                    let scale = f64::from(gamma[o]) / (f64::from(var[o]) + norm.eps).sqrt();
+                    for w in &mut weight[o * inputs..(o + 1) * inputs] {
+                        *w = (f64::from(*w) * scale) as f32;
+                    }
+                    bias[o] = ((f64::from(bias[o]) - f64::from(mean[o])) * scale
+                        + f64::from(beta[o])) as f32;
+                }
+            }
+            let activation = if index == 4 {
+                Activation::Tanh
+            } else {
+                Activation::LeakyRelu(LEAKY_SLOPE as f32)
+            };
+            layers.push(FloatLayer {
+                inputs,
+                outputs,
+                weight,
+                bias,
+                activation,
+            });
+        }
+        Ok(Self { layers })
+    }
+
+    /// Latent vector length.
+    pub fn latent_dim(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.inputs)
+    }
+
+    /// Runs the model; returns every layer's output (the last one is the image in `[-1, 1]`).
+    pub fn forward_all(&self, z: &[f32]) -> Vec<Vec<f32>> {
+        let mut outputs: Vec<Vec<f32>> = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let input = outputs.last().map_or(z, |v| v.as_slice());
+            let out = layer.forward(input);
+            outputs.push(out);
+        }
+        outputs
+    }
+
+    /// The image for `z`, in `[-1, 1]`.
+    pub fn forward(&self, z: &[f32]) -> Vec<f32> {
+        self.forward_all(z).pop().unwrap_or_default()
+    }
+
+    /// The image the float model draws for `seed`, from the same latent vector the chip draws
+    /// (codes times [`LATENT_SCALE`]), as gray levels in `[0, 255]` (unrounded).
+    pub fn draw(&self, seed: u32) -> Vec<f32> {
+        self.forward(&latent_for_seed(seed, self.latent_dim()))
+            .into_iter()
+            .map(tanh_output_to_gray)
+            .collect()
+    }
+}
+
+/// The real latent vector the chip draws for `seed`.
+pub fn latent_for_seed(seed: u32, dim: usize) -> Vec<f32> {
+    let mut codes = vec![0i8; dim];
+    sample_latent(seed, &mut codes);
+    codes.iter().map(|&c| f32::from(c) * LATENT_SCALE).collect()
+}
+
+/// Maps a tanh output in `[-1, 1]` to a gray level in `[0, 255]`.
+pub fn tanh_output_to_gray(value: f32) -> f32 {
+    ((value + 1.0) * 0.5 * 255.0).clamp(0.0, 255.0)
+}
+
+/// Settings of the quantizer.
+#[derive(Clone, Debug)]
+pub struct QuantizeOptions {
+    /// The model's name in the blob.
+    pub name: String,
+    /// Generated images used to calibrate activation ranges.
+    pub calibration_images: u32,
+    /// First calibration seed; calibration uses seeds `base..base + calibration_images`, away
+    /// from the small seeds used to evaluate.
+    pub calibration_seed_base: u32,
+    /// Entries of the tanh lookup table (even, at most 4096).
+    pub lut_len: usize,
+    /// The table covers pre-activations in `[-lut_range, lut_range)`.
+    pub lut_range: f32,
+}
+
+impl Default for QuantizeOptions {
+    fn default() -> Self {
+        Self {
+            name: "generator".into(),
+            calibration_images: 1024,
+            calibration_seed_base: 1_000_000,
+            lut_len: 1024,
+            lut_range: 4.0,
+        }
+    }
+}
+
+/// An int8 activation quantization: `real = (q − zero_point) · scale`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct ActivationQuant {
+    /// Real value of one step.
+    pub scale: f64,
+    /// The code of real zero.
+    pub zero_point: i8,
+}
+
+impl ActivationQuant {
+    /// The latent vector's fixed quantization.
+    pub const LATENT: ActivationQuant = ActivationQuant {
+        scale: LATENT_SCALE as f64,
+        zero_point: 0,
+    };
+
+    /// The quantization that covers `[lo, hi]` (widened to include 0) with 256 codes.
+    pub fn covering(lo: f32, hi: f32) -> Self {
+        let lo = f64::from(lo.min(0.0));
+        let hi = f64::from(hi.max(0.0));
+        let scale = ((hi - lo) / 255.0).max(1e-8);
+        let zero_point = (-128.0 - lo / scale).round().clamp(-128.0, 127.0) as i8;
+        Self { scale, zero_point }
+    }
+
+    /// Quantize then dequantize.
+    pub fn round_trip(&self, value: f32) -> f32 {
+        let q = (f64::from(value) / self.scale).round() + f64::from(self.zero_point);
+        let q = q.clamp(-128.0, 127.0);
+        ((q - f64::from(self.zero_point)) * self.scale) as f32
+    }
+}
+
+/// What the quantizer chose, layer by layer (for reports).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LayerQuantReport {
+    /// Input quantization.
+    pub input: ActivationQuant,
+    /// Output quantization (`None` for the pixel layer).
+    pub output: Option<ActivationQuant>,
+    /// Smallest and largest per-channel weight scale.
+    pub weight_scale_range: (f64, f64),
+    /// Calibrated output range before clipping (min, max).
+    pub calibrated_range: (f32, f32),
+}
+
+/// The quantizer's result.
+#[derive(Clone, Debug)]
+pub struct Quantized {
+    /// The model blob.
+    pub blob: Vec<u8>,
+    /// Per-layer choices.
+    pub layers: Vec<LayerQuantReport>,
+}
+
+/// A real factor as the chip's fixed-point `(multiplier, shift)`, rounded to 31 bits.
+pub fn requant_from_real(factor: f64) -> anyhow::Result<Requant> {
+    ensure!(
+        factor.is_finite() && factor > 0.0,
+        "requantization factor {factor} is not positive"
+    );
+    // factor = fraction · 2^exponent with fraction in [0.5, 1).
+    let mut exponent = factor.log2().floor() as i32 + 1;
+    let mut fraction = factor / 2f64.powi(exponent);
+    while fraction >= 1.0 {
+        fraction /= 2.0;
+        exponent += 1;
+    }
+    while fraction < 0.5 {
+        fraction *= 2.0;
+        exponent -= 1;
+    }
+    let mut multiplier = (fraction * 2f64.powi(31)).round() as i64;
+    if multiplier == 1 << 31 {
+        multiplier /= 2;
+        exponent += 1;
+    }
+    let shift = -exponent;
+    if !(MIN_SHIFT..=MAX_SHIFT).contains(&shift) {
+        bail!("requantization factor {factor:e} is outside the chip's range");
+    }
+    Ok(Requant {
+        multiplier: multiplier as i32,
+        shift,
+    })
+}
+
+/// The value a `Requant` stands for.
+pub fn requant_to_real(r: Requant) -> f64 {
+    f64::from(r.multiplier) / 2f64.powi(31 + r.shift)
+}
+
+/// LeakyReLU's slope in Q31.
+pub fn slope_q31(slope: f64) -> i32 {
+    (slope * 2f64.powi(31)).round() as i32
+}
+
+/// The range for a layer's output that minimises the int8 round-trip error over `values`.
+/// Candidates clip the top at a few high percentiles (the rare largest activations otherwise
+/// spend the codes); the bottom is the minimum.
+pub fn choose_range(values: &[f32]) -> ActivationQuant {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    let lo = sorted.first().copied().unwrap_or(0.0);
+    let n = sorted.len();
+    let mut best: Option<(f64, ActivationQuant)> = None;
+    for keep in [1.0, 0.99999, 0.9999, 0.9995, 0.999, 0.998, 0.995] {
+        let at = ((n as f64 * keep).ceil() as usize).clamp(1, n.max(1)) - 1;
+        let hi = sorted.get(at).copied().unwrap_or(0.0);
+        let quant = ActivationQuant::covering(lo, hi);
+        let error: f64 = values
+            .iter()
+            .map(|&v| {
+                let d = f64::from(v - quant.round_trip(v));
+                d * d
+            })
+            .sum();
+        if best.is_none_or(|(e, _)| error < e) {
+            best = Some((error, quant));
+        }
+    }
+    best.map_or(ActivationQuant::covering(0.0, 1.0), |(_, q)| q)
+}
+
+/// Calibrates, quantizes and encodes `model`.
+pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Result<Quantized> {
+    let layers = &model.layers;
+    ensure!(layers.len() >= 2, "the generator needs at least two layers");
+    ensure!(
+        layers.last().map(|l| l.activation) == Some(Activation::Tanh),
+        "the last layer must end in Tanh"
+    );
+    ensure!(
+        (2..=MAX_LUT_LEN).contains(&options.lut_len) && options.lut_len.is_multiple_of(2),
+        "the lookup table length must be even and at most {MAX_LUT_LEN}"
+    );
+    let side = (layers[layers.len() - 1].outputs as f64).sqrt() as usize;
+    ensure!(
+        side * side == layers[layers.len() - 1].outputs,
+        "the generator must draw square grayscale images"
+    );
+
+    // Calibration: every hidden layer's outputs over the calibration images.
+    let hidden = layers.len() - 1;
+    let mut observed: Vec<Vec<f32>> = vec![Vec::new(); hidden];
+    for i in 0..options.calibration_images {
+        let z = latent_for_seed(
+            options.calibration_seed_base.wrapping_add(i),
+            model.latent_dim(),
+        );
+        let outputs = model.forward_all(&z);
+        for (l, out) in outputs.iter().take(hidden).enumerate() {
+            observed[l].extend_from_slice(out);
+        }
+    }
+    let output_quants: Vec<ActivationQuant> = observed.iter().map(|v| choose_range(v)).collect();
+
+    let slope = slope_q31(LEAKY_SLOPE);
+    let half = options.lut_len / 2;
+    let lut_step = f64::from(options.lut_range) / half as f64;
+    let lut: Vec<u8> = (0..options.lut_len)
+        .map(|i| {
+            let pre = (i as f64 - half as f64) * lut_step;
+            tanh_output_to_gray(pre.tanh() as f32).round() as u8
+        })
+        .collect();
+
+    let mut weights_q: Vec<Vec<i8>> = Vec::new();
+    let mut channels_q: Vec<Vec<ChannelRequant>> = Vec::new();
+    let mut reports = Vec::new();
+    let mut input = ActivationQuant::LATENT;
+    for (l, layer) in layers.iter().enumerate() {
+        let is_last = l == hidden;
+        let output_scale = if is_last {
+            lut_step
+        } else {
+            output_quants[l].scale
+        };
+        let mut w_q = Vec::with_capacity(layer.weight.len());
+        let mut channels = Vec::with_capacity(layer.outputs);
+        let (mut min_ws, mut max_ws) = (f64::INFINITY, 0f64);
+        for (o, row) in layer.weight.chunks_exact(layer.inputs).enumerate() {
+            let max_abs = row.iter().fold(0f32, |m, &w| m.max(w.abs()));
+            let w_scale = if max_abs > 0.0 {
+                f64::from(max_abs) / 127.0
+            } else {
+                1.0
+            };
+            min_ws = min_ws.min(w_scale);
+            max_ws = max_ws.max(w_scale);
+            let mut sum_q: i64 = 0;
+            for &w in row {
+                let q = (f64::from(w) / w_scale).round().clamp(-127.0, 127.0) as i8;
+                sum_q += i64::from(q);
+                w_q.push(q);
+            }
+            let acc_scale = input.scale * w_scale;
+            let bias = (f64::from(layer.bias[o]) / acc_scale).round() as i64
+                - i64::from(input.zero_point) * sum_q;
+            ensure!(
+                bias.abs() <= i64::from(MAX_ABS_BIAS),
+                "layer {l}, channel {o}: bias {bias} does not fit the accumulator"
+            );
+            let requant = requant_from_real(acc_scale / output_scale)
+                .with_context(|| format!("layer {l}, channel {o}"))?;
+            channels.push(ChannelRequant {
+                bias: bias as i32,
+                requant,
+            });
+        }
+        let calibrated = observed
+            .get(l)
+            .map(|v| {
+                v.iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+                        (a.min(x), b.max(x))
+                    })
+            })
+            .unwrap_or((-1.0, 1.0));
+        reports.push(LayerQuantReport {
+            input,
+            output: output_quants.get(l).copied(),
+            weight_scale_range: (min_ws, max_ws),
+            calibrated_range: calibrated,
+        });
+        weights_q.push(w_q);
+        channels_q.push(channels);
+        if !is_last {
+            input = output_quants[l];
+        }
+    }
+
+    let specs: Vec<LayerSpec> = layers
+        .iter()
+        .enumerate()
+        .map(|(l, layer)| LayerSpec {
+            inputs: layer.inputs as u16,
+            outputs: layer.outputs as u16,
+            weights: &weights_q[l],
+            channels: &channels_q[l],
+            output: if l == hidden {
+                OutputSpec::TanhPixels { lut: &lut }
+            } else {
+                OutputSpec::LeakyRelu {
+                    zero_point: output_quants[l].zero_point,
+                    negative_slope_q31: slope,
+                }
+            },
+        })
+        .collect();
+    let blob = encode(&ModelSpec {
+        name: &options.name,
+        latent_dim: model.latent_dim() as u16,
+        image: ImageShape {
+            width: side as u16,
+            height: side as u16,
+            channels: 1,
+        },
+        layers: &specs,
+    })?;
+    Ok(Quantized {
+        blob,
+        layers: reports,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+    use rand::SeedableRng;
+
+    #[test]
+    fn requant_from_real_is_accurate_and_normalised() {
+        for factor in [
+            1e-6,
+            0.000_123_4,
+            0.01,
+            0.5,
+            0.999_999_999_9,
+            1.0,
+            3.7,
+            1234.5,
+        ] {
+            let r = requant_from_real(factor).unwrap();
+            assert!(
+                (1 << 30..=i32::MAX).contains(&r.multiplier),
+                "{factor}: {r:?}"
+            );
+            let back = requant_to_real(r);
+            assert!(
+                ((back - factor) / factor).abs() < 1e-9,
+                "{factor} -> {back}"
+            );
+        }
+        assert!(requant_from_real(0.0).is_err());
+        assert!(requant_from_real(f64::NAN).is_err());
+        assert!(requant_from_real(1e30).is_err());
+    }
+
+    #[test]
+    fn requantization_rounds_like_the_real_product() {
+        // The chip's integer requantization against round-half-up of the exact real product.
+        let r = requant_from_real(0.013_7).unwrap();
+        let exact = requant_to_real(r);
+        for acc in -100_000..100_000 {
+            let expected = (f64::from(acc) * exact + 0.5).floor() as i32;
+            assert_eq!(r.apply(acc), expected, "acc {acc}");
+        }
+    }
+
+    #[test]
+    fn activation_quant_covers_its_range() {
+        let q = ActivationQuant::covering(-0.4, 5.0);
+        assert!((q.round_trip(0.0)).abs() < 1e-9, "zero is exact");
+        assert!((q.round_trip(5.0) - 5.0).abs() <= q.scale as f32);
+        assert!((q.round_trip(-0.4) + 0.4).abs() <= q.scale as f32);
+        // Clipping above the range.
+        assert!((q.round_trip(50.0) - 5.0).abs() <= q.scale as f32);
+    }
+
+    #[test]
+    fn folding_batch_norm_matches_eval_mode() {
+        let device = Device::Cpu;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut g = Generator::new(&mut rng, &device).unwrap();
+        // Move the running statistics and affine parameters away from their defaults.
+        for _ in 0..3 {
+            let z = Tensor::randn(0f32, 1., (16, 100), &device).unwrap();
+            g.forward_train(&z).unwrap();
+        }
+        for norm in &g.norms {
+            let n = norm.weight.as_tensor().dim(0).unwrap();
+            norm.weight
+                .set(&Tensor::rand(0.5f32, 1.5, n, &device).unwrap())
+                .unwrap();
+            norm.bias
+                .set(&Tensor::rand(-0.5f32, 0.5, n, &device).unwrap())
+                .unwrap();
+        }
+        let folded = FloatGenerator::fold(&g).unwrap();
+        let z = latent_for_seed(9, 100);
+        let expected = g
+            .forward_eval(&Tensor::from_slice(&z, (1, 100), &device).unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let got = folded.forward(&z);
+        let worst = expected
+            .iter()
+            .zip(&got)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1e-4, "folded model differs by {worst}");
+    }
+
+    #[test]
+    fn lut_and_slope_constants() {
+        assert_eq!(slope_q31(0.2), 429_496_730);
+        assert_eq!(tanh_output_to_gray(-1.0), 0.0);
+        assert_eq!(tanh_output_to_gray(1.0), 255.0);
+    }
+}

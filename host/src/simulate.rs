@@ -1,0 +1,84 @@
+//! The microcontroller, simulated: the host runs the model blob through exactly the code the
+//! firmware links (`mcugan_shared::generate`), so its bytes are the chip's bytes. Also the
+//! float-versus-int8 comparison.
+
+use anyhow::Context;
+use mcugan_shared::{generate, Model};
+
+use crate::quantize::FloatGenerator;
+
+/// The images the chip draws for `seeds`, computed on the host.
+pub fn simulate(blob: &[u8], seeds: &[u32]) -> anyhow::Result<Vec<Vec<u8>>> {
+    let model = Model::parse(blob).context("invalid model blob")?;
+    seeds
+        .iter()
+        .map(|&seed| {
+            let mut pixels = vec![0u8; model.pixel_count()];
+            generate(&model, seed, &mut pixels)?;
+            Ok(pixels)
+        })
+        .collect()
+}
+
+/// Peak signal-to-noise ratio in dB of `test` against `reference`, both gray levels
+/// (peak 255). Infinite for identical images.
+pub fn psnr(reference: &[f32], test: &[u8]) -> f64 {
+    let mse = reference
+        .iter()
+        .zip(test)
+        .map(|(&r, &t)| {
+            let d = f64::from(r) - f64::from(t);
+            d * d
+        })
+        .sum::<f64>()
+        / reference.len().max(1) as f64;
+    10.0 * (255.0f64 * 255.0 / mse).log10()
+}
+
+/// How far the int8 model is from the float model.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FloatVsInt8 {
+    /// Images compared.
+    pub images: usize,
+    /// PSNR over all their pixels, dB.
+    pub psnr_db: f64,
+    /// Mean absolute difference, gray levels.
+    pub mean_abs_error: f64,
+    /// Largest absolute difference, gray levels.
+    pub max_abs_error: f64,
+}
+
+/// Compares the float generator with the int8 blob on the same latent vectors.
+pub fn compare(float: &FloatGenerator, blob: &[u8], seeds: &[u32]) -> anyhow::Result<FloatVsInt8> {
+    let int8 = simulate(blob, seeds)?;
+    let mut reference = Vec::new();
+    let mut test = Vec::new();
+    for (&seed, image) in seeds.iter().zip(&int8) {
+        reference.extend(float.draw(seed));
+        test.extend_from_slice(image);
+    }
+    let diffs: Vec<f64> = reference
+        .iter()
+        .zip(&test)
+        .map(|(&r, &t)| (f64::from(r) - f64::from(t)).abs())
+        .collect();
+    Ok(FloatVsInt8 {
+        images: seeds.len(),
+        psnr_db: psnr(&reference, &test),
+        mean_abs_error: diffs.iter().sum::<f64>() / diffs.len().max(1) as f64,
+        max_abs_error: diffs.iter().fold(0.0, |m: f64, &d| m.max(d)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn psnr_of_known_errors() {
+        assert!(psnr(&[10.0, 20.0], &[10, 20]).is_infinite());
+        // MSE 1 -> 20 log10(255) = 48.13 dB.
+        let p = psnr(&[10.0, 20.0], &[11, 19]);
+        assert!((p - 48.1308).abs() < 1e-3, "{p}");
+    }
+}

@@ -1,0 +1,148 @@
+//! The firmware under QEMU (`mps2-an386`, Cortex-M4F) against the host simulation.
+
+use std::time::Duration;
+
+use mcugan::firmware::{run_qemu, QemuOptions};
+use mcugan::simulate::simulate;
+use mcugan_e2e::{build_firmware, shipped_model};
+use mcugan_shared::encode::set_version;
+use mcugan_shared::{FormatError, Model};
+
+fn qemu() -> QemuOptions {
+    QemuOptions {
+        timeout: Duration::from_secs(120),
+        ..QemuOptions::default()
+    }
+}
+
+#[test]
+fn the_chip_draws_the_host_simulations_bytes() {
+    let work = tempfile::tempdir().unwrap();
+    let blob = std::fs::read(shipped_model()).unwrap();
+    let elf = build_firmware(&shipped_model(), &work.path().join("fw.elf")).unwrap();
+    // Small, scattered and extreme seeds.
+    let mut seeds: Vec<u32> = (0..12).collect();
+    seeds.extend([77, 1_000, 65_535, 123_456_789, u32::MAX - 1, u32::MAX]);
+    let run = run_qemu(&elf, &seeds, &qemu()).unwrap();
+    assert!(run.succeeded(), "firmware failed:\n{}", run.log.join("\n"));
+    assert_eq!(run.stream_error, None);
+
+    let expected = simulate(&blob, &seeds).unwrap();
+    assert_eq!(run.images.len(), seeds.len());
+    for ((drawn, want), &seed) in run.images.iter().zip(&expected).zip(&seeds) {
+        assert_eq!(drawn.seed, seed);
+        assert_eq!(drawn.pixels.len(), 784);
+        let differing = drawn
+            .pixels
+            .iter()
+            .zip(want)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(
+            differing, 0,
+            "seed {seed}: {differing} pixels differ from the host"
+        );
+    }
+    // The images are real drawings, not a constant.
+    let first = &run.images[0].pixels;
+    assert!(first.iter().any(|&p| p > 200) && first.iter().any(|&p| p < 30));
+    assert_ne!(run.images[0].pixels, run.images[1].pixels);
+}
+
+#[test]
+fn the_firmware_reports_its_measurements() {
+    let work = tempfile::tempdir().unwrap();
+    let elf = build_firmware(&shipped_model(), &work.path().join("fw.elf")).unwrap();
+    let run = run_qemu(&elf, &[0, 1], &qemu()).unwrap();
+    assert!(run.succeeded(), "{}", run.log.join("\n"));
+    // SysTick at 25 MHz under -icount shift=0: 40 instructions per tick.
+    let per_tick = run.instructions_per_tick().unwrap();
+    assert!(
+        (per_tick - 40.0).abs() < 0.01,
+        "instructions per tick {per_tick}"
+    );
+    let per_image = run.instructions_per_image().unwrap();
+    assert!(
+        per_image > 1_503_744.0 && per_image < 20.0 * 1_503_744.0,
+        "instructions per image {per_image}"
+    );
+    let stack = run.stats["stack_peak_bytes"];
+    assert!(stack > 2048 && stack < 16 * 1024, "stack {stack}");
+    let blob_len = std::fs::metadata(shipped_model()).unwrap().len() as u32;
+    assert_eq!(run.stats["model_bytes"], blob_len);
+    assert!(
+        run.log
+            .iter()
+            .any(|l| l.contains("model 'mnist-digits' valid")),
+        "{:?}",
+        run.log
+    );
+}
+
+/// A corrupted blob is rejected by the host with the named error, and by the firmware with a
+/// failure exit that logs the same error — no image, no fault, no hang.
+fn check_rejected(name: &str, blob: &[u8], expect: fn(&FormatError) -> bool, log_word: &str) {
+    let err = Model::parse(blob).expect_err("the host rejects it");
+    assert!(expect(&err), "{name}: host error {err:?}");
+
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join(format!("{name}.mcg"));
+    std::fs::write(&path, blob).unwrap();
+    let elf = build_firmware(&path, &work.path().join("fw.elf")).unwrap();
+    let run = run_qemu(&elf, &[0, 1], &qemu()).unwrap();
+    assert!(!run.timed_out, "{name}: the firmware hung");
+    assert_eq!(
+        run.exit_code,
+        Some(1),
+        "{name}: exit code\n{}",
+        run.log.join("\n")
+    );
+    assert!(run.images.is_empty(), "{name}: drew images from a bad blob");
+    assert!(
+        run.log
+            .iter()
+            .any(|l| l.contains("invalid model") && l.contains(log_word)),
+        "{name}: log does not name {log_word}:\n{}",
+        run.log.join("\n")
+    );
+    assert!(!run
+        .log
+        .iter()
+        .any(|l| l.contains("HardFault") || l.contains("panic")));
+}
+
+#[test]
+fn a_flipped_byte_is_rejected_by_host_and_chip() {
+    let mut blob = std::fs::read(shipped_model()).unwrap();
+    let at = blob.len() * 2 / 3;
+    blob[at] ^= 0x10;
+    check_rejected(
+        "flipped",
+        &blob,
+        |e| matches!(e, FormatError::CrcMismatch { .. }),
+        "CrcMismatch",
+    );
+}
+
+#[test]
+fn a_truncated_blob_is_rejected_by_host_and_chip() {
+    let blob = std::fs::read(shipped_model()).unwrap();
+    check_rejected(
+        "truncated",
+        &blob[..blob.len() - 1000],
+        |e| matches!(e, FormatError::Truncated { .. }),
+        "Truncated",
+    );
+}
+
+#[test]
+fn a_wrong_version_blob_is_rejected_by_host_and_chip() {
+    let mut blob = std::fs::read(shipped_model()).unwrap();
+    assert!(set_version(&mut blob, 7));
+    check_rejected(
+        "version",
+        &blob,
+        |e| matches!(e, FormatError::UnsupportedVersion { found: 7, .. }),
+        "UnsupportedVersion",
+    );
+}
