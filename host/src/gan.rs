@@ -64,6 +64,12 @@ impl Linear {
         x.matmul(&self.weight.as_tensor().t()?)?
             .broadcast_add(self.bias.as_tensor())
     }
+
+    /// The same, with the weights cut out of the gradient graph: gradients still flow to `x`.
+    pub fn forward_frozen(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.weight.as_tensor().detach().t()?)?
+            .broadcast_add(&self.bias.as_tensor().detach())
+    }
 }
 
 /// BatchNorm1d over `[batch, features]`, with PyTorch's semantics.
@@ -249,7 +255,13 @@ impl Generator {
             )?;
             let tracked = format!("{prefix}model.{index}.num_batches_tracked");
             norm.num_batches_tracked = match tensors.get(&tracked) {
-                Some(t) => t.flatten_all()?.to_dtype(DType::I64)?.to_vec1::<i64>()?[0],
+                Some(t) => t
+                    .flatten_all()?
+                    .to_dtype(DType::I64)?
+                    .to_vec1::<i64>()?
+                    .first()
+                    .copied()
+                    .unwrap_or(0),
                 None => 0,
             };
         }
@@ -300,9 +312,38 @@ impl Discriminator {
 
     /// The pre-sigmoid output, `[batch, 1]`.
     pub fn logits(&self, images: &Tensor) -> Result<Tensor> {
-        let x = leaky_relu(&self.linears[0].forward(images)?)?;
-        let x = leaky_relu(&self.linears[1].forward(&x)?)?;
-        self.linears[2].forward(&x)
+        self.forward(images, false, None)
+    }
+
+    /// [`Discriminator::logits`] with the weights frozen: for the generator's step, where only
+    /// the gradient with respect to the images is needed.
+    pub fn logits_frozen(&self, images: &Tensor) -> Result<Tensor> {
+        self.forward(images, true, None)
+    }
+
+    /// The pre-sigmoid output; `frozen` cuts the weights out of the gradient graph, `dropout`
+    /// multiplies the two hidden activations by the given masks.
+    pub fn forward(
+        &self,
+        images: &Tensor,
+        frozen: bool,
+        dropout: Option<&[Tensor; 2]>,
+    ) -> Result<Tensor> {
+        let layer = |i: usize, x: &Tensor| {
+            if frozen {
+                self.linears[i].forward_frozen(x)
+            } else {
+                self.linears[i].forward(x)
+            }
+        };
+        let mut x = images.clone();
+        for i in 0..2 {
+            x = leaky_relu(&layer(i, &x)?)?;
+            if let Some(masks) = dropout {
+                x = (x * &masks[i])?;
+            }
+        }
+        layer(2, &x)
     }
 
     /// The trainable variables with their PyTorch names.

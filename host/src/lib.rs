@@ -5,12 +5,14 @@
 //! microcontroller with the very code it runs, and driving the firmware under QEMU.
 
 pub mod adam;
+pub mod cpu;
 pub mod data;
 pub mod firmware;
 pub mod fsutil;
 pub mod gan;
 pub mod picture;
 pub mod quantize;
+pub mod recipe;
 pub mod report;
 pub mod simulate;
 pub mod train;

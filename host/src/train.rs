@@ -24,6 +24,7 @@ use crate::adam::{Adam, AdamConfig};
 use crate::data::{self, Dataset, Split};
 use crate::gan::{bce_with_logits, Discriminator, Generator, IMAGE_PIXELS, LATENT_DIM};
 use crate::picture::{self, GridLayout};
+use crate::recipe::{dropout_mask, translate, Recipe, WeightAverage};
 
 /// File name of the full training checkpoint in the output directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
@@ -51,8 +52,13 @@ pub struct TrainConfig {
     pub sample_interval: u64,
     /// Train on the first this many images only.
     pub limit: Option<usize>,
+    /// Also keep the generator of every this many epochs as `generators/epoch-N.safetensors`
+    /// (0: only the last).
+    pub save_every: usize,
     /// Optimiser settings, for both networks.
     pub adam: AdamConfig,
+    /// The training recipe: the reference, or small-data improvements.
+    pub recipe: Recipe,
     /// Where the tensors live.
     pub device: Device,
     /// Show a progress bar (it is hidden anyway when stderr is not a terminal).
@@ -71,7 +77,9 @@ impl TrainConfig {
             seed: 0,
             sample_interval: 400,
             limit: None,
+            save_every: 0,
             adam: AdamConfig::REFERENCE,
+            recipe: Recipe::REFERENCE,
             device: Device::Cpu,
             progress: true,
         }
@@ -95,6 +103,9 @@ pub struct TrainSummary {
     pub device: String,
     /// Wall time of each epoch, seconds.
     pub epoch_seconds: Vec<f64>,
+    /// The recipe's name.
+    #[serde(default)]
+    pub recipe: String,
     /// Mean of `epoch_seconds`.
     pub mean_epoch_seconds: f64,
     /// Training images processed per second, over the whole run.
@@ -121,16 +132,36 @@ pub struct TrainState {
     pub epoch: usize,
     /// Batches completed.
     pub batches_done: u64,
+    /// The recipe.
+    pub recipe: Recipe,
+    /// The generator's weight average, when the recipe keeps one.
+    pub average: Option<WeightAverage>,
+    /// The seed the run started from.
+    pub seed: u64,
 }
 
 impl TrainState {
     /// A fresh state: generator then discriminator initialised from `seed`.
     pub fn new(seed: u64, adam: AdamConfig, device: &Device) -> anyhow::Result<Self> {
+        Self::with_recipe(seed, adam, Recipe::REFERENCE, device)
+    }
+
+    /// A fresh state trained with `recipe`.
+    pub fn with_recipe(
+        seed: u64,
+        adam: AdamConfig,
+        recipe: Recipe,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let generator = Generator::new(&mut rng, device)?;
         let discriminator = Discriminator::new(&mut rng, device)?;
         let opt_g = Adam::new(generator.vars(), adam)?;
         let opt_d = Adam::new(discriminator.vars(), adam)?;
+        let average = match recipe.g_ema {
+            Some(decay) => Some(WeightAverage::new(&generator, decay)?),
+            None => None,
+        };
         Ok(Self {
             generator,
             discriminator,
@@ -139,7 +170,37 @@ impl TrainState {
             rng,
             epoch: 0,
             batches_done: 0,
+            recipe,
+            average,
+            seed,
         })
+    }
+
+    /// The images as the discriminator sees them: shifted, if the recipe says so.
+    fn augment(&mut self, images: &Tensor) -> anyhow::Result<Tensor> {
+        Ok(translate(images, 28, self.recipe.translate, &mut self.rng)?)
+    }
+
+    /// Fresh dropout masks for the discriminator's hidden layers, if the recipe uses dropout.
+    fn dropout(&mut self, batch: usize, device: &Device) -> anyhow::Result<Option<[Tensor; 2]>> {
+        let p = self.recipe.d_dropout;
+        if p <= 0.0 {
+            return Ok(None);
+        }
+        Ok(Some([
+            dropout_mask((batch, 512), p, &mut self.rng, device)?,
+            dropout_mask((batch, 256), p, &mut self.rng, device)?,
+        ]))
+    }
+
+    /// The generator to export: the weight average (BatchNorm statistics recomputed for it,
+    /// from a random stream of its own) when the recipe keeps one, else the live generator.
+    pub fn exported_generator(&self) -> anyhow::Result<Option<Generator>> {
+        let Some(average) = &self.average else {
+            return Ok(None);
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5eed_e3a0);
+        Ok(Some(average.export(&self.generator, 40, 256, &mut rng)?))
     }
 
     /// One batch of the reference loop; returns `(d_loss, g_loss)` and the fakes.
@@ -147,14 +208,29 @@ impl TrainState {
         let batch = real.dim(0)?;
         let z = sample_z(&mut self.rng, batch, real.device())?;
 
-        // Generator step: make the discriminator call the fakes real.
+        let device = real.device();
+
+        // Generator step: make the discriminator call the fakes real. The discriminator's
+        // weights are frozen here: their gradients would be discarded anyway.
         let fakes = self.generator.forward_train(&z)?;
-        let g_loss = bce_with_logits(&self.discriminator.logits(&fakes)?, 1.0)?;
+        let seen = self.augment(&fakes)?;
+        let masks = self.dropout(batch, device)?;
+        let g_logits = self.discriminator.forward(&seen, true, masks.as_ref())?;
+        let g_loss = bce_with_logits(&g_logits, 1.0)?;
         self.opt_g.step(&g_loss.backward()?)?;
+        if let Some(average) = &mut self.average {
+            average.update(&self.generator)?;
+        }
 
         // Discriminator step on the same fakes, detached.
-        let real_loss = bce_with_logits(&self.discriminator.logits(real)?, 1.0)?;
-        let fake_loss = bce_with_logits(&self.discriminator.logits(&fakes.detach())?, 0.0)?;
+        let seen = self.augment(real)?;
+        let masks = self.dropout(batch, device)?;
+        let real_logits = self.discriminator.forward(&seen, false, masks.as_ref())?;
+        let real_loss = bce_with_logits(&real_logits, self.recipe.real_label)?;
+        let seen = self.augment(&fakes.detach())?;
+        let masks = self.dropout(batch, device)?;
+        let fake_logits = self.discriminator.forward(&seen, false, masks.as_ref())?;
+        let fake_loss = bce_with_logits(&fake_logits, 0.0)?;
         let d_loss = ((real_loss + fake_loss)? / 2.0)?;
         self.opt_d.step(&d_loss.backward()?)?;
 
@@ -175,8 +251,13 @@ impl TrainState {
         for (name, var) in self.discriminator.vars() {
             tensors.push((format!("discriminator.{name}"), var.as_tensor().clone()));
         }
-        tensors.extend(self.opt_g.state("optimizer_g."));
-        tensors.extend(self.opt_d.state("optimizer_d."));
+        if let Some(average) = &self.average {
+            for (name, t) in average.tensors() {
+                tensors.push((format!("generator_average.{name}"), t));
+            }
+        }
+        tensors.extend(self.opt_g.state("optimizer_g.")?);
+        tensors.extend(self.opt_d.state("optimizer_d.")?);
         let mut meta = HashMap::new();
         meta.insert("format".into(), "mcugan-checkpoint-1".into());
         meta.insert("epoch".into(), self.epoch.to_string());
@@ -187,6 +268,7 @@ impl TrainState {
         meta.insert("rng_stream".into(), self.rng.get_stream().to_string());
         meta.insert("rng_word_pos".into(), self.rng.get_word_pos().to_string());
         meta.insert("config".into(), config_json.to_string());
+        meta.insert("recipe".into(), serde_json::to_string(&self.recipe)?);
         Ok(safetensors::serialize(tensors, Some(meta))?)
     }
 }
@@ -250,7 +332,7 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
     fs::create_dir_all(out.join("samples"))
         .with_context(|| format!("creating {}", out.display()))?;
 
-    let mut state = TrainState::new(config.seed, config.adam, device)?;
+    let mut state = TrainState::with_recipe(config.seed, config.adam, config.recipe, device)?;
     let config_json = serde_json::json!({
         "data_dir": config.data_dir.display().to_string(),
         "images": data.len(),
@@ -258,6 +340,7 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         "batch_size": config.batch_size,
         "seed": config.seed,
         "adam": config.adam,
+        "recipe": config.recipe,
     })
     .to_string();
 
@@ -318,6 +401,18 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         let checkpoint = state.to_checkpoint(&config_json)?;
         crate::fsutil::write_atomically(&out.join(CHECKPOINT_FILE), &checkpoint)
             .context("writing the checkpoint")?;
+        if config.save_every > 0 && state.epoch % config.save_every == 0 {
+            let dir = out.join("generators");
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = dir.join(format!("epoch-{}.safetensors", state.epoch));
+            let exported = state.exported_generator()?;
+            let generator = exported.as_ref().unwrap_or(&state.generator);
+            save_generator(
+                generator,
+                &path,
+                generator_metadata(config, &data, state.epoch),
+            )?;
+        }
         say(
             &progress,
             format!(
@@ -330,13 +425,12 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
     progress.finish_and_clear();
 
     let total = run_start.elapsed().as_secs_f64();
-    let mut meta = HashMap::new();
-    meta.insert("format".into(), "mcugan-generator-1".into());
-    meta.insert("epochs".into(), config.epochs.to_string());
-    meta.insert("images".into(), data.len().to_string());
-    meta.insert("data_dir".into(), config.data_dir.display().to_string());
-    meta.insert("seed".into(), config.seed.to_string());
-    save_generator(&state.generator, &out.join(GENERATOR_FILE), meta)?;
+    let exported = state.exported_generator()?;
+    save_generator(
+        exported.as_ref().unwrap_or(&state.generator),
+        &out.join(GENERATOR_FILE),
+        generator_metadata(config, &data, state.epoch),
+    )?;
 
     let summary = TrainSummary {
         data_dir: config.data_dir.display().to_string(),
@@ -345,6 +439,7 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         batch_size: config.batch_size,
         seed: config.seed,
         device: device_name(device),
+        recipe: config.recipe.name().to_string(),
         mean_epoch_seconds: epoch_seconds.iter().sum::<f64>() / epoch_seconds.len().max(1) as f64,
         epoch_seconds,
         images_per_second: (data.len() * config.epochs) as f64 / total.max(1e-9),
@@ -356,11 +451,35 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
     Ok(summary)
 }
 
+fn generator_metadata(
+    config: &TrainConfig,
+    data: &Dataset,
+    epoch: usize,
+) -> HashMap<String, String> {
+    HashMap::from([
+        ("format".to_string(), "mcugan-generator-1".to_string()),
+        ("epochs".to_string(), epoch.to_string()),
+        ("images".to_string(), data.len().to_string()),
+        (
+            "data_dir".to_string(),
+            config.data_dir.display().to_string(),
+        ),
+        ("seed".to_string(), config.seed.to_string()),
+        ("recipe".to_string(), config.recipe.name().to_string()),
+    ])
+}
+
 /// The device in words, with the CPU thread count.
 pub fn device_name(device: &Device) -> String {
     match device {
         Device::Cpu => format!(
-            "cpu ({} threads)",
+            "cpu ({} GEMM thread{} of {} cores)",
+            crate::cpu::gemm_threads(),
+            if crate::cpu::gemm_threads() == 1 {
+                ""
+            } else {
+                "s"
+            },
             std::thread::available_parallelism().map_or(1, |n| n.get())
         ),
         other => format!("{other:?}"),

@@ -1,7 +1,9 @@
 //! The model format: round trips, every rejection path, and property tests that `Model::parse`
 //! never panics and that whatever it accepts runs.
 
-use mcugan_shared::encode::{encode, reseal, set_version, LayerSpec, ModelSpec, OutputSpec};
+use mcugan_shared::encode::{
+    encode, reseal, set_version, EncodeError, LayerSpec, ModelSpec, OutputSpec,
+};
 use mcugan_shared::format::{ArrayKind, ChannelRequant, FORMAT_VERSION, MAX_WIDTH};
 use mcugan_shared::{generate, FormatError, ImageShape, Model, Requant};
 use proptest::prelude::*;
@@ -222,117 +224,76 @@ fn a_broken_layer_chain_is_rejected() {
     );
 }
 
-#[test]
-fn an_inconsistent_spec_does_not_encode() {
-    let weights = vec![0i8; 4 * 3];
-    let channels = vec![
-        ChannelRequant {
-            bias: 0,
-            requant: Requant {
-                multiplier: 1 << 30,
-                shift: 0,
-            },
-        };
-        3
-    ];
+/// Encodes one zero-weight pixel layer `latent -> outputs` whose channels all use `shift`.
+fn encode_one_layer(
+    latent: u16,
+    outputs: u16,
+    image: ImageShape,
+    shift: i32,
+) -> Result<Vec<u8>, EncodeError> {
+    let weights = vec![0i8; usize::from(latent) * usize::from(outputs)];
+    let channel = ChannelRequant {
+        bias: 0,
+        requant: Requant {
+            multiplier: 1 << 30,
+            shift,
+        },
+    };
+    let channels = vec![channel; usize::from(outputs)];
     let lut = [0u8; 2];
     let layers = [LayerSpec {
-        inputs: 4,
-        outputs: 3,
+        inputs: latent,
+        outputs,
         weights: &weights,
         channels: &channels,
         output: OutputSpec::TanhPixels { lut: &lut },
     }];
-    let spec = ModelSpec {
-        name: "bad",
-        latent_dim: 4,
-        image: ImageShape {
-            width: 2,
-            height: 2,
-            channels: 1,
-        },
+    encode(&ModelSpec {
+        name: "one-layer",
+        latent_dim: latent,
+        image,
         layers: &layers,
-    };
-    assert!(matches!(
-        encode(&spec),
-        Err(mcugan_shared::encode::EncodeError::Invalid(
-            FormatError::ImageSizeMismatch {
-                expected: 4,
-                found: 3
-            }
-        ))
-    ));
+    })
+}
+
+fn square(side: u16) -> ImageShape {
+    ImageShape {
+        width: side,
+        height: side,
+        channels: 1,
+    }
+}
+
+#[test]
+fn an_inconsistent_spec_does_not_encode() {
+    assert_eq!(
+        encode_one_layer(4, 3, square(2), 0).err(),
+        Some(EncodeError::Invalid(FormatError::ImageSizeMismatch {
+            expected: 4,
+            found: 3
+        }))
+    );
     // A requantization shift outside the supported range.
-    let bad_channels = vec![
-        ChannelRequant {
-            bias: 0,
-            requant: Requant {
-                multiplier: 1 << 30,
-                shift: 40,
-            },
-        };
-        4
-    ];
-    let weights = vec![0i8; 16];
-    let layers = [LayerSpec {
-        inputs: 4,
-        outputs: 4,
-        weights: &weights,
-        channels: &bad_channels,
-        output: OutputSpec::TanhPixels { lut: &lut },
-    }];
-    let spec = ModelSpec {
-        layers: &layers,
-        ..spec
-    };
-    assert!(matches!(
-        encode(&spec),
-        Err(mcugan_shared::encode::EncodeError::Invalid(
-            FormatError::BadChannel {
-                layer: 0,
-                channel: 0
-            }
-        ))
-    ));
+    assert_eq!(
+        encode_one_layer(4, 4, square(2), 40).err(),
+        Some(EncodeError::Invalid(FormatError::BadChannel {
+            layer: 0,
+            channel: 0
+        }))
+    );
+    assert!(encode_one_layer(4, 4, square(2), 0).is_ok());
 }
 
 #[test]
 fn widths_beyond_the_buffers_are_rejected() {
-    let image = ImageShape {
+    let wide = ImageShape {
         width: (MAX_WIDTH + 1) as u16,
         height: 1,
         channels: 1,
     };
-    let weights = vec![0i8; 2 * (MAX_WIDTH + 1)];
-    let channels = vec![
-        ChannelRequant {
-            bias: 0,
-            requant: Requant {
-                multiplier: 1 << 30,
-                shift: 0,
-            },
-        };
-        MAX_WIDTH + 1
-    ];
-    let lut = [0u8; 2];
-    let layers = [LayerSpec {
-        inputs: 2,
-        outputs: (MAX_WIDTH + 1) as u16,
-        weights: &weights,
-        channels: &channels,
-        output: OutputSpec::TanhPixels { lut: &lut },
-    }];
-    let result = encode(&ModelSpec {
-        name: "wide",
-        latent_dim: 2,
-        image,
-        layers: &layers,
-    });
     assert!(matches!(
-        result,
-        Err(mcugan_shared::encode::EncodeError::Invalid(
-            FormatError::BadWidth { layer: 0, .. }
-        ))
+        encode_one_layer(2, (MAX_WIDTH + 1) as u16, wide, 0),
+        Err(EncodeError::Invalid(FormatError::BadWidth { layer: 0, .. }))
     ));
 }
 

@@ -133,3 +133,35 @@ fn the_same_seed_trains_the_same_generator() {
         "two runs with one seed trained different generators"
     );
 }
+
+#[test]
+fn the_small_data_recipe_exports_the_weight_average() {
+    let work = tempfile::tempdir().unwrap();
+    let (data, out) = (work.path().join("data"), work.path().join("run"));
+    bars(&data);
+    let mut config = config(&data, &out);
+    config.recipe = mcugan::recipe::Recipe::SMALL_DATA;
+    config.sample_interval = 0;
+    let summary = train(&config).unwrap();
+    assert_eq!(summary.recipe, "small-data");
+
+    // The checkpoint keeps the live generator and the average; the exported generator is the
+    // average, so it differs from the live one.
+    let device = Device::Cpu;
+    let exported = load_generator(&out.join("generator.safetensors"), &device).unwrap();
+    let live = load_generator(&out.join("checkpoint.safetensors"), &device).unwrap();
+    let bytes = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &device).unwrap();
+    assert!(tensors.contains_key("generator_average.model.11.weight"));
+    let a = exported.linears[4].weight.as_tensor();
+    let b = live.linears[4].weight.as_tensor();
+    let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+    assert!(diff.to_scalar::<f32>().unwrap() > 0.0);
+    let expected = tensors["generator_average.model.11.weight"].clone();
+    let same = (a - expected).unwrap().abs().unwrap().max_all().unwrap();
+    assert_eq!(same.to_scalar::<f32>().unwrap(), 0.0);
+
+    let float = FloatGenerator::fold(&exported).unwrap();
+    let quantized = quantize(&float, &QuantizeOptions::default()).unwrap();
+    assert_eq!(simulate(&quantized.blob, &[3]).unwrap()[0].len(), 784);
+}

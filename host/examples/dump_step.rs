@@ -1,0 +1,60 @@
+//! Dumps one training step for a side-by-side check against PyTorch
+//! (`bench/pytorch_reference.py check-step`): the initial weights, a real batch, the latent
+//! batch, the losses, and every weight after the step.
+//!
+//! `cargo run --release -p mcugan --example dump_step -- DATA_DIR OUT.safetensors [STEPS]`
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use candle_core::{Device, Tensor};
+use mcugan::adam::AdamConfig;
+use mcugan::data::{load_split, Split};
+use mcugan::train::{dataset_tensor, sample_z, TrainState};
+
+fn snapshot(
+    state: &TrainState,
+    prefix: &str,
+    out: &mut Vec<(String, Tensor)>,
+) -> anyhow::Result<()> {
+    for (name, t) in state.generator.state()? {
+        out.push((format!("{prefix}generator.{name}"), t.copy()?));
+    }
+    for (name, var) in state.discriminator.vars() {
+        out.push((
+            format!("{prefix}discriminator.{name}"),
+            var.as_tensor().copy()?,
+        ));
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (data_dir, out) = match args.as_slice() {
+        [d, o, ..] => (d, o),
+        _ => anyhow::bail!("usage: dump_step DATA_DIR OUT.safetensors [STEPS]"),
+    };
+    let steps: usize = args.get(2).map_or(Ok(1), |s| s.parse()).context("STEPS")?;
+    let device = Device::Cpu;
+    let data = load_split(std::path::Path::new(data_dir), Split::Train)?;
+    let images = dataset_tensor(&data, &device)?;
+    let mut state = TrainState::new(7, AdamConfig::REFERENCE, &device)?;
+    let mut tensors = Vec::new();
+    snapshot(&state, "init.", &mut tensors)?;
+    let mut losses = Vec::new();
+    for step in 0..steps {
+        let real = images.narrow(0, step * 64, 64)?;
+        let z = sample_z(&mut state.rng.clone(), 64, &device)?;
+        tensors.push((format!("real.{step}"), real.clone()));
+        tensors.push((format!("z.{step}"), z));
+        let (d, g, _) = state.train_batch(&real)?;
+        losses.extend([d, g]);
+    }
+    tensors.push(("losses".into(), Tensor::new(losses.as_slice(), &device)?));
+    snapshot(&state, "after.", &mut tensors)?;
+    let bytes = safetensors::serialize(tensors, None::<HashMap<String, String>>)?;
+    std::fs::write(out, bytes)?;
+    println!("losses (D, G per step): {losses:?}");
+    Ok(())
+}
