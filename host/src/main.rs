@@ -99,9 +99,9 @@ enum Command {
     },
     /// Draw images on the host with the chip's own code (bit-exact simulation).
     Simulate {
-        /// The blob.
-        #[arg(long)]
-        model: PathBuf,
+        /// The blob; repeat to draw several models side by side.
+        #[arg(long, required = true)]
+        model: Vec<PathBuf>,
         /// Seeds: `A..B` or `A,B,C`.
         #[arg(long, default_value = "0..25")]
         seeds: String,
@@ -328,15 +328,30 @@ fn main() -> Result<()> {
             }
         }
         Command::Simulate { model, seeds, png } => {
-            let blob = read(&model)?;
             let seeds = parse_seeds(&seeds)?;
-            let images = simulate::simulate(&blob, &seeds)?;
-            let side = Model::parse(&blob)?.image().width as usize;
-            let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
-            save_digits(&png, &refs, side)?;
+            let columns = (seeds.len() as f64).sqrt().ceil().max(1.0) as usize;
+            let mut pictures = Vec::new();
+            for path in &model {
+                let blob = read(path)?;
+                let parsed = Model::parse(&blob)
+                    .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", path.display()))?;
+                let side = parsed.image().width as usize;
+                let images = simulate::simulate(&blob, &seeds)?;
+                let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+                pictures.push(picture::grid(
+                    &refs,
+                    side,
+                    GridLayout {
+                        columns,
+                        ..DIGITS_LAYOUT
+                    },
+                ));
+            }
+            picture::save_png(&png, &picture::side_by_side(&pictures, 24, 255))?;
             println!(
-                "{} images drawn by the simulated chip: {}",
-                images.len(),
+                "{} images from each of {} model(s), drawn by the simulated chip: {}",
+                seeds.len(),
+                model.len(),
                 png.display()
             );
         }

@@ -66,6 +66,27 @@ pub fn grid(images: &[&[u8]], side: usize, layout: GridLayout) -> Picture {
     )
 }
 
+/// Places pictures side by side, top-aligned, `gap` pixels of `fill` between them.
+pub fn side_by_side(pictures: &[Picture], gap: usize, fill: u8) -> Picture {
+    let height = pictures.iter().map(|p| p.height).max().unwrap_or(0);
+    let width =
+        pictures.iter().map(|p| p.width).sum::<usize>() + gap * pictures.len().saturating_sub(1);
+    let mut pixels = vec![fill; width * height];
+    let mut x0 = 0;
+    for picture in pictures {
+        for y in 0..picture.height {
+            let src = &picture.pixels[y * picture.width..(y + 1) * picture.width];
+            pixels[y * width + x0..y * width + x0 + picture.width].copy_from_slice(src);
+        }
+        x0 += picture.width + gap;
+    }
+    Picture {
+        width,
+        height,
+        pixels,
+    }
+}
+
 fn upscale(picture: &Picture, scale: usize) -> Picture {
     if scale == 1 {
         return picture.clone();
@@ -166,6 +187,23 @@ mod tests {
         assert_eq!(at(8, 2), 20);
         assert_eq!(at(2, 8), 10);
         assert_eq!(at(8, 8), 0);
+    }
+
+    #[test]
+    fn side_by_side_keeps_both_pictures() {
+        let a = Picture {
+            width: 1,
+            height: 2,
+            pixels: vec![1, 2],
+        };
+        let b = Picture {
+            width: 2,
+            height: 1,
+            pixels: vec![3, 4],
+        };
+        let both = side_by_side(&[a, b], 1, 9);
+        assert_eq!((both.width, both.height), (4, 2));
+        assert_eq!(both.pixels, vec![1, 9, 3, 4, 2, 9, 9, 9]);
     }
 
     #[test]
