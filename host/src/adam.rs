@@ -70,19 +70,11 @@ impl candle_core::InplaceOp2 for FusedCpuUpdate<'_> {
         grad: &CpuStorage,
         grad_layout: &Layout,
     ) -> Result<()> {
-        let (CpuStorage::F32(param), CpuStorage::F32(grad)) = (param, grad) else {
-            candle_core::bail!("fused Adam needs f32 tensors");
-        };
-        let (Some((p0, p1)), Some((g0, g1))) = (
-            param_layout.contiguous_offsets(),
-            grad_layout.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("fused Adam needs contiguous tensors");
-        };
-        let (param, grad) = (&mut param[p0..p1], &grad[g0..g1]);
+        let (param, grad) =
+            crate::cpu::f32_operands("fused Adam", param, param_layout, grad, grad_layout)?;
         let mut m = self.m.borrow_mut();
         let mut v = self.v.borrow_mut();
-        if param.len() != grad.len() || m.len() != param.len() || v.len() != param.len() {
+        if m.len() != param.len() || v.len() != param.len() {
             candle_core::bail!("fused Adam: mismatched lengths");
         }
         let (b1, b2, c1, c2) = (self.beta1, self.beta2, 1.0 - self.beta1, 1.0 - self.beta2);

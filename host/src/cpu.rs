@@ -47,3 +47,28 @@ fn keep_freed_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_memory() {}
+
+/// The contiguous f32 elements an in-place CPU op works on: the target's, mutable, and the
+/// source's; an error names `op` when a tensor is not contiguous f32 or the lengths differ.
+pub fn f32_operands<'a>(
+    op: &str,
+    target: &'a mut candle_core::CpuStorage,
+    target_layout: &candle_core::Layout,
+    source: &'a candle_core::CpuStorage,
+    source_layout: &candle_core::Layout,
+) -> candle_core::Result<(&'a mut [f32], &'a [f32])> {
+    use candle_core::CpuStorage;
+    let (CpuStorage::F32(target), CpuStorage::F32(source)) = (target, source) else {
+        candle_core::bail!("{op} needs f32 tensors");
+    };
+    let (Some((t0, t1)), Some((s0, s1))) = (
+        target_layout.contiguous_offsets(),
+        source_layout.contiguous_offsets(),
+    ) else {
+        candle_core::bail!("{op} needs contiguous tensors");
+    };
+    if t1 - t0 != s1 - s0 {
+        candle_core::bail!("{op}: tensors of different lengths");
+    }
+    Ok((&mut target[t0..t1], &source[s0..s1]))
+}

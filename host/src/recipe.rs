@@ -139,16 +139,9 @@ impl candle_core::InplaceOp2 for EmaCpuUpdate {
         value: &CpuStorage,
         value_l: &Layout,
     ) -> Result<()> {
-        let (CpuStorage::F32(avg), CpuStorage::F32(value)) = (avg, value) else {
-            candle_core::bail!("weight EMA needs f32 tensors");
-        };
-        let (Some((a0, a1)), Some((v0, v1))) =
-            (avg_l.contiguous_offsets(), value_l.contiguous_offsets())
-        else {
-            candle_core::bail!("weight EMA needs contiguous tensors");
-        };
+        let (avg, value) = crate::cpu::f32_operands("weight EMA", avg, avg_l, value, value_l)?;
         let rate = 1.0 - self.decay;
-        for (a, &v) in avg[a0..a1].iter_mut().zip(&value[v0..v1]) {
+        for (a, &v) in avg.iter_mut().zip(value) {
             *a += rate * (v - *a);
         }
         Ok(())
