@@ -14,14 +14,18 @@ use core::ptr::{addr_of, read_volatile, write_volatile};
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m::peripheral::SYST;
 use heapless::Vec;
-use mcugan_shared::stream::{image_record_header, stat_record, stream_header, StatKey};
+use mcugan_shared::stream::{
+    image_record_header, layer_record, stat_record, stream_header, StatKey,
+};
 use semihosting::fs::File;
 use semihosting::io::Write;
 
-use crate::app::{AppError, Board, SinkError, MAX_SEEDS};
+use mcugan_firmware_app::{AppError, Board, SinkError, MAX_SEEDS};
 
 /// Seeds drawn when the command line names none.
-const DEFAULT_SEEDS: core::ops::Range<u32> = 0..8;
+fn default_seeds() -> core::ops::Range<u64> {
+    0..8
+}
 /// Bytes of the semihosting command line this board reads.
 const CMDLINE_LEN: usize = 1024;
 /// How far below the start-up stack pointer the stack is painted.
@@ -38,7 +42,7 @@ extern "C" {
 pub struct Mps2 {
     /// Owned so that nothing else reconfigures the timer while it measures.
     _syst: SYST,
-    seeds: Vec<u32, MAX_SEEDS>,
+    seeds: SeedRanges,
     stream: Option<File>,
     paint_bottom: usize,
 }
@@ -79,7 +83,7 @@ impl Mps2 {
             Ok(args) => args,
             Err(_) => {
                 defmt::warn!("no semihosting command line; drawing the default seeds");
-                self.seeds.extend(DEFAULT_SEEDS);
+                self.seeds.extend([default_seeds()]);
                 return;
             }
         };
@@ -92,11 +96,10 @@ impl Mps2 {
             if let Some(path) = arg.strip_prefix("out=") {
                 self.stream = Some(open_stream(path));
             } else if let Some((start, end)) = parse_seeds(arg) {
-                for seed in start..end {
-                    if self.seeds.push(seed as u32).is_err() {
-                        defmt::error!("more than {=usize} seeds", MAX_SEEDS);
-                        exit_failure()
-                    }
+                let count = self.seeds.iter().map(|r| r.end - r.start).sum::<u64>() + end - start;
+                if count > MAX_SEEDS as u64 || self.seeds.push(start..end).is_err() {
+                    defmt::error!("more than {=usize} seeds", MAX_SEEDS);
+                    exit_failure()
                 }
             } else {
                 defmt::error!(
@@ -107,7 +110,7 @@ impl Mps2 {
             }
         }
         if self.seeds.is_empty() {
-            self.seeds.extend(DEFAULT_SEEDS);
+            self.seeds.extend([default_seeds()]);
         }
     }
 
@@ -156,17 +159,28 @@ impl Mps2 {
     }
 }
 
+/// The seed ranges of the command line (a few bytes each, rather than a list of every seed).
+pub type SeedRanges = Vec<core::ops::Range<u64>, 32>;
+
+impl Mps2 {
+    /// The seeds to draw, as ranges.
+    pub fn seeds(&self) -> SeedRanges {
+        self.seeds.clone()
+    }
+}
+
 impl Board for Mps2 {
-    fn measure<T>(&mut self, work: impl FnOnce() -> T) -> (T, u32) {
-        let start = SYST::get_current();
-        let result = work();
-        let end = SYST::get_current();
-        // SysTick counts down from 0xFF_FFFF and wraps: at most 2^24 ticks per measurement.
-        (result, start.wrapping_sub(end) & 0x00FF_FFFF)
+    // SysTick is 24 bits wide: at most 2^24 ticks per measurement.
+    const TIMER_BITS: u32 = 24;
+
+    #[inline(always)]
+    fn now(&mut self) -> u32 {
+        // SysTick counts down from 0xFF_FFFF; flip it to count up.
+        0x00FF_FFFF - SYST::get_current()
     }
 
-    fn seeds(&mut self) -> Vec<u32, MAX_SEEDS> {
-        self.seeds.clone()
+    fn emit_layer(&mut self, layer: u8, ticks: u32) -> Result<(), SinkError> {
+        self.write(&layer_record(layer, ticks))
     }
 
     fn emit_image(&mut self, seed: u32, ticks: u32, pixels: &[u8]) -> Result<(), SinkError> {

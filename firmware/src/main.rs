@@ -1,13 +1,12 @@
 //! mcugan firmware: validates the model blob in flash, draws an image for each seed with the
 //! shared integer kernels, and reports what it drew and measured.
 //!
-//! The board-agnostic part is [`app`]; [`board`] holds what is specific to the MPS2 AN386
-//! (Cortex-M4F) that QEMU emulates: semihosting for the image stream and the seed list, SysTick
-//! for timing, stack painting for the peak stack.
+//! The board-agnostic part is `mcugan-firmware-app`; [`board`] holds what is specific to the
+//! MPS2 AN386 (Cortex-M4F) that QEMU emulates: semihosting for the image stream and the seed
+//! list, SysTick for timing, stack painting for the peak stack.
 #![no_std]
 #![no_main]
 
-mod app;
 mod board;
 
 use cortex_m_rt::{entry, exception, ExceptionFrame};
@@ -23,7 +22,13 @@ include!(concat!(env!("OUT_DIR"), "/model.rs"));
 #[entry]
 fn main() -> ! {
     let mut board = board::Mps2::take();
-    let outcome = app::run(&MODEL.0, &mut board);
+    let seeds = board.seeds();
+    // Ranges end at most at 2^32, so every seed fits a u32.
+    let seeds = seeds
+        .iter()
+        .flat_map(|range| range.clone())
+        .map(|seed| seed as u32);
+    let outcome = mcugan_firmware_app::run(&MODEL.0, seeds, &mut board);
     board.finish(outcome)
 }
 

@@ -61,6 +61,8 @@ pub struct FirmwareRun {
     pub images: Vec<DrawnImage>,
     /// The measurements the firmware reported.
     pub stats: BTreeMap<&'static str, u32>,
+    /// Timer ticks per layer for the first image, in layer order.
+    pub layer_ticks: Vec<u32>,
     /// Wall time of the run.
     pub wall: Duration,
     /// A problem reading the image stream, if any (a failed run may stop mid-record).
@@ -193,6 +195,7 @@ pub fn run_qemu(elf: &Path, seeds: &[u32], options: &QemuOptions) -> anyhow::Res
         log,
         images: Vec::new(),
         stats: BTreeMap::new(),
+        layer_ticks: Vec::new(),
         wall,
         stream_error: None,
     };
@@ -225,6 +228,13 @@ fn read_stream(bytes: &[u8], run: &mut FirmwareRun) {
             }),
             Ok(Record::Stat { key, value }) => {
                 run.stats.insert(stat_name(key), value);
+            }
+            Ok(Record::Layer { layer, ticks }) => {
+                let layer = usize::from(layer);
+                if run.layer_ticks.len() <= layer {
+                    run.layer_ticks.resize(layer + 1, 0);
+                }
+                run.layer_ticks[layer] = ticks;
             }
             Err(err) => run.stream_error = Some(err.to_string()),
         }

@@ -74,7 +74,7 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Quantize a trained generator into the int8 model blob the firmware runs.
+    /// Quantize a trained generator into the int8 (or int4) model blob the firmware runs.
     Quantize {
         /// The generator (`generator.safetensors`, or a training checkpoint).
         #[arg(long)]
@@ -91,6 +91,15 @@ enum Command {
         /// Seeds to compare float and int8 on (PSNR).
         #[arg(long, default_value = "0..256")]
         psnr_seeds: String,
+        /// Bits per weight: `8`, `4`, or one per layer (`8,4,4,4,4`).
+        #[arg(long, default_value = "8", value_delimiter = ',')]
+        bits: Vec<u8>,
+        /// Store int8 weights row-major instead of the DSP kernels' blocked layout.
+        #[arg(long)]
+        row_major: bool,
+        /// Leave the biases as they are (no correction of the weights' mean rounding error).
+        #[arg(long)]
+        no_bias_correction: bool,
     },
     /// Validate a model blob and describe it.
     Inspect {
@@ -260,11 +269,17 @@ fn main() -> Result<()> {
             name,
             calibration_images,
             psnr_seeds,
+            bits,
+            row_major,
+            no_bias_correction,
         } => {
             let float = FloatGenerator::fold(&train::load_generator(&generator, &Device::Cpu)?)?;
             let options = QuantizeOptions {
                 name,
                 calibration_images,
+                weight_bits: bits,
+                row_major,
+                bias_correction: !no_bias_correction,
                 ..QuantizeOptions::default()
             };
             let quantized = quantize::quantize(&float, &options)?;
@@ -274,18 +289,19 @@ fn main() -> Result<()> {
             mcugan::fsutil::write_atomically(&out, &quantized.blob)
                 .with_context(|| format!("writing {}", out.display()))?;
             for (l, layer) in quantized.layers.iter().enumerate() {
+                let weights = format!("{:?} weights", layer.weight_format);
                 match layer.output {
                     Some(q) => println!(
-                        "layer {l}: output scale {:.5} zero point {:4}, calibrated range [{:.3}, {:.3}]",
+                        "layer {l}: {weights}, output scale {:.5} zero point {:4}, calibrated range [{:.3}, {:.3}]",
                         q.scale, q.zero_point, layer.calibrated_range.0, layer.calibrated_range.1
                     ),
-                    None => println!("layer {l}: tanh to pixels through the lookup table"),
+                    None => println!("layer {l}: {weights}, tanh to pixels through the lookup table"),
                 }
             }
             let seeds = parse_seeds(&psnr_seeds)?;
             let comparison = simulate::compare(&float, &quantized.blob, &seeds)?;
             println!(
-                "{}: {} bytes; float vs int8 PSNR {:.2} dB over {} images",
+                "{}: {} bytes; float vs quantized PSNR {:.2} dB over {} images",
                 out.display(),
                 quantized.blob.len(),
                 comparison.psnr_db,
@@ -322,8 +338,11 @@ fn main() -> Result<()> {
                     }
                 };
                 println!(
-                    "  layer {i}: {:4} -> {:4} int8 weights, {stage}",
-                    layer.inputs, layer.outputs
+                    "  layer {i}: {:4} -> {:4}, {:?} weights ({} bytes), {stage}",
+                    layer.inputs,
+                    layer.outputs,
+                    layer.weight_format,
+                    layer.weights.len()
                 );
             }
         }

@@ -6,14 +6,15 @@
 //! 2. **Calibrate** activations on generated batches: the latent vectors are the very ones the
 //!    chip draws ([`mcugan_shared::latent`]) for a block of calibration seeds; each hidden
 //!    layer's output range is chosen by minimising the int8 round-trip error.
-//! 3. **Quantize**: weights symmetric int8 per output channel; activations asymmetric int8 per
+//! 3. **Quantize**: weights symmetric int8 (or int4, two per byte) per output channel, stored
+//!    in the blocked layout the Cortex-M DSP kernels read (see [`WeightFormat`]); activations asymmetric int8 per
 //!    tensor; the input zero point folded into an `i32` bias; each channel's real scale as a
 //!    fixed-point multiplier and shift; LeakyReLU's negative side as a Q31 slope; Tanh and the
 //!    pixel mapping as a lookup table indexed by the requantized accumulator.
 
 use anyhow::{bail, ensure, Context};
-use mcugan_shared::encode::{encode, LayerSpec, ModelSpec, OutputSpec};
-use mcugan_shared::format::{ChannelRequant, MAX_ABS_BIAS, MAX_LUT_LEN};
+use mcugan_shared::encode::{encode, fits_i8_blocked, LayerSpec, ModelSpec, OutputSpec};
+use mcugan_shared::format::{ChannelRequant, WeightFormat, MAX_ABS_BIAS, MAX_LUT_LEN};
 use mcugan_shared::latent::{sample_latent, LATENT_SCALE};
 use mcugan_shared::requant::{MAX_SHIFT, MIN_SHIFT};
 use mcugan_shared::{ImageShape, Requant};
@@ -177,6 +178,84 @@ pub struct QuantizeOptions {
     pub lut_len: usize,
     /// The table covers pre-activations in `[-lut_range, lut_range)`.
     pub lut_range: f32,
+    /// Bits per weight, 8 or 4: one entry for every layer, or one per layer.
+    pub weight_bits: Vec<u8>,
+    /// Take each channel's mean weight-rounding error (times the mean calibration input) out
+    /// of its bias.
+    pub bias_correction: bool,
+    /// Store int8 weights row-major instead of in the blocked layout of the DSP kernels
+    /// (same images, slower on Cortex-M4/M7; int4 is always blocked).
+    pub row_major: bool,
+}
+
+impl QuantizeOptions {
+    /// The weight format of layer `index` of `layers`.
+    pub fn weight_format(&self, index: usize, layers: usize) -> anyhow::Result<WeightFormat> {
+        let bits = match self.weight_bits.as_slice() {
+            [] => 8,
+            [all] => *all,
+            per_layer => {
+                ensure!(
+                    per_layer.len() == layers,
+                    "--bits lists {} layers, the generator has {layers}",
+                    per_layer.len()
+                );
+                per_layer[index]
+            }
+        };
+        match (bits, self.row_major) {
+            (8, false) => Ok(WeightFormat::I8Blocked),
+            (8, true) => Ok(WeightFormat::I8RowMajor),
+            (4, _) => Ok(WeightFormat::I4Blocked),
+            (other, _) => bail!("{other}-bit weights are not supported (use 8 or 4)"),
+        }
+    }
+}
+
+/// The mean of each of `width` features over rows of `values` (row-major, `width` per row).
+fn feature_means(values: &[f32], width: usize) -> Vec<f64> {
+    let mut sums = vec![0f64; width];
+    let rows = values.len() / width.max(1);
+    for row in values.chunks_exact(width.max(1)) {
+        for (sum, &v) in sums.iter_mut().zip(row) {
+            *sum += f64::from(v);
+        }
+    }
+    sums.iter().map(|s| s / rows.max(1) as f64).collect()
+}
+
+/// The per-channel weight scale: the largest magnitude maps to the largest code for int8;
+/// for int4, where the largest weight would waste most of the 15 levels, the clip that
+/// minimises the squared rounding error.
+pub fn weight_scale(row: &[f32], format: WeightFormat) -> f64 {
+    let max_abs = f64::from(row.iter().fold(0f32, |m, &w| m.max(w.abs())));
+    if max_abs == 0.0 {
+        return 1.0;
+    }
+    let levels = f64::from(format.range().1);
+    if format.bits() == 8 {
+        return max_abs / levels;
+    }
+    let error = |scale: f64| -> f64 {
+        row.iter()
+            .map(|&w| {
+                let w = f64::from(w);
+                let q = (w / scale).round().clamp(-levels, levels);
+                (w - q * scale).powi(2)
+            })
+            .sum()
+    };
+    (0..=60)
+        .map(|step| max_abs * (0.4 + 0.01 * f64::from(step)) / levels)
+        .map(|scale| (error(scale), scale))
+        .fold((f64::INFINITY, max_abs / levels), |best, candidate| {
+            if candidate.0 < best.0 {
+                candidate
+            } else {
+                best
+            }
+        })
+        .1
 }
 
 impl Default for QuantizeOptions {
@@ -187,6 +266,9 @@ impl Default for QuantizeOptions {
             calibration_seed_base: 1_000_000,
             lut_len: 1024,
             lut_range: 4.0,
+            weight_bits: vec![8],
+            bias_correction: true,
+            row_major: false,
         }
     }
 }
@@ -231,6 +313,8 @@ pub struct LayerQuantReport {
     pub input: ActivationQuant,
     /// Output quantization (`None` for the pixel layer).
     pub output: Option<ActivationQuant>,
+    /// How the weights are stored.
+    pub weight_format: WeightFormat,
     /// Smallest and largest per-channel weight scale.
     pub weight_scale_range: (f64, f64),
     /// Calibrated output range before clipping (min, max).
@@ -362,34 +446,46 @@ pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Re
     let mut channels_q: Vec<Vec<ChannelRequant>> = Vec::new();
     let mut reports = Vec::new();
     let mut input = ActivationQuant::LATENT;
+    let mut formats = Vec::with_capacity(layers.len());
     for (l, layer) in layers.iter().enumerate() {
         let is_last = l == hidden;
+        let format = options.weight_format(l, layers.len())?;
+        formats.push(format);
+        let levels = f64::from(format.range().1);
         let output_scale = if is_last {
             lut_step
         } else {
             output_quants[l].scale
         };
+        // The mean of each input over the calibration images (the latent's is zero), used for
+        // bias correction; empty when it is off.
+        let input_means: Vec<f64> = match (options.bias_correction, l.checked_sub(1)) {
+            (true, Some(previous)) => feature_means(&observed[previous], layer.inputs),
+            _ => Vec::new(),
+        };
         let mut w_q = Vec::with_capacity(layer.weight.len());
         let mut channels = Vec::with_capacity(layer.outputs);
         let (mut min_ws, mut max_ws) = (f64::INFINITY, 0f64);
         for (o, row) in layer.weight.chunks_exact(layer.inputs).enumerate() {
-            let max_abs = row.iter().fold(0f32, |m, &w| m.max(w.abs()));
-            let w_scale = if max_abs > 0.0 {
-                f64::from(max_abs) / 127.0
-            } else {
-                1.0
-            };
+            let w_scale = weight_scale(row, format);
             min_ws = min_ws.min(w_scale);
             max_ws = max_ws.max(w_scale);
             let mut sum_q: i64 = 0;
-            for &w in row {
-                let q = (f64::from(w) / w_scale).round().clamp(-127.0, 127.0) as i8;
+            // Bias correction: the rounding error of the weights times the mean input, taken
+            // back out of the bias so the channel's mean output does not drift.
+            let mut drift = 0f64;
+            for (i, &w) in row.iter().enumerate() {
+                let q = (f64::from(w) / w_scale).round().clamp(-levels, levels) as i8;
                 sum_q += i64::from(q);
                 w_q.push(q);
+                if let Some(mean) = input_means.get(i) {
+                    drift += (f64::from(q) * w_scale - f64::from(w)) * mean;
+                }
             }
             let acc_scale = input.scale * w_scale;
-            let bias = (f64::from(layer.bias[o]) / acc_scale).round() as i64
-                - i64::from(input.zero_point) * sum_q;
+            let corrected_bias = f64::from(layer.bias[o]) - drift;
+            let bias =
+                (corrected_bias / acc_scale).round() as i64 - i64::from(input.zero_point) * sum_q;
             ensure!(
                 bias.abs() <= i64::from(MAX_ABS_BIAS),
                 "layer {l}, channel {o}: bias {bias} does not fit the accumulator"
@@ -410,9 +506,14 @@ pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Re
                     })
             })
             .unwrap_or((-1.0, 1.0));
+        if format == WeightFormat::I8Blocked && !fits_i8_blocked(&w_q, layer.inputs) {
+            // Rows this heavy would overflow the interleaved kernel's shifted sums.
+            formats[l] = WeightFormat::I8RowMajor;
+        }
         reports.push(LayerQuantReport {
             input,
             output: output_quants.get(l).copied(),
+            weight_format: formats[l],
             weight_scale_range: (min_ws, max_ws),
             calibrated_range: calibrated,
         });
@@ -430,6 +531,7 @@ pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Re
             inputs: layer.inputs as u16,
             outputs: layer.outputs as u16,
             weights: &weights_q[l],
+            weight_format: formats[l],
             channels: &channels_q[l],
             output: if l == hidden {
                 OutputSpec::TanhPixels { lut: &lut }

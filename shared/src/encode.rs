@@ -3,11 +3,13 @@
 
 use alloc::vec::Vec;
 
+use crate::format::{padded, COL_BLOCK, ROW_BLOCK};
 use crate::format::{
     ArrayRef, Header, ImageShape, LayerHeader, OutputStageHeader, Preamble, WeightFormat,
     CHANNEL_RECORD_LEN, CRC32, CRC_LEN, DATA_ALIGN, FORMAT_VERSION, MAGIC, MAX_LAYERS,
 };
 use crate::format::{ChannelRequant, FormatError, Model};
+use crate::kernels::MAX_ODD_ROW_L1;
 
 /// One layer to encode.
 #[derive(Clone, Debug)]
@@ -16,8 +18,11 @@ pub struct LayerSpec<'a> {
     pub inputs: u16,
     /// Output width.
     pub outputs: u16,
-    /// `inputs * outputs` weights, row-major `[outputs][inputs]`.
+    /// `inputs * outputs` weights, row-major `[outputs][inputs]`, inside
+    /// `weight_format.range()`.
     pub weights: &'a [i8],
+    /// How to store the weights.
+    pub weight_format: WeightFormat,
     /// One entry per output channel.
     pub channels: &'a [ChannelRequant],
     /// The output stage.
@@ -66,6 +71,35 @@ pub enum EncodeError {
     /// postcard failed to serialise the header.
     #[error("header serialisation failed")]
     Serialize,
+    /// A layer's weight slice does not hold `inputs * outputs` weights.
+    #[error("layer {layer}: {found} weights given, the shape needs {expected}")]
+    WeightCount {
+        /// Layer index.
+        layer: usize,
+        /// `inputs * outputs`.
+        expected: usize,
+        /// The slice's length.
+        found: usize,
+    },
+    /// A weight does not fit the chosen format (e.g. outside −7..=7 for int4).
+    #[error("layer {layer}: weight {value} does not fit {format:?}")]
+    WeightOutOfRange {
+        /// Layer index.
+        layer: usize,
+        /// The weight.
+        value: i8,
+        /// The format.
+        format: WeightFormat,
+    },
+    /// An odd row's `Σ|w|` exceeds [`MAX_ODD_ROW_L1`], which the interleaved int8 layout
+    /// needs to stay exact; store the layer row-major instead.
+    #[error("layer {layer}, row {row}: weights too large for the blocked int8 layout")]
+    RowTooLarge {
+        /// Layer index.
+        layer: usize,
+        /// The row.
+        row: usize,
+    },
     /// The encoded blob does not validate (the spec is inconsistent).
     #[error("the encoded model does not validate: {0}")]
     Invalid(#[from] FormatError),
@@ -98,8 +132,8 @@ pub fn encode(spec: &ModelSpec<'_>) -> Result<Vec<u8>, EncodeError> {
     }
     let mut data = DataSection { bytes: Vec::new() };
     let mut layers = heapless::Vec::<LayerHeader, MAX_LAYERS>::new();
-    for layer in spec.layers {
-        let weights = data.push(layer.weights.iter().map(|&w| w as u8))?;
+    for (index, layer) in spec.layers.iter().enumerate() {
+        let weights = data.push(layout_weights(index, layer)?)?;
         let mut records = Vec::with_capacity(layer.channels.len() * CHANNEL_RECORD_LEN);
         for c in layer.channels {
             records.extend_from_slice(&c.bias.to_le_bytes());
@@ -122,7 +156,7 @@ pub fn encode(spec: &ModelSpec<'_>) -> Result<Vec<u8>, EncodeError> {
         let header = LayerHeader {
             inputs: layer.inputs,
             outputs: layer.outputs,
-            weight_format: WeightFormat::I8RowMajor,
+            weight_format: layer.weight_format,
             weights,
             channels,
             output,
@@ -165,6 +199,92 @@ pub fn encode(spec: &ModelSpec<'_>) -> Result<Vec<u8>, EncodeError> {
     blob.extend_from_slice(&crc.to_le_bytes());
     Model::parse(&blob)?;
     Ok(blob)
+}
+
+/// The stored bytes of a layer's weights in its format (see [`WeightFormat`]).
+fn layout_weights(index: usize, layer: &LayerSpec<'_>) -> Result<Vec<u8>, EncodeError> {
+    let (inputs, outputs) = (usize::from(layer.inputs), usize::from(layer.outputs));
+    if layer.weights.len() != inputs * outputs {
+        return Err(EncodeError::WeightCount {
+            layer: index,
+            expected: inputs * outputs,
+            found: layer.weights.len(),
+        });
+    }
+    let format = layer.weight_format;
+    let (low, high) = format.range();
+    if let Some(&value) = layer.weights.iter().find(|&&w| w < low || w > high) {
+        return Err(EncodeError::WeightOutOfRange {
+            layer: index,
+            value,
+            format,
+        });
+    }
+    // The weight at (row, column), zero in the padding.
+    let at = |row: usize, column: usize| -> i8 {
+        if row < outputs && column < inputs {
+            layer.weights[row * inputs + column]
+        } else {
+            0
+        }
+    };
+    let rows = padded(outputs, ROW_BLOCK);
+    let columns = padded(inputs, COL_BLOCK);
+    let mut bytes = Vec::with_capacity(format.stored_len(inputs, outputs));
+    match format {
+        WeightFormat::I8RowMajor => bytes.extend(layer.weights.iter().map(|&w| w as u8)),
+        WeightFormat::I8Blocked => {
+            if let Some(row) = (1..outputs)
+                .step_by(2)
+                .find(|&row| odd_row_l1(layer.weights, inputs, row) > MAX_ODD_ROW_L1)
+            {
+                return Err(EncodeError::RowTooLarge { layer: index, row });
+            }
+            for group in (0..rows).step_by(ROW_BLOCK) {
+                for block in (0..columns).step_by(COL_BLOCK) {
+                    for pair in [group, group + 2] {
+                        for column in (block..block + COL_BLOCK).step_by(2) {
+                            for c in [column, column + 1] {
+                                bytes.push((i16::from(at(pair, c)) + 128) as u8);
+                                bytes.push(at(pair + 1, c) as u8);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        WeightFormat::I4Blocked => {
+            let nibble = |w: i8| (w as u8) & 0x0F;
+            for group in (0..rows).step_by(ROW_BLOCK) {
+                for block in (0..columns).step_by(COL_BLOCK) {
+                    for row in group..group + ROW_BLOCK {
+                        for offset in [0, 2, 1, 3] {
+                            let low = nibble(at(row, block + offset));
+                            let high = nibble(at(row, block + 4 + offset));
+                            bytes.push(low | high << 4);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(bytes)
+}
+
+/// `Σ|w|` over row `row` of row-major weights with `inputs` columns.
+fn odd_row_l1(weights: &[i8], inputs: usize, row: usize) -> u32 {
+    weights
+        .get(row * inputs..(row + 1) * inputs)
+        .map_or(0, |r| r.iter().map(|&w| u32::from(w.unsigned_abs())).sum())
+}
+
+/// Whether `weights` (row-major, `inputs` columns) suit [`WeightFormat::I8Blocked`]: every odd
+/// row has `Σ|w|` of at most [`MAX_ODD_ROW_L1`].
+pub fn fits_i8_blocked(weights: &[i8], inputs: usize) -> bool {
+    let rows = weights.len() / inputs.max(1);
+    (1..rows)
+        .step_by(2)
+        .all(|row| odd_row_l1(weights, inputs, row) <= MAX_ODD_ROW_L1)
 }
 
 /// Recomputes the CRC trailer of `blob` in place, for tools and tests that edit a blob on

@@ -12,8 +12,8 @@
 //!
 //! postcard writes integers wider than a byte as varints, which cannot be indexed in place, so
 //! the bulk arrays are not postcard: the header refers to them by offset and length inside the
-//! data section, and they are read straight from the blob — `i8` weights row-major
-//! `[outputs][inputs]`, 12-byte per-channel records ([`ChannelParams`]) and `u8` lookup tables.
+//! data section, and they are read straight from the blob — weights in one of the layouts of
+//! [`WeightFormat`], 12-byte per-channel records ([`ChannelParams`]) and `u8` lookup tables.
 //!
 //! [`Model::parse`] checks everything before any inference runs: magic, version, length, CRC,
 //! the header, every array's bounds, alignment, length and overlap, the chain of layer shapes,
@@ -27,8 +27,15 @@ use crate::requant::Requant;
 
 /// The four bytes every model blob starts with.
 pub const MAGIC: [u8; 4] = *b"MCGN";
-/// The format version this crate reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this crate writes. Version 2 added the blocked int8 and int4 weight
+/// layouts; a version-1 blob (row-major int8 only) is still read.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this crate reads.
+pub const OLDEST_FORMAT_VERSION: u16 = 1;
+/// Output rows that one block of a blocked weight layout holds.
+pub const ROW_BLOCK: usize = 4;
+/// Input columns that one block of a blocked weight layout holds.
+pub const COL_BLOCK: usize = 8;
 /// The most layers a model may have.
 pub const MAX_LAYERS: usize = 8;
 /// The widest layer (inputs or outputs) a model may have: the size of each of the two
@@ -69,12 +76,64 @@ pub struct ArrayRef {
     pub len: u32,
 }
 
-/// How a layer's weights are stored.
+/// How a layer's weights are stored. All are symmetric (zero point 0), one scale per output
+/// channel (folded into the channel's requantization factor).
+///
+/// The blocked layouts are laid out offline in the order the Cortex-M DSP kernels read them
+/// (`SXTB16` feeding `SMLAD`, four output rows per pass so each activation load serves four
+/// rows); the portable kernels read the same bytes and give the same sums. Rows are padded with
+/// zero weights to a multiple of [`ROW_BLOCK`], columns to a multiple of [`COL_BLOCK`]. Block
+/// `(g, c)` covers rows `4g..4g+4` and columns `8c..8c+8`; blocks are stored row group by row
+/// group, and inside one the four rows one after another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum WeightFormat {
-    /// One `i8` per weight, row-major `[outputs][inputs]`, symmetric (zero point 0).
+    /// One `i8` per weight, row-major `[outputs][inputs]`.
     I8RowMajor,
+    /// One byte per weight, blocked, two rows interleaved: a block holds rows `(0,1)` then
+    /// rows `(2,3)`, each pair as 4 words, one per column pair `(c, c+1)`, with the bytes
+    /// `[u(r,c), w(r+1,c), u(r,c+1), w(r+1,c+1)]` where `u = w + 128` (unsigned) and the odd
+    /// row's weight is a plain `i8`. Read as two signed halfwords, such a word is
+    /// `u(r,·) + 256·w(r+1,·)`, so one `SMLAD` accumulates both rows at once and one `UXTB16`
+    /// separates the even row: 3 instructions per 4 multiply-accumulates. The arithmetic
+    /// wraps like the hardware's; the encoder only writes this layout when every odd row has
+    /// `Σ|w| < 65536`, which keeps the shifted sum exact (see [`crate::kernels`]).
+    I8Blocked,
+    /// Two 4-bit weights per byte (values −8..=7), blocked; a row's 4 bytes in a block hold
+    /// columns `(0,4) (2,6) (1,5) (3,7)` as `(low nibble, high nibble)`.
+    I4Blocked,
+}
+
+impl WeightFormat {
+    /// Bytes of the weight array of a layer with this shape.
+    pub fn stored_len(self, inputs: usize, outputs: usize) -> usize {
+        match self {
+            WeightFormat::I8RowMajor => inputs * outputs,
+            WeightFormat::I8Blocked => padded(outputs, ROW_BLOCK) * padded(inputs, COL_BLOCK),
+            WeightFormat::I4Blocked => padded(outputs, ROW_BLOCK) * padded(inputs, COL_BLOCK) / 2,
+        }
+    }
+
+    /// Bits per weight.
+    pub fn bits(self) -> u32 {
+        match self {
+            WeightFormat::I8RowMajor | WeightFormat::I8Blocked => 8,
+            WeightFormat::I4Blocked => 4,
+        }
+    }
+
+    /// The smallest and largest weight the layout stores.
+    pub fn range(self) -> (i8, i8) {
+        match self {
+            WeightFormat::I8RowMajor | WeightFormat::I8Blocked => (-127, 127),
+            WeightFormat::I4Blocked => (-7, 7),
+        }
+    }
+}
+
+/// `value` rounded up to a multiple of `block`.
+pub const fn padded(value: usize, block: usize) -> usize {
+    value.div_ceil(block) * block
 }
 
 /// What a layer does with its requantized accumulators, as stored in the header.
@@ -335,6 +394,28 @@ impl<'a> ChannelParams<'a> {
                 },
             })
     }
+
+    /// The raw records, [`CHANNEL_RECORD_LEN`] bytes each.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+}
+
+impl ChannelRequant {
+    /// Decodes one [`CHANNEL_RECORD_LEN`]-byte record.
+    #[inline(always)]
+    pub fn from_record(record: &[u8; CHANNEL_RECORD_LEN]) -> Self {
+        let word = |at: usize| {
+            i32::from_le_bytes([record[at], record[at + 1], record[at + 2], record[at + 3]])
+        };
+        ChannelRequant {
+            bias: word(0),
+            requant: Requant {
+                multiplier: word(4),
+                shift: word(8),
+            },
+        }
+    }
 }
 
 /// What a validated layer does after requantization.
@@ -361,7 +442,9 @@ pub struct Layer<'a> {
     pub inputs: usize,
     /// Output width, `1..=MAX_WIDTH`.
     pub outputs: usize,
-    /// `inputs * outputs` weights as raw `i8` bytes, row-major `[outputs][inputs]`.
+    /// How [`Layer::weights`] is laid out.
+    pub weight_format: WeightFormat,
+    /// The weights as stored (see [`WeightFormat`] for the layouts).
     pub weights: &'a [u8],
     /// One record per output channel.
     pub channels: ChannelParams<'a>,
@@ -373,6 +456,17 @@ impl Layer<'_> {
     /// Multiply-accumulates this layer does per image.
     pub fn macs(&self) -> usize {
         self.inputs * self.outputs
+    }
+
+    /// Bytes of the blob this layer reads per image: each weight byte, channel record and
+    /// lookup-table entry once (the table: one entry per output, counted as read in full
+    /// would overstate it, so outputs are counted).
+    pub fn bytes_read(&self) -> usize {
+        let lut = match self.output {
+            LayerOutput::LeakyRelu { .. } => 0,
+            LayerOutput::TanhPixels { .. } => self.outputs,
+        };
+        self.weights.len() + self.channels.len() * CHANNEL_RECORD_LEN + lut
     }
 }
 
@@ -418,7 +512,7 @@ impl<'a> Model<'a> {
         }
         let (preamble, after_preamble) = postcard::take_from_bytes::<Preamble>(blob)
             .map_err(|_| FormatError::MalformedPreamble)?;
-        if preamble.version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&preamble.version) {
             return Err(FormatError::UnsupportedVersion {
                 found: preamble.version,
                 supported: FORMAT_VERSION,
@@ -501,7 +595,9 @@ impl<'a> Model<'a> {
                 layer,
                 ArrayKind::Weights,
                 stored.weights,
-                inputs * outputs,
+                stored
+                    .weight_format
+                    .stored_len(inputs as usize, outputs as usize) as u32,
             )?;
             let channel_bytes = resolve(
                 data,
@@ -560,6 +656,7 @@ impl<'a> Model<'a> {
             let pushed = layers.push(Layer {
                 inputs: inputs as usize,
                 outputs: outputs as usize,
+                weight_format: stored.weight_format,
                 weights,
                 channels,
                 output,
@@ -615,6 +712,11 @@ impl<'a> Model<'a> {
     /// Multiply-accumulates per generated image.
     pub fn macs(&self) -> usize {
         self.layers.iter().map(Layer::macs).sum()
+    }
+
+    /// Bytes of the blob inference reads per image: weights, channel records, lookup tables.
+    pub fn bytes_read_per_image(&self) -> usize {
+        self.layers.iter().map(Layer::bytes_read).sum()
     }
 
     /// Number of weights and biases.

@@ -1,7 +1,7 @@
 //! Inference: one seed in, one image out, in fixed buffers.
 
-use crate::format::{LayerOutput, Model, MAX_WIDTH};
-use crate::kernels::{dense_i8, leaky_relu_requant, tanh_pixel};
+use crate::format::{padded, LayerOutput, Model, COL_BLOCK, MAX_WIDTH};
+use crate::kernels::{dense, leaky_relu_requant, tanh_pixel};
 use crate::latent::sample_latent;
 
 /// Why [`generate`] could not run.
@@ -26,12 +26,43 @@ pub enum InferenceError {
     },
 }
 
+/// Watches inference layer by layer; the firmware times each layer with it. `()` watches
+/// nothing.
+pub trait LayerObserver {
+    /// Called right before layer `index` starts (after its inputs are ready).
+    fn layer_started(&mut self, index: usize);
+    /// Called right after layer `index` has written its outputs.
+    fn layer_finished(&mut self, index: usize);
+}
+
+impl LayerObserver for () {
+    #[inline(always)]
+    fn layer_started(&mut self, _index: usize) {}
+    #[inline(always)]
+    fn layer_finished(&mut self, _index: usize) {}
+}
+
+/// Activations widened to `i16`, 8-byte aligned for the DSP kernels' double-word loads.
+#[repr(C, align(8))]
+struct WideActivations([i16; MAX_WIDTH]);
+
 /// Draws the latent vector for `seed` and runs the model, writing one `u8` per pixel.
 ///
-/// Works in two stack buffers of [`MAX_WIDTH`] bytes and the borrowed model: no heap, no float.
-/// The host simulation and the firmware both call this function.
+/// Works in fixed stack buffers (one `i16` and one `i8` activation buffer of [`MAX_WIDTH`]
+/// entries, 3 KiB) and the borrowed model: no heap, no float. The host simulation and the
+/// firmware both call this function.
 pub fn generate(model: &Model<'_>, seed: u32, pixels: &mut [u8]) -> Result<(), InferenceError> {
-    run(model, pixels, |input| sample_latent(seed, input))
+    generate_observed(model, seed, pixels, &mut ())
+}
+
+/// [`generate`], telling `observer` when each layer starts and ends.
+pub fn generate_observed(
+    model: &Model<'_>,
+    seed: u32,
+    pixels: &mut [u8],
+    observer: &mut impl LayerObserver,
+) -> Result<(), InferenceError> {
+    run(model, pixels, observer, |input| sample_latent(seed, input))
 }
 
 /// Runs the model on a given int8 latent vector (codes at [`crate::latent::LATENT_SCALE`]).
@@ -48,13 +79,28 @@ pub fn run_from_latent(
             found: latent.len(),
         });
     }
-    run(model, pixels, |input| input.copy_from_slice(latent))
+    run(model, pixels, &mut (), |input| {
+        input.copy_from_slice(latent)
+    })
 }
 
-/// Runs the layers; `fill_latent` writes the latent codes into the first activation buffer.
+/// Copies `narrow` into the front of `wide` and zeroes the rest up to the next column block.
+#[inline]
+fn widen(narrow: &[i8], wide: &mut [i16; MAX_WIDTH]) {
+    for (w, &n) in wide.iter_mut().zip(narrow) {
+        *w = i16::from(n);
+    }
+    let padded_end = padded(narrow.len(), COL_BLOCK).min(MAX_WIDTH);
+    if let Some(tail) = wide.get_mut(narrow.len()..padded_end) {
+        tail.fill(0);
+    }
+}
+
+/// Runs the layers; `fill_latent` writes the latent codes into the activation buffer.
 fn run(
     model: &Model<'_>,
     pixels: &mut [u8],
+    observer: &mut impl LayerObserver,
     fill_latent: impl FnOnce(&mut [i8]),
 ) -> Result<(), InferenceError> {
     if pixels.len() != model.pixel_count() {
@@ -63,37 +109,53 @@ fn run(
             found: pixels.len(),
         });
     }
-    let mut ping = [0i8; MAX_WIDTH];
-    let mut pong = [0i8; MAX_WIDTH];
+    let mut narrow = [0i8; MAX_WIDTH];
+    let mut wide = WideActivations([0i16; MAX_WIDTH]);
     let mut width = model.latent_dim().min(MAX_WIDTH);
-    fill_latent(&mut ping[..width]);
-    let (mut input, mut output) = (&mut ping, &mut pong);
+    fill_latent(&mut narrow[..width]);
 
-    for layer in model.layers() {
-        let activations = &input[..width];
+    for (index, layer) in model.layers().iter().enumerate() {
+        // The previous layer's int8 outputs become this layer's i16 inputs.
+        widen(&narrow[..width], &mut wide.0);
+        observer.layer_started(index);
+        let inputs = &wide.0[..];
         match layer.output {
             LayerOutput::LeakyRelu {
                 zero_point,
                 negative_slope_q31,
             } => {
-                let mut out = output.iter_mut();
-                dense_i8(layer.weights, layer.channels, activations, |params, acc| {
-                    if let Some(slot) = out.next() {
-                        *slot = leaky_relu_requant(acc, params, negative_slope_q31, zero_point);
-                    }
-                });
+                let mut out = narrow.iter_mut();
+                dense(
+                    layer.weight_format,
+                    layer.weights,
+                    layer.channels,
+                    layer.inputs,
+                    inputs,
+                    |params, acc| {
+                        if let Some(slot) = out.next() {
+                            *slot = leaky_relu_requant(acc, params, negative_slope_q31, zero_point);
+                        }
+                    },
+                );
                 width = layer.outputs.min(MAX_WIDTH);
-                core::mem::swap(&mut input, &mut output);
             }
             LayerOutput::TanhPixels { lut } => {
                 let mut out = pixels.iter_mut();
-                dense_i8(layer.weights, layer.channels, activations, |params, acc| {
-                    if let Some(slot) = out.next() {
-                        *slot = tanh_pixel(acc, params, lut);
-                    }
-                });
+                dense(
+                    layer.weight_format,
+                    layer.weights,
+                    layer.channels,
+                    layer.inputs,
+                    inputs,
+                    |params, acc| {
+                        if let Some(slot) = out.next() {
+                            *slot = tanh_pixel(acc, params, lut);
+                        }
+                    },
+                );
             }
         }
+        observer.layer_finished(index);
     }
     Ok(())
 }

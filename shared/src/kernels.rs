@@ -1,14 +1,20 @@
-//! The integer kernels inference is built from. Portable Rust: the same code, and so the same
-//! bytes, on the host and on any Cortex-M core.
+//! The integer kernels inference is built from.
+//!
+//! Every kernel here is portable Rust and defines the result bit for bit. On Cortex-M cores with
+//! the DSP extension, the `dsp` feature swaps the inner dot products of the blocked layouts for
+//! hand-scheduled assembly ([`crate::dsp`]); integer sums do not depend on their order, so both
+//! give the same accumulators, and the QEMU tests check that they do.
 
-use crate::format::{ChannelParams, ChannelRequant};
+use crate::format::{
+    ChannelParams, ChannelRequant, WeightFormat, CHANNEL_RECORD_LEN, COL_BLOCK, ROW_BLOCK,
+};
 
-/// `Σ w·x` over one row of `i8` weights (stored as raw bytes) and `i8` activations.
+/// `Σ w·x` over one row of row-major `i8` weights (stored as raw bytes).
 ///
 /// With at most [`crate::format::MAX_WIDTH`] terms of at most 128·128 the sum stays far inside
 /// `i32`.
 #[inline]
-pub fn dot_i8(weights: &[u8], activations: &[i8]) -> i32 {
+pub fn dot_i8(weights: &[u8], activations: &[i16]) -> i32 {
     weights
         .iter()
         .zip(activations)
@@ -16,21 +22,183 @@ pub fn dot_i8(weights: &[u8], activations: &[i8]) -> i32 {
         .sum()
 }
 
+/// Sign-extends the low nibble of `byte`.
+#[inline]
+pub fn low_nibble(byte: u8) -> i32 {
+    i32::from(((byte << 4) as i8) >> 4)
+}
+
+/// Sign-extends the high nibble of `byte`.
+#[inline]
+pub fn high_nibble(byte: u8) -> i32 {
+    i32::from((byte as i8) >> 4)
+}
+
+/// The largest `Σ|w|` an odd row of an [`WeightFormat::I8Blocked`] layer may have: with
+/// activations of at most 128 in magnitude, `256 · Σ w·x` then stays inside `i32`.
+pub const MAX_ODD_ROW_L1: u32 = 65_535;
+
+/// The two raw accumulators of one row pair of [`WeightFormat::I8Blocked`] weights: `Σ u·x`
+/// over the even row's biased weights and `Σ (u + 256·w)·x` over the packed halfwords, in the
+/// wrapping arithmetic of `SMLAD`.
+#[inline]
+fn pair_accumulators(words: &[u8], x: &[i16]) -> (i32, i32) {
+    let (mut even, mut packed) = (0i32, 0i32);
+    for (word, x) in words.chunks_exact(4).zip(x.chunks_exact(2)) {
+        let (x0, x1) = (i32::from(x[0]), i32::from(x[1]));
+        let low = i32::from(i16::from_le_bytes([word[0], word[1]]));
+        let high = i32::from(i16::from_le_bytes([word[2], word[3]]));
+        even = even
+            .wrapping_add(i32::from(word[0]) * x0)
+            .wrapping_add(i32::from(word[2]) * x1);
+        packed = packed.wrapping_add(low * x0).wrapping_add(high * x1);
+    }
+    (even, packed)
+}
+
+/// The row sums of a row pair from its raw accumulators: the even row is `Σ u·x − 128·Σ x`,
+/// the odd row `(packed − even) / 256` (exact: the difference is 256 times an integer).
+#[inline(always)]
+pub fn pair_sums(even: i32, packed: i32, sum_x: i32) -> (i32, i32) {
+    (
+        even.wrapping_sub(sum_x.wrapping_mul(128)),
+        packed.wrapping_sub(even) >> 8,
+    )
+}
+
+/// The four row sums of one row group of [`WeightFormat::I8Blocked`] weights, portable.
+///
+/// `group` holds `4 * padded_inputs` bytes, `activations` the `padded_inputs` inputs, and
+/// `sum_x` their sum.
+pub fn group_sums_i8_portable(group: &[u8], activations: &[i16], sum_x: i32) -> [i32; 4] {
+    let (mut acc, half) = ([0i32; 4], ROW_BLOCK * COL_BLOCK / 2);
+    for (block, x) in group
+        .chunks_exact(ROW_BLOCK * COL_BLOCK)
+        .zip(activations.chunks_exact(COL_BLOCK))
+    {
+        for (pair, words) in block.chunks_exact(half).enumerate() {
+            let (even, packed) = pair_accumulators(words, x);
+            acc[2 * pair] = acc[2 * pair].wrapping_add(even);
+            acc[2 * pair + 1] = acc[2 * pair + 1].wrapping_add(packed);
+        }
+    }
+    let (s0, s1) = pair_sums(acc[0], acc[1], sum_x);
+    let (s2, s3) = pair_sums(acc[2], acc[3], sum_x);
+    [s0, s1, s2, s3]
+}
+
+/// The four row sums of one row group of [`WeightFormat::I4Blocked`] weights, portable.
+///
+/// `group` holds `2 * padded_inputs` bytes, `activations` the `padded_inputs` inputs.
+pub fn group_sums_i4_portable(group: &[u8], activations: &[i16]) -> [i32; ROW_BLOCK] {
+    let mut sums = [0i32; ROW_BLOCK];
+    for (block, x) in group
+        .chunks_exact(ROW_BLOCK * COL_BLOCK / 2)
+        .zip(activations.chunks_exact(COL_BLOCK))
+    {
+        for (sum, w) in sums.iter_mut().zip(block.chunks_exact(COL_BLOCK / 2)) {
+            let x = |i: usize| i32::from(x[i]);
+            // Bytes hold columns (0,4) (2,6) (1,5) (3,7) as (low, high) nibbles.
+            *sum += low_nibble(w[0]) * x(0)
+                + low_nibble(w[2]) * x(1)
+                + low_nibble(w[1]) * x(2)
+                + low_nibble(w[3]) * x(3)
+                + high_nibble(w[0]) * x(4)
+                + high_nibble(w[2]) * x(5)
+                + high_nibble(w[1]) * x(6)
+                + high_nibble(w[3]) * x(7);
+        }
+    }
+    sums
+}
+
+/// The four row sums of one blocked row group, portable.
+#[inline]
+fn portable_group_sums(
+    format: WeightFormat,
+    group: &[u8],
+    x: &[i16],
+    sum_x: i32,
+) -> [i32; ROW_BLOCK] {
+    match format {
+        WeightFormat::I4Blocked => group_sums_i4_portable(group, x),
+        _ => group_sums_i8_portable(group, x, sum_x),
+    }
+}
+
+/// Runs `per_group(sums)` for each row group of a blocked layer, by the fastest kernel this
+/// build has.
+#[inline(always)]
+fn for_each_group(
+    format: WeightFormat,
+    weights: &[u8],
+    x: &[i16],
+    group_len: usize,
+    mut per_group: impl FnMut([i32; ROW_BLOCK]),
+) {
+    // One call site for `per_group`, so that it inlines into the loop.
+    let sum_x = x.iter().map(|&v| i32::from(v)).sum::<i32>();
+    #[cfg(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target))]
+    let kernel = crate::dsp::GroupKernel::new(format, weights, x, sum_x);
+    for group in weights.chunks_exact(group_len) {
+        #[cfg(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target))]
+        let sums = match &kernel {
+            Some(kernel) => kernel.sums(group),
+            None => portable_group_sums(format, group, x, sum_x),
+        };
+        #[cfg(not(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target)))]
+        let sums = portable_group_sums(format, group, x, sum_x);
+        per_group(sums);
+    }
+}
+
+/// Whether this build runs the blocked layouts through the Cortex-M DSP kernels.
+pub const fn dsp_kernels() -> bool {
+    cfg!(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target))
+}
+
 /// The accumulators of a dense layer, one per output channel, handed to `emit` in order:
 /// `emit(channel_params, bias + Σ w·x)`.
-#[inline]
-pub fn dense_i8(
+///
+/// `activations` holds the layer's inputs padded with zeros to a multiple of [`COL_BLOCK`]
+/// (the blocked layouts read whole blocks).
+#[inline(always)]
+pub fn dense(
+    format: WeightFormat,
     weights: &[u8],
     channels: ChannelParams<'_>,
-    activations: &[i8],
+    inputs: usize,
+    activations: &[i16],
     mut emit: impl FnMut(ChannelRequant, i32),
 ) {
-    let inputs = activations.len();
     if inputs == 0 {
         return;
     }
-    for (row, params) in weights.chunks_exact(inputs).zip(channels.iter()) {
-        emit(params, params.bias + dot_i8(row, activations));
+    match format {
+        WeightFormat::I8RowMajor => {
+            let activations = activations.get(..inputs).unwrap_or(activations);
+            for (row, params) in weights.chunks_exact(inputs).zip(channels.iter()) {
+                emit(params, params.bias + dot_i8(row, activations));
+            }
+        }
+        WeightFormat::I8Blocked | WeightFormat::I4Blocked => {
+            let padded_inputs = crate::format::padded(inputs, COL_BLOCK);
+            let group_len = ROW_BLOCK * padded_inputs * format.bits() as usize / 8;
+            let activations = activations.get(..padded_inputs).unwrap_or(activations);
+            let mut records = channels.bytes();
+            for_each_group(format, weights, activations, group_len, |sums| {
+                for sum in sums {
+                    // The padded rows of the last group have no record and are dropped.
+                    let Some((record, rest)) = records.split_first_chunk::<CHANNEL_RECORD_LEN>()
+                    else {
+                        return;
+                    };
+                    records = rest;
+                    let params = ChannelRequant::from_record(record);
+                    emit(params, params.bias.wrapping_add(sum));
+                }
+            });
+        }
     }
 }
 
@@ -57,6 +225,7 @@ pub fn leaky_relu_requant(
 #[inline]
 pub fn tanh_pixel(acc: i32, params: ChannelRequant, lut: &[u8]) -> u8 {
     let half = (lut.len() / 2) as i32;
-    let index = params.requant.apply(acc).clamp(-half, half - 1) + half;
+    // max/min rather than clamp: no panic path even for an empty table.
+    let index = params.requant.apply(acc).max(-half).min(half - 1) + half;
     lut.get(index as usize).copied().unwrap_or(0)
 }

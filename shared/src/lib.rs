@@ -12,15 +12,21 @@
 //!
 //! ```text
 //!  seed ──► SplitMix64 ──► Gaussian CDF table ──► int8 latent z (scale 1/32)
-//!        ──► [int8 dense + LeakyReLU] x4 ──► int8 dense ──► tanh LUT ──► u8 pixels
+//!        ──► [int8/int4 dense + LeakyReLU] x4 ──► int8/int4 dense ──► tanh LUT ──► u8 pixels
 //! ```
+//!
+//! Features: `alloc` (encoding), `defmt` (firmware logs), `dsp` (Cortex-M DSP-extension
+//! assembly for the blocked weight layouts; ignored on other targets, same bytes either way).
 #![no_std]
-#![forbid(unsafe_code)]
+// The only unsafe code is the FFI call into the DSP assembly (`dsp`, behind its feature).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+#[cfg(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target))]
+pub mod dsp;
 #[cfg(feature = "alloc")]
 pub mod encode;
 pub mod format;
@@ -31,5 +37,5 @@ pub mod requant;
 pub mod stream;
 
 pub use format::{FormatError, ImageShape, Layer, LayerOutput, Model};
-pub use infer::{generate, InferenceError};
+pub use infer::{generate, generate_observed, InferenceError, LayerObserver};
 pub use requant::Requant;

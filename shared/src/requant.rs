@@ -33,7 +33,17 @@ impl Requant {
     /// result.
     #[inline]
     pub fn apply(self, acc: i32) -> i32 {
-        let total_shift = (31 + self.shift).clamp(1, 62) as u32;
+        let total_shift = 31i32.wrapping_add(self.shift);
+        if (33..=62).contains(&total_shift) {
+            // The common case (factors below 2^-2), in 32-bit arithmetic on the high word of
+            // the product (one SMULL): with q = ⌊p / 2^(s−1)⌋, ⌊(p + 2^(s−1)) / 2^s⌋ equals
+            // ⌊(q + 1) / 2⌋, and |q| ≤ 2^30 for any i32 operands, so nothing overflows or
+            // needs clamping.
+            let high = ((i64::from(acc) * i64::from(self.multiplier)) >> 32) as i32;
+            let q = high >> (total_shift - 33);
+            return (q + 1) >> 1;
+        }
+        let total_shift = total_shift.clamp(1, 62) as u32;
         let product = i64::from(acc) * i64::from(self.multiplier);
         let rounded = (product + (1i64 << (total_shift - 1))) >> total_shift;
         rounded.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
@@ -43,8 +53,11 @@ impl Requant {
     /// Used for LeakyReLU's negative side: the same requantization, scaled by the slope.
     #[inline]
     pub fn scaled_by_q31(self, q31: i32) -> Requant {
+        // For a valid factor (multiplier in [1, 2^31)) and a Q31 fraction in [0, 2^31) the
+        // result is in [0, 2^31): the truncation below only ever touches invalid operands,
+        // which the model validator rejects, and cannot panic.
         let product = i64::from(self.multiplier) * i64::from(q31);
-        let multiplier = ((product + (1i64 << 30)) >> 31).clamp(0, i64::from(i32::MAX)) as i32;
+        let multiplier = (product.wrapping_add(1i64 << 30) >> 31) as i32;
         Requant {
             multiplier,
             shift: self.shift,

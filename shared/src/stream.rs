@@ -8,6 +8,7 @@
 //! stream  := "MCGI" version:u8 record*
 //! record  := 'I' seed:u32 ticks:u32 len:u16 pixels[len]         an image and its timer ticks
 //!          | 'S' key:u8 value:u32                                a measurement (see StatKey)
+//!          | 'L' layer:u8 ticks:u32                              one layer's timer ticks
 //! ```
 //! All integers little-endian.
 
@@ -21,6 +22,8 @@ pub const STREAM_HEADER_LEN: usize = 5;
 pub const IMAGE_RECORD_HEADER_LEN: usize = 11;
 /// Bytes of a stat record.
 pub const STAT_RECORD_LEN: usize = 6;
+/// Bytes of a layer-timing record.
+pub const LAYER_RECORD_LEN: usize = 6;
 
 /// What a stat record measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +89,15 @@ pub fn stat_record(key: StatKey, value: u32) -> [u8; STAT_RECORD_LEN] {
     record
 }
 
+/// A layer-timing record: the timer ticks layer `layer` took for one image.
+pub fn layer_record(layer: u8, ticks: u32) -> [u8; LAYER_RECORD_LEN] {
+    let mut record = [0u8; LAYER_RECORD_LEN];
+    record[0] = b'L';
+    record[1] = layer;
+    record[2..6].copy_from_slice(&ticks.to_le_bytes());
+    record
+}
+
 /// One record read back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Record<'a> {
@@ -97,6 +109,13 @@ pub enum Record<'a> {
         ticks: u32,
         /// The pixels.
         pixels: &'a [u8],
+    },
+    /// One layer's timer ticks (for the first image drawn).
+    Layer {
+        /// Layer index.
+        layer: u8,
+        /// Timer ticks.
+        ticks: u32,
     },
     /// A measurement.
     Stat {
@@ -180,6 +199,12 @@ impl<'a> RecordReader<'a> {
                 self.offset = offset + STAT_RECORD_LEN;
                 Ok(Record::Stat { key, value })
             }
+            b'L' => {
+                let layer = *self.bytes.get(offset + 1).ok_or(truncated)?;
+                let ticks = self.u32_at(offset + 2).ok_or(truncated)?;
+                self.offset = offset + LAYER_RECORD_LEN;
+                Ok(Record::Layer { layer, ticks })
+            }
             _ => Err(StreamError::UnknownRecord { offset }),
         }
     }
@@ -209,6 +234,7 @@ mod tests {
         s.extend_from_slice(&image_record_header(7, 1234, 3).unwrap());
         s.extend_from_slice(&[1, 2, 3]);
         s.extend_from_slice(&stat_record(StatKey::StackPeakBytes, 2048));
+        s.extend_from_slice(&layer_record(3, 99));
         s
     }
 
@@ -227,6 +253,10 @@ mod tests {
                 Ok(Record::Stat {
                     key: StatKey::StackPeakBytes,
                     value: 2048
+                }),
+                Ok(Record::Layer {
+                    layer: 3,
+                    ticks: 99
                 })
             ]
         );

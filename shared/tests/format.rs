@@ -4,12 +4,26 @@
 use mcugan_shared::encode::{
     encode, reseal, set_version, EncodeError, LayerSpec, ModelSpec, OutputSpec,
 };
-use mcugan_shared::format::{ArrayKind, ChannelRequant, FORMAT_VERSION, MAX_WIDTH};
+use mcugan_shared::format::{
+    ArrayKind, ChannelRequant, WeightFormat, FORMAT_VERSION, MAX_WIDTH, OLDEST_FORMAT_VERSION,
+};
 use mcugan_shared::{generate, FormatError, ImageShape, Model, Requant};
 use proptest::prelude::*;
 
 /// A deterministic model with the given widths (latent first, pixels last).
 fn model_blob(widths: &[u16], image: ImageShape, salt: u64) -> Vec<u8> {
+    model_blob_as(widths, image, salt, WeightFormat::I8RowMajor, -127..=127)
+}
+
+/// [`model_blob`] with weights drawn from `range` and stored as `format`.
+fn model_blob_as(
+    widths: &[u16],
+    image: ImageShape,
+    salt: u64,
+    format: WeightFormat,
+    range: std::ops::RangeInclusive<i8>,
+) -> Vec<u8> {
+    let span = (i32::from(*range.end()) - i32::from(*range.start()) + 1) as u64;
     let mut state = salt.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut next = move || {
         state ^= state << 13;
@@ -21,7 +35,11 @@ fn model_blob(widths: &[u16], image: ImageShape, salt: u64) -> Vec<u8> {
     let mut channels = Vec::new();
     for pair in widths.windows(2) {
         let (i, o) = (pair[0] as usize, pair[1] as usize);
-        weights.push((0..i * o).map(|_| next() as i8).collect::<Vec<_>>());
+        weights.push(
+            (0..i * o)
+                .map(|_| (i64::from(*range.start()) + (next() % span) as i64) as i8)
+                .collect::<Vec<_>>(),
+        );
         channels.push(
             (0..o)
                 .map(|_| ChannelRequant {
@@ -41,6 +59,7 @@ fn model_blob(widths: &[u16], image: ImageShape, salt: u64) -> Vec<u8> {
             inputs: widths[l],
             outputs: widths[l + 1],
             weights: &weights[l],
+            weight_format: format,
             channels: &channels[l],
             output: if l == last {
                 OutputSpec::TanhPixels { lut: &lut }
@@ -110,6 +129,115 @@ fn a_reference_sized_model_round_trips() {
     generate(&model, 3, &mut pixels).expect("runs");
 }
 
+/// Images of every seed in `seeds` drawn by the model in `blob`.
+fn images(blob: &[u8], seeds: std::ops::Range<u32>) -> Vec<Vec<u8>> {
+    let model = Model::parse(blob).expect("valid");
+    seeds
+        .map(|seed| {
+            let mut pixels = vec![0u8; model.pixel_count()];
+            generate(&model, seed, &mut pixels).expect("runs");
+            pixels
+        })
+        .collect()
+}
+
+#[test]
+fn every_weight_layout_draws_the_same_images() {
+    // Shapes that are and are not multiples of the 4x8 blocks.
+    let shapes: [(&[u16], ImageShape); 3] = [
+        (&[100, 128, 256, 784], square(28)),
+        (&[13, 7, 30, 9], square(3)),
+        (&[5, 3, 1], square(1)),
+    ];
+    for (salt, (widths, image)) in shapes.into_iter().enumerate() {
+        let salt = salt as u64 + 10;
+        let row_major = model_blob_as(widths, image, salt, WeightFormat::I8RowMajor, -7..=7);
+        let expected = images(&row_major, 0..6);
+        for format in [WeightFormat::I8Blocked, WeightFormat::I4Blocked] {
+            let blob = model_blob_as(widths, image, salt, format, -7..=7);
+            assert_eq!(images(&blob, 0..6), expected, "{format:?} for {widths:?}");
+        }
+        // Full-range int8 weights: row-major and blocked still agree.
+        let full = model_blob_as(widths, image, salt, WeightFormat::I8RowMajor, -127..=127);
+        let blocked = model_blob_as(widths, image, salt, WeightFormat::I8Blocked, -127..=127);
+        assert_eq!(images(&blocked, 0..6), images(&full, 0..6));
+    }
+}
+
+#[test]
+fn blocked_layouts_have_the_documented_sizes() {
+    let blob = model_blob_as(
+        &[100, 128, 256, 512, 1024, 784],
+        square(28),
+        3,
+        WeightFormat::I4Blocked,
+        -7..=7,
+    );
+    let model = Model::parse(&blob).expect("valid");
+    // 100 inputs pad to 104; 784 outputs are already a multiple of 4.
+    assert_eq!(model.layers()[0].weights.len(), 128 * 104 / 2);
+    assert_eq!(model.layers()[4].weights.len(), 784 * 1024 / 2);
+    // The reference generator as int4 fits a 1 MB part with room to spare.
+    assert!(blob.len() < 800_000, "{} bytes", blob.len());
+}
+
+#[test]
+fn weights_outside_the_format_do_not_encode() {
+    let weights = [8i8, 0, 0, 0];
+    let channel = ChannelRequant {
+        bias: 0,
+        requant: Requant {
+            multiplier: 1 << 30,
+            shift: 0,
+        },
+    };
+    let layers = [LayerSpec {
+        inputs: 2,
+        outputs: 2,
+        weights: &weights,
+        weight_format: WeightFormat::I4Blocked,
+        channels: &[channel; 2],
+        output: OutputSpec::TanhPixels { lut: &[0, 0] },
+    }];
+    let spec = ModelSpec {
+        name: "int4",
+        latent_dim: 2,
+        image: ImageShape {
+            width: 2,
+            height: 1,
+            channels: 1,
+        },
+        layers: &layers,
+    };
+    assert!(matches!(
+        encode(&spec),
+        Err(EncodeError::WeightOutOfRange { value: 8, .. })
+    ));
+    let short = [LayerSpec {
+        weights: &weights[..3],
+        weight_format: WeightFormat::I8RowMajor,
+        ..layers[0].clone()
+    }];
+    assert!(matches!(
+        encode(&ModelSpec {
+            layers: &short,
+            ..spec
+        }),
+        Err(EncodeError::WeightCount {
+            expected: 4,
+            found: 3,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn version_one_blobs_are_still_read() {
+    let mut blob = small_blob();
+    assert!(set_version(&mut blob, OLDEST_FORMAT_VERSION as u8));
+    assert!(Model::parse(&blob).is_ok());
+}
+
 #[test]
 fn encoding_is_deterministic() {
     assert_eq!(reference_blob(), reference_blob());
@@ -156,11 +284,12 @@ fn trailing_bytes_are_rejected() {
 #[test]
 fn another_version_is_unsupported() {
     let mut blob = small_blob();
-    assert!(set_version(&mut blob, 2));
+    let next = FORMAT_VERSION as u8 + 1;
+    assert!(set_version(&mut blob, next));
     assert_eq!(
         parse_err(&blob),
         Some(FormatError::UnsupportedVersion {
-            found: 2,
+            found: u16::from(next),
             supported: FORMAT_VERSION
         })
     );
@@ -245,6 +374,7 @@ fn encode_one_layer(
         inputs: latent,
         outputs,
         weights: &weights,
+        weight_format: WeightFormat::I8RowMajor,
         channels: &channels,
         output: OutputSpec::TanhPixels { lut: &lut },
     }];
@@ -392,5 +522,69 @@ proptest! {
         let mut mutated = mutate(&blob, &edits, 0);
         reseal(&mut mutated);
         parse_and_run(&mutated);
+    }
+}
+
+/// `bias + Σ w·x` per output channel, the obvious way.
+fn naive_sums(weights: &[i8], inputs: usize, x: &[i16], biases: &[i32]) -> Vec<i32> {
+    weights
+        .chunks_exact(inputs)
+        .zip(biases)
+        .map(|(row, bias)| {
+            bias + row
+                .iter()
+                .zip(x)
+                .map(|(&w, &x)| i32::from(w) * i32::from(x))
+                .sum::<i32>()
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Every layout's kernel gives the naive sums, for any shape and any int8 activations.
+    #[test]
+    fn dense_kernels_give_the_naive_sums(
+        inputs in 1usize..40,
+        outputs in 1usize..13,
+        seed in any::<u64>(),
+        int4 in any::<bool>(),
+    ) {
+        use mcugan_shared::kernels::dense;
+        let mut state = seed | 1;
+        let mut next = move || { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state };
+        let (low, span) = if int4 { (-7i64, 15u64) } else { (-127, 255) };
+        let weights: Vec<i8> = (0..inputs * outputs).map(|_| (low + (next() % span) as i64) as i8).collect();
+        let mut x = vec![0i16; MAX_WIDTH];
+        for v in x.iter_mut().take(inputs) {
+            *v = i16::from(next() as i8);
+        }
+        let biases: Vec<i32> = (0..outputs).map(|_| (next() % 2001) as i32 - 1000).collect();
+        let channels: Vec<ChannelRequant> = biases
+            .iter()
+            .map(|&bias| ChannelRequant { bias, requant: Requant { multiplier: 1 << 30, shift: 0 } })
+            .collect();
+        let format = if int4 { WeightFormat::I4Blocked } else { WeightFormat::I8Blocked };
+        let lut = [0u8; 2];
+        let layers = [LayerSpec {
+            inputs: inputs as u16,
+            outputs: outputs as u16,
+            weights: &weights,
+            weight_format: format,
+            channels: &channels,
+            output: OutputSpec::TanhPixels { lut: &lut },
+        }];
+        let blob = encode(&ModelSpec {
+            name: "kernel",
+            latent_dim: inputs as u16,
+            image: ImageShape { width: outputs as u16, height: 1, channels: 1 },
+            layers: &layers,
+        }).expect("encodes");
+        let model = Model::parse(&blob).expect("valid");
+        let layer = &model.layers()[0];
+        let mut sums = Vec::new();
+        dense(layer.weight_format, layer.weights, layer.channels, inputs, &x, |_, acc| sums.push(acc));
+        prop_assert_eq!(sums, naive_sums(&weights, inputs, &x, &biases));
     }
 }

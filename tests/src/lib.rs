@@ -20,7 +20,12 @@ pub fn shipped_model() -> PathBuf {
     repo_root().join("models/mnist-digits/generator-int8.mcg")
 }
 
-/// The float generator it was quantized from.
+/// The int4 digits model (first layer int8) that ships in `models/`, for 1 MB parts.
+pub fn shipped_int4_model() -> PathBuf {
+    repo_root().join("models/mnist-digits/generator-int4.mcg")
+}
+
+/// The float generator they were quantized from.
 pub fn shipped_generator() -> PathBuf {
     repo_root().join("models/mnist-digits/generator.safetensors")
 }
@@ -28,15 +33,35 @@ pub fn shipped_generator() -> PathBuf {
 /// Builds serialise: they share the firmware's target directory and its output path.
 static FIRMWARE_BUILD: Mutex<()> = Mutex::new(());
 
-/// Builds the firmware (release) around `model` and copies the ELF to `dest`.
+/// Which inner kernels a firmware build runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    /// The Cortex-M DSP-extension assembly (the default build).
+    Dsp,
+    /// The portable Rust kernels (`--no-default-features`), as on cores without DSP.
+    Portable,
+}
+
+/// Builds the default firmware (release, DSP kernels) around `model` and copies the ELF to
+/// `dest`.
 pub fn build_firmware(model: &Path, dest: &Path) -> Result<PathBuf> {
+    build_firmware_with(model, dest, Kernels::Dsp)
+}
+
+/// Builds the firmware (release) with the given kernels around `model` and copies the ELF to
+/// `dest`.
+pub fn build_firmware_with(model: &Path, dest: &Path, kernels: Kernels) -> Result<PathBuf> {
     let _guard = FIRMWARE_BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let model =
         std::fs::canonicalize(model).with_context(|| format!("finding {}", model.display()))?;
     let firmware = repo_root().join("firmware");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec!["build", "--release", "--quiet"];
+    if kernels == Kernels::Portable {
+        args.push("--no-default-features");
+    }
     let output = Command::new(cargo)
-        .args(["build", "--release", "--quiet"])
+        .args(&args)
         .current_dir(&firmware)
         .env("MCUGAN_MODEL", &model)
         .output()

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use mcugan::firmware::{run_qemu, QemuOptions};
 use mcugan::simulate::simulate;
-use mcugan_e2e::{build_firmware, shipped_model};
+use mcugan_e2e::{build_firmware, build_firmware_with, shipped_int4_model, shipped_model, Kernels};
 use mcugan_shared::encode::set_version;
 use mcugan_shared::{FormatError, Model};
 
@@ -47,6 +47,47 @@ fn the_chip_draws_the_host_simulations_bytes() {
     let first = &run.images[0].pixels;
     assert!(first.iter().any(|&p| p > 200) && first.iter().any(|&p| p < 30));
     assert_ne!(run.images[0].pixels, run.images[1].pixels);
+}
+
+#[test]
+fn dsp_and_portable_kernels_draw_the_host_simulations_bytes_for_int8_and_int4() {
+    let work = tempfile::tempdir().unwrap();
+    let seeds: Vec<u32> = vec![0, 1, 2, 3, 1_000, u32::MAX];
+    for model in [shipped_model(), shipped_int4_model()] {
+        let blob = std::fs::read(&model).unwrap();
+        let expected = simulate(&blob, &seeds).unwrap();
+        let mut instructions = Vec::new();
+        for kernels in [Kernels::Dsp, Kernels::Portable] {
+            let elf = work.path().join(format!("{kernels:?}.elf"));
+            let elf = build_firmware_with(&model, &elf, kernels).unwrap();
+            let run = run_qemu(&elf, &seeds, &qemu()).unwrap();
+            assert!(run.succeeded(), "{kernels:?}:\n{}", run.log.join("\n"));
+            let kind = match kernels {
+                Kernels::Dsp => "DSP kernels",
+                Kernels::Portable => "portable kernels",
+            };
+            assert!(
+                run.log.iter().any(|l| l.contains(kind)),
+                "{kernels:?} build reports {kind}: {:?}",
+                run.log
+            );
+            let drawn: Vec<&Vec<u8>> = run.images.iter().map(|i| &i.pixels).collect();
+            let want: Vec<&Vec<u8>> = expected.iter().collect();
+            assert_eq!(drawn, want, "{kernels:?} on {}", model.display());
+            instructions.push(run.instructions_per_image().unwrap());
+            // Per-layer timing is reported for every layer.
+            assert_eq!(run.layer_ticks.len(), 5);
+            assert!(run.layer_ticks.iter().all(|&t| t > 0));
+        }
+        // The DSP kernels are the faster ones, by a wide margin.
+        assert!(
+            instructions[0] * 2.0 < instructions[1],
+            "{}: DSP {} vs portable {} instructions per image",
+            model.display(),
+            instructions[0],
+            instructions[1]
+        );
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@ use candle_core::Device;
 use mcugan::quantize::{quantize, FloatGenerator, QuantizeOptions};
 use mcugan::simulate::compare;
 use mcugan::train::load_generator;
-use mcugan_e2e::{shipped_generator, shipped_model};
+use mcugan_e2e::{shipped_generator, shipped_int4_model, shipped_model};
 use mcugan_shared::Model;
 
 fn float() -> FloatGenerator {
@@ -40,4 +40,45 @@ fn int8_is_within_30_db_of_float() {
     let seeds: Vec<u32> = (0..256).collect();
     let result = compare(&float(), &blob, &seeds).unwrap();
     assert!(result.psnr_db >= 30.0, "PSNR {:.2} dB", result.psnr_db);
+}
+
+#[test]
+fn the_shipped_int4_blob_fits_a_1_mb_part_and_is_reproducible() {
+    use mcugan_shared::format::WeightFormat;
+    let shipped = std::fs::read(shipped_int4_model()).unwrap();
+    assert!(shipped.len() <= 800_000, "{} bytes", shipped.len());
+    let model = Model::parse(&shipped).unwrap();
+    let formats: Vec<WeightFormat> = model.layers().iter().map(|l| l.weight_format).collect();
+    assert_eq!(formats[0], WeightFormat::I8Blocked);
+    assert!(formats[1..].iter().all(|&f| f == WeightFormat::I4Blocked));
+    let options = QuantizeOptions {
+        name: "mnist-digits-int4".into(),
+        weight_bits: vec![8, 4, 4, 4, 4],
+        ..QuantizeOptions::default()
+    };
+    let blob = quantize(&float(), &options).unwrap().blob;
+    assert!(
+        blob == shipped,
+        "re-quantizing the shipped generator with --bits 8,4,4,4,4 gives another blob"
+    );
+    // int4 costs quality, but the digits stay close to the float model's.
+    let seeds: Vec<u32> = (0..256).collect();
+    let result = compare(&float(), &shipped, &seeds).unwrap();
+    assert!(result.psnr_db >= 28.0, "PSNR {:.2} dB", result.psnr_db);
+}
+
+#[test]
+fn int4_quantization_rejects_other_bit_widths_clearly() {
+    let options = QuantizeOptions {
+        weight_bits: vec![3],
+        ..QuantizeOptions::default()
+    };
+    let err = quantize(&float(), &options).unwrap_err().to_string();
+    assert!(err.contains("3-bit weights are not supported"), "{err}");
+    let options = QuantizeOptions {
+        weight_bits: vec![8, 4],
+        ..QuantizeOptions::default()
+    };
+    let err = quantize(&float(), &options).unwrap_err().to_string();
+    assert!(err.contains("lists 2 layers"), "{err}");
 }

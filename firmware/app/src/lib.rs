@@ -1,0 +1,203 @@
+//! The board-agnostic mcugan firmware application: validate the model blob, draw seeds with the
+//! shared integer kernels, time the work (per layer, too), and hand images to the board.
+//!
+//! A board supplies a free-running timer, an image sink and (for fixed runs) a seed list; it
+//! stays thin. The QEMU board streams images to the host; real boards log them as defmt art and
+//! optionally draw them on a display.
+#![no_std]
+
+use heapless::String;
+use mcugan_shared::format::{MAX_LAYERS, MAX_WIDTH};
+use mcugan_shared::stream::StatKey;
+use mcugan_shared::{generate_observed, FormatError, InferenceError, LayerObserver, Model};
+
+/// The most seeds one fixed run draws.
+pub const MAX_SEEDS: usize = 256;
+
+/// What the application needs from a board.
+pub trait Board {
+    /// Width of the free-running timer in bits: [`Board::now`] wraps at `2^TIMER_BITS`.
+    const TIMER_BITS: u32;
+    /// The timer's current value, counting up.
+    fn now(&mut self) -> u32;
+    /// Hands over one image and the timer ticks it took.
+    fn emit_image(&mut self, seed: u32, ticks: u32, pixels: &[u8]) -> Result<(), SinkError>;
+    /// Hands over one measurement.
+    fn emit_stat(&mut self, key: StatKey, value: u32) -> Result<(), SinkError>;
+    /// Hands over the ticks one layer took; boards without a host link ignore it.
+    fn emit_layer(&mut self, _layer: u8, _ticks: u32) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Ticks from `start` to `end`, across one wrap of the timer.
+    fn elapsed(start: u32, end: u32) -> u32 {
+        let mask = if Self::TIMER_BITS >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << Self::TIMER_BITS) - 1
+        };
+        end.wrapping_sub(start) & mask
+    }
+
+    /// Runs `work` and returns its result with the ticks it took.
+    fn measure<T>(&mut self, work: impl FnOnce() -> T) -> (T, u32) {
+        let start = self.now();
+        let result = work();
+        let end = self.now();
+        (result, Self::elapsed(start, end))
+    }
+}
+
+/// The board could not deliver a result.
+#[derive(Clone, Copy, Debug, defmt::Format)]
+pub struct SinkError;
+
+/// Why a run failed.
+#[derive(Clone, Copy, Debug, defmt::Format)]
+pub enum AppError {
+    /// The model blob is invalid.
+    Model(FormatError),
+    /// Inference refused to run.
+    Inference(InferenceError),
+    /// The board could not deliver a result.
+    Sink(SinkError),
+}
+
+impl From<SinkError> for AppError {
+    fn from(err: SinkError) -> Self {
+        AppError::Sink(err)
+    }
+}
+
+/// Validates `blob` (magic, version, CRC, every array and parameter), logging the outcome.
+pub fn validate<'a>(blob: &'a [u8], board: &mut impl Board) -> Result<Model<'a>, AppError> {
+    defmt::info!(
+        "mcugan firmware ({=str} kernels): model blob of {=usize} bytes",
+        kernels(),
+        blob.len()
+    );
+    board.emit_stat(StatKey::ModelBytes, blob.len() as u32)?;
+    let (parsed, ticks) = board.measure(|| Model::parse(blob));
+    let model = match parsed {
+        Ok(model) => model,
+        Err(err) => {
+            defmt::error!("invalid model: {}", err);
+            return Err(AppError::Model(err));
+        }
+    };
+    board.emit_stat(StatKey::ValidationTicks, ticks)?;
+    defmt::info!(
+        "model '{=str}' valid ({=u32} ticks): {=usize} layers, {=usize} MACs per image",
+        model.name(),
+        ticks,
+        model.layers().len(),
+        model.macs()
+    );
+    Ok(model)
+}
+
+/// Which kernels this build runs the blocked layouts with.
+pub const fn kernels() -> &'static str {
+    if mcugan_shared::kernels::dsp_kernels() {
+        "DSP"
+    } else {
+        "portable"
+    }
+}
+
+/// Times each layer with the board's timer.
+struct LayerTimer<'b, B: Board> {
+    board: &'b mut B,
+    started: u32,
+    ticks: [u32; MAX_LAYERS],
+}
+
+impl<B: Board> LayerObserver for LayerTimer<'_, B> {
+    #[inline(always)]
+    fn layer_started(&mut self, _index: usize) {
+        self.started = self.board.now();
+    }
+
+    #[inline(always)]
+    fn layer_finished(&mut self, index: usize) {
+        let end = self.board.now();
+        if let Some(slot) = self.ticks.get_mut(index) {
+            *slot = B::elapsed(self.started, end);
+        }
+    }
+}
+
+/// Draws `seed` into `pixels` and hands the image to the board; returns the ticks it took.
+pub fn draw(
+    model: &Model<'_>,
+    seed: u32,
+    pixels: &mut [u8],
+    board: &mut impl Board,
+) -> Result<u32, AppError> {
+    let (drawn, ticks) = board.measure(|| generate_observed(model, seed, pixels, &mut ()));
+    drawn.map_err(AppError::Inference)?;
+    defmt::info!("seed {=u32}: drawn in {=u32} ticks", seed, ticks);
+    board.emit_image(seed, ticks, pixels)?;
+    Ok(ticks)
+}
+
+/// Draws `seed` once more with every layer timed and reports each layer's ticks
+/// ([`Board::emit_layer`]). The timer reads add a few instructions per layer.
+pub fn time_layers(
+    model: &Model<'_>,
+    seed: u32,
+    pixels: &mut [u8],
+    board: &mut impl Board,
+) -> Result<(), AppError> {
+    let mut timer = LayerTimer {
+        board: &mut *board,
+        started: 0,
+        ticks: [0; MAX_LAYERS],
+    };
+    generate_observed(model, seed, pixels, &mut timer).map_err(AppError::Inference)?;
+    let layer_ticks = timer.ticks;
+    for (layer, &ticks) in layer_ticks.iter().take(model.layers().len()).enumerate() {
+        defmt::info!("layer {=usize}: {=u32} ticks", layer, ticks);
+        board.emit_layer(layer as u8, ticks)?;
+    }
+    Ok(())
+}
+
+/// Validates `blob` and draws every seed in `seeds`: the whole-image timing of each seed, then
+/// one more pass of the first seed with per-layer timing.
+pub fn run(
+    blob: &[u8],
+    seeds: impl IntoIterator<Item = u32>,
+    board: &mut impl Board,
+) -> Result<(), AppError> {
+    let model = validate(blob, board)?;
+    let mut buffer = [0u8; MAX_WIDTH];
+    let pixels = &mut buffer[..model.pixel_count().min(MAX_WIDTH)];
+    let mut first = None;
+    for seed in seeds {
+        first.get_or_insert(seed);
+        draw(&model, seed, pixels, board)?;
+    }
+    if let Some(first) = first {
+        time_layers(&model, first, pixels, board)?;
+    }
+    Ok(())
+}
+
+/// Logs a grayscale image as text art over defmt, one line per pixel row, darkest to lightest
+/// as ` .:-=+*#%@`.
+pub fn log_art(pixels: &[u8], width: usize) {
+    const RAMP: &[u8; 10] = b" .:-=+*#%@";
+    if width == 0 {
+        return;
+    }
+    for row in pixels.chunks(width) {
+        let mut line: String<64> = String::new();
+        for &p in row.iter().take(64) {
+            let level = usize::from(p) * (RAMP.len() - 1) / 255;
+            // Capacity is checked by `take(64)`.
+            let _ = line.push(char::from(RAMP[level]));
+        }
+        defmt::println!("{=str}", line.as_str());
+    }
+}

@@ -1,0 +1,69 @@
+//! Build-script helpers shared by every mcugan firmware binary (the QEMU board and the real
+//! boards): put the crate's `memory.x` on the linker's path, and embed the model blob named by
+//! `MCUGAN_MODEL` (or the board's default) as `MODEL`, 16-byte aligned in the `.model` section.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn var(name: &str) -> PathBuf {
+    PathBuf::from(env::var_os(name).unwrap_or_else(|| panic!("cargo sets {name}")))
+}
+
+/// Copies the crate's `memory.x` to `OUT_DIR` and adds it to the linker search path.
+pub fn link_memory_x() {
+    let out = var("OUT_DIR");
+    let manifest_dir = var("CARGO_MANIFEST_DIR");
+    if let Err(err) = fs::copy(manifest_dir.join("memory.x"), out.join("memory.x")) {
+        eprintln!("error: cannot copy memory.x: {err}");
+        std::process::exit(1);
+    }
+    println!("cargo:rustc-link-search={}", out.display());
+    println!("cargo:rerun-if-changed=memory.x");
+}
+
+/// Writes `OUT_DIR/model.rs`, which defines `pub static MODEL: crate::Aligned<[u8; N]>` from the
+/// blob at `MCUGAN_MODEL` (absolute, or relative to the crate) or else `default` (relative to
+/// the crate). The binary `include!`s it. A missing blob stops the build with a clear message.
+pub fn embed_model(default: &str) {
+    let out = var("OUT_DIR");
+    let manifest_dir = var("CARGO_MANIFEST_DIR");
+    println!("cargo:rerun-if-env-changed=MCUGAN_MODEL");
+    let model = match env::var_os("MCUGAN_MODEL") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(default),
+    };
+    let model = absolute(&model, &manifest_dir);
+    println!("cargo:rerun-if-changed={}", model.display());
+    let len = match fs::metadata(&model) {
+        Ok(meta) => meta.len(),
+        Err(err) => {
+            eprintln!(
+                "error: no model blob at {} ({err}).\n\
+                 Set MCUGAN_MODEL to a blob made by `mcugan quantize`, \
+                 or run `cargo xtask demo` from the repository root.",
+                model.display()
+            );
+            std::process::exit(1);
+        }
+    };
+    let source = format!(
+        "/// The model blob, in flash, 16-byte aligned.\n\
+         #[link_section = \".model\"]\n\
+         #[used]\n\
+         pub static MODEL: crate::Aligned<[u8; {len}]> = crate::Aligned(*include_bytes!({path:?}));\n",
+        path = model.display().to_string(),
+    );
+    if let Err(err) = fs::write(out.join("model.rs"), source) {
+        eprintln!("error: cannot write model.rs: {err}");
+        std::process::exit(1);
+    }
+}
+
+fn absolute(path: &Path, base: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}

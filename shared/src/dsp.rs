@@ -1,0 +1,192 @@
+//! Cortex-M DSP-extension kernels for the blocked weight layouts (`feature = "dsp"` on a core
+//! with `SMLAD`/`SXTB16`: Cortex-M4, M7, M33 with DSP).
+//!
+//! One call computes the four row sums of one row group. Activations are `i16`, widened once
+//! per layer, so one 32-bit load holds two of them and `SMLAD` does two multiply-accumulates.
+//! The weight layouts ([`crate::format::WeightFormat`]) were chosen so that:
+//!
+//! - int8: two rows are interleaved so that a word read as two signed halfwords is
+//!   `u(r) + 256·w(r+1)` for two columns (`u = w + 128`): one `SMLAD` accumulates both rows,
+//!   one `UXTB16` isolates the even row for a second `SMLAD`, and the odd row is recovered as
+//!   the difference over 256 at the end: 2 `LDRD` + 2 × (2 `LDRD` + 4 `UXTB16` + 8 `SMLAD`)
+//!   = 30 instructions per 32 MACs.
+//! - int4: one `LDR` brings 8 weights of a row; masking with `0xF0F0F0F0` (after a 4-bit shift
+//!   for the low nibbles) leaves each nibble in the top of its byte, i.e. 16× its value, so
+//!   `SXTB16` sign-extends it for free; the sum is shifted back by 4 at the end (exact).
+//!
+//! The loops handle 16 columns per iteration (plus one 8-column block when the count is odd),
+//! so the loop's compare-and-branch costs 2 instructions per 64 MACs.
+#![allow(unsafe_code)]
+
+use crate::format::{WeightFormat, COL_BLOCK, ROW_BLOCK};
+use crate::kernels::pair_sums;
+
+core::arch::global_asm!(
+    ".syntax unified",
+    ".thumb",
+    // One row pair of an int8 block: 4 words against the activations in r8..r11; `u`
+    // accumulates the even row's biased weights, `w` the packed halfwords.
+    ".macro MCUGAN_PAIR_I8 u, w",
+    "ldrd r0, r12, [r1], #8",
+    "uxtb16 lr, r0",
+    "smlad \\u, lr, r8, \\u",
+    "smlad \\w, r0, r8, \\w",
+    "uxtb16 lr, r12",
+    "smlad \\u, lr, r9, \\u",
+    "smlad \\w, r12, r9, \\w",
+    "ldrd r0, r12, [r1], #8",
+    "uxtb16 lr, r0",
+    "smlad \\u, lr, r10, \\u",
+    "smlad \\w, r0, r10, \\w",
+    "uxtb16 lr, r12",
+    "smlad \\u, lr, r11, \\u",
+    "smlad \\w, r12, r11, \\w",
+    ".endm",
+    ".macro MCUGAN_BLOCK_I8",
+    "ldrd r8, r9, [r2], #8",
+    "ldrd r10, r11, [r2], #8",
+    "MCUGAN_PAIR_I8 r4, r5",
+    "MCUGAN_PAIR_I8 r6, r7",
+    ".endm",
+    // One row of an int4 block: 8 nibbles against the activations in r8..r11, sums ×16.
+    ".macro MCUGAN_ROW_I4 acc",
+    "ldr r0, [r1], #4",
+    "and r12, r0, #0xF0F0F0F0",
+    "lsl r0, r0, #4",
+    "and r0, r0, #0xF0F0F0F0",
+    "sxtb16 lr, r0",
+    "smlad \\acc, lr, r8, \\acc",
+    "sxtb16 r0, r0, ror #8",
+    "smlad \\acc, r0, r9, \\acc",
+    "sxtb16 lr, r12",
+    "smlad \\acc, lr, r10, \\acc",
+    "sxtb16 r12, r12, ror #8",
+    "smlad \\acc, r12, r11, \\acc",
+    ".endm",
+    ".macro MCUGAN_BLOCK_I4",
+    "ldrd r8, r9, [r2], #8",
+    "ldrd r10, r11, [r2], #8",
+    "MCUGAN_ROW_I4 r4",
+    "MCUGAN_ROW_I4 r5",
+    "MCUGAN_ROW_I4 r6",
+    "MCUGAN_ROW_I4 r7",
+    ".endm",
+    // fn(sums: *mut [i32; 4], weights: *const u8, activations: *const i16, blocks: u32)
+    // `blocks` ≥ 1 column blocks of 8; weights and activations 4-byte aligned.
+    ".macro MCUGAN_GROUP_FN name, block",
+    ".section .text.\\name,\"ax\",%progbits",
+    ".global \\name",
+    ".type \\name,%function",
+    ".thumb_func",
+    ".p2align 2",
+    "\\name:",
+    "push {{r0, r4-r11, lr}}",
+    "movs r4, #0",
+    "movs r5, #0",
+    "movs r6, #0",
+    "movs r7, #0",
+    "lsls r12, r3, #31",
+    "add r3, r2, r3, lsl #4",
+    "beq 1f",
+    "\\block",
+    "1:",
+    "cmp r2, r3",
+    "beq 3f",
+    "2:",
+    "\\block",
+    "\\block",
+    "cmp r2, r3",
+    "bne 2b",
+    "3:",
+    "pop {{r0}}",
+    "stm r0, {{r4-r7}}",
+    "pop {{r4-r11, pc}}",
+    ".size \\name, . - \\name",
+    ".endm",
+    "MCUGAN_GROUP_FN mcugan_group_sums_i8, MCUGAN_BLOCK_I8",
+    "MCUGAN_GROUP_FN mcugan_group_sums_i4x16, MCUGAN_BLOCK_I4",
+    ".text",
+);
+
+extern "C" {
+    fn mcugan_group_sums_i8(sums: *mut [i32; 4], weights: *const u8, x: *const i16, blocks: u32);
+    fn mcugan_group_sums_i4x16(sums: *mut [i32; 4], weights: *const u8, x: *const i16, blocks: u32);
+}
+
+/// A blocked layer's row-group kernel, checked once per layer.
+#[derive(Clone, Copy)]
+pub struct GroupKernel<'a> {
+    kernel: unsafe extern "C" fn(*mut [i32; 4], *const u8, *const i16, u32),
+    int4: bool,
+    sum_x: i32,
+    blocks: u32,
+    group_len: usize,
+    x: &'a [i16],
+}
+
+impl<'a> GroupKernel<'a> {
+    /// The kernel for a layer whose weights are `weights` (in `format`) and whose padded
+    /// inputs are `x`, or `None` when the slices do not suit the assembly (empty, misaligned,
+    /// or of mismatched length); the caller then uses the portable kernel, which gives the
+    /// same sums.
+    #[inline]
+    pub fn new(format: WeightFormat, weights: &[u8], x: &'a [i16], sum_x: i32) -> Option<Self> {
+        let blocks = x.len() / COL_BLOCK;
+        let block_bytes = ROW_BLOCK * COL_BLOCK * format.bits() as usize / 8;
+        let group_len = blocks * block_bytes;
+        let suits = blocks > 0
+            && x.len() == blocks * COL_BLOCK
+            && weights.len().is_multiple_of(group_len)
+            && (weights.as_ptr() as usize).is_multiple_of(4)
+            && (x.as_ptr() as usize).is_multiple_of(4);
+        if !suits {
+            return None;
+        }
+        let kernel = match format {
+            WeightFormat::I8Blocked => mcugan_group_sums_i8 as _,
+            WeightFormat::I4Blocked => mcugan_group_sums_i4x16 as _,
+            WeightFormat::I8RowMajor => return None,
+        };
+        Some(Self {
+            kernel,
+            int4: format == WeightFormat::I4Blocked,
+            sum_x,
+            blocks: blocks as u32,
+            group_len,
+            x,
+        })
+    }
+
+    /// Bytes of one row group.
+    #[inline]
+    pub fn group_len(&self) -> usize {
+        self.group_len
+    }
+
+    /// The four row sums of `group`, one row group of the layer this kernel was made for
+    /// (`group_len()` bytes; anything else gives zeros).
+    #[inline]
+    pub fn sums(&self, group: &[u8]) -> [i32; ROW_BLOCK] {
+        let mut sums = [0i32; ROW_BLOCK];
+        if group.len() != self.group_len {
+            return sums;
+        }
+        // SAFETY: `new` checked that `x` holds `blocks` column blocks and is 4-byte aligned;
+        // `group` holds `blocks` blocks (checked above) and starts 4-byte aligned, as every row
+        // group of a 4-byte-aligned weight array of whole groups does. The kernel reads exactly
+        // those bytes, writes the four words of `sums`, and saves and restores every
+        // callee-saved register it uses (AAPCS).
+        unsafe { (self.kernel)(&mut sums, group.as_ptr(), self.x.as_ptr(), self.blocks) };
+        if self.int4 {
+            // Every product was 16× the true one; the division is exact.
+            for sum in &mut sums {
+                *sum >>= 4;
+            }
+            sums
+        } else {
+            let (s0, s1) = pair_sums(sums[0], sums[1], self.sum_x);
+            let (s2, s3) = pair_sums(sums[2], sums[3], self.sum_x);
+            [s0, s1, s2, s3]
+        }
+    }
+}
