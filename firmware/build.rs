@@ -3,5 +3,6 @@
 
 fn main() {
     mcugan_firmware_build::link_memory_x();
+    mcugan_firmware_build::empty_device_x();
     mcugan_firmware_build::embed_model("../models/mnist-digits/generator-int8.mcg");
 }

@@ -196,16 +196,32 @@ impl Board for Mps2 {
 
 /// `SEED` or `START..END` (end exclusive, up to 2^32) as a half-open range.
 fn parse_seeds(arg: &str) -> Option<(u64, u64)> {
-    match arg.split_once("..") {
-        Some((start, end)) => {
-            let (start, end) = (start.parse::<u32>().ok()?, end.parse::<u64>().ok()?);
-            (u64::from(start) <= end && end <= 1 << 32).then_some((u64::from(start), end))
+    // Byte-level parsing: `str::parse` and `split_once` would pull kilobytes of formatting
+    // and searching code into a firmware whose runtime code is a budget.
+    let bytes = arg.as_bytes();
+    match bytes.windows(2).position(|pair| pair == b"..") {
+        Some(at) => {
+            let start = parse_decimal(&bytes[..at]).filter(|&s| s <= u64::from(u32::MAX))?;
+            let end = parse_decimal(&bytes[at + 2..])?;
+            (start <= end && end <= 1 << 32).then_some((start, end))
         }
         None => {
-            let seed = arg.parse::<u32>().ok()?;
-            Some((u64::from(seed), u64::from(seed) + 1))
+            let seed = parse_decimal(bytes).filter(|&s| s <= u64::from(u32::MAX))?;
+            Some((seed, seed + 1))
         }
     }
+}
+
+/// A non-empty run of decimal digits below 10^19.
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |value, &digit| {
+        digit
+            .is_ascii_digit()
+            .then(|| value * 10 + u64::from(digit - b'0'))
+    })
 }
 
 fn open_stream(path: &str) -> File {

@@ -54,7 +54,47 @@ pub const MAX_ABS_BIAS: i32 = 1 << 30;
 pub const CRC_LEN: usize = 4;
 
 /// The checksum over everything before the trailer: CRC-32 (ISO-HDLC, as zlib and PNG use it).
-pub const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+pub const CRC32: Crc32 = Crc32;
+
+/// CRC-32/ISO-HDLC (reflected polynomial `0xEDB88320`, initial value and final XOR all ones)
+/// with a 16-entry nibble table: 64 bytes of flash instead of the usual 1 KiB table, at two
+/// table steps per byte.
+#[derive(Clone, Copy, Debug)]
+pub struct Crc32;
+
+/// `CRC_NIBBLE_TABLE[n]`: the CRC register after shifting the nibble `n` through it.
+const CRC_NIBBLE_TABLE: [u32; 16] = {
+    let mut table = [0u32; 16];
+    let mut n = 0;
+    while n < 16 {
+        let mut crc = n as u32;
+        let mut bit = 0;
+        while bit < 4 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+            bit += 1;
+        }
+        table[n] = crc;
+        n += 1;
+    }
+    table
+};
+
+impl Crc32 {
+    /// The checksum of `bytes`.
+    pub fn checksum(&self, bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &byte in bytes {
+            crc ^= u32::from(byte);
+            crc = (crc >> 4) ^ CRC_NIBBLE_TABLE[(crc & 0xF) as usize];
+            crc = (crc >> 4) ^ CRC_NIBBLE_TABLE[(crc & 0xF) as usize];
+        }
+        !crc
+    }
+}
 
 /// The first, fixed-meaning part of a blob; decoded before anything version-specific.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -599,6 +639,7 @@ impl<'a> Model<'a> {
                     .weight_format
                     .stored_len(inputs as usize, outputs as usize) as u32,
             )?;
+            check_dsp_alignment(layer, stored.weight_format, weights)?;
             let channel_bytes = resolve(
                 data,
                 &mut claimed,
@@ -728,6 +769,22 @@ impl<'a> Model<'a> {
     pub fn blob_len(&self) -> usize {
         self.blob_len
     }
+}
+
+/// On builds with the DSP kernels, blocked weights must start on a 4-byte boundary in memory
+/// (the assembly's word loads need it). A blob in flash is 16-byte aligned by the firmware;
+/// elsewhere this never fails.
+#[inline]
+fn check_dsp_alignment(layer: u8, format: WeightFormat, weights: &[u8]) -> Result<(), FormatError> {
+    let blocked = matches!(format, WeightFormat::I8Blocked | WeightFormat::I4Blocked);
+    let dsp = cfg!(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target));
+    if dsp && blocked && !(weights.as_ptr() as usize).is_multiple_of(4) {
+        return Err(FormatError::ArrayMisaligned {
+            layer,
+            array: ArrayKind::Weights,
+        });
+    }
+    Ok(())
 }
 
 fn check_width(layer: u8, width: u32) -> Result<(), FormatError> {

@@ -52,17 +52,29 @@ struct WideActivations([i16; MAX_WIDTH]);
 /// entries, 3 KiB) and the borrowed model: no heap, no float. The host simulation and the
 /// firmware both call this function.
 pub fn generate(model: &Model<'_>, seed: u32, pixels: &mut [u8]) -> Result<(), InferenceError> {
-    generate_observed(model, seed, pixels, &mut ())
+    run(model, pixels, &mut (), Latent::Seed(seed))
 }
 
 /// [`generate`], telling `observer` when each layer starts and ends.
+///
+/// Not generic (the observer is a trait object), so that the inference loop is compiled once,
+/// in this crate, with this crate's optimisation settings, whatever the caller's.
 pub fn generate_observed(
     model: &Model<'_>,
     seed: u32,
     pixels: &mut [u8],
-    observer: &mut impl LayerObserver,
+    observer: &mut dyn LayerObserver,
 ) -> Result<(), InferenceError> {
-    run(model, pixels, observer, |input| sample_latent(seed, input))
+    run(model, pixels, observer, Latent::Seed(seed))
+}
+
+/// Where the latent vector comes from.
+#[derive(Clone, Copy)]
+enum Latent<'a> {
+    /// Drawn from a seed.
+    Seed(u32),
+    /// Given.
+    Codes(&'a [i8]),
 }
 
 /// Runs the model on a given int8 latent vector (codes at [`crate::latent::LATENT_SCALE`]).
@@ -79,9 +91,7 @@ pub fn run_from_latent(
             found: latent.len(),
         });
     }
-    run(model, pixels, &mut (), |input| {
-        input.copy_from_slice(latent)
-    })
+    run(model, pixels, &mut (), Latent::Codes(latent))
 }
 
 /// Copies `narrow` into the front of `wide` and zeroes the rest up to the next column block.
@@ -96,12 +106,13 @@ fn widen(narrow: &[i8], wide: &mut [i16; MAX_WIDTH]) {
     }
 }
 
-/// Runs the layers; `fill_latent` writes the latent codes into the activation buffer.
+/// Runs the layers on the latent vector `latent` stands for.
+#[inline(never)]
 fn run(
     model: &Model<'_>,
     pixels: &mut [u8],
-    observer: &mut impl LayerObserver,
-    fill_latent: impl FnOnce(&mut [i8]),
+    observer: &mut dyn LayerObserver,
+    latent: Latent<'_>,
 ) -> Result<(), InferenceError> {
     if pixels.len() != model.pixel_count() {
         return Err(InferenceError::PixelBufferSize {
@@ -112,7 +123,14 @@ fn run(
     let mut narrow = [0i8; MAX_WIDTH];
     let mut wide = WideActivations([0i16; MAX_WIDTH]);
     let mut width = model.latent_dim().min(MAX_WIDTH);
-    fill_latent(&mut narrow[..width]);
+    match latent {
+        Latent::Seed(seed) => sample_latent(seed, &mut narrow[..width]),
+        Latent::Codes(codes) => {
+            for (slot, &code) in narrow[..width].iter_mut().zip(codes) {
+                *slot = code;
+            }
+        }
+    }
 
     for (index, layer) in model.layers().iter().enumerate() {
         // The previous layer's int8 outputs become this layer's i16 inputs.

@@ -114,6 +114,10 @@ pub fn group_sums_i4_portable(group: &[u8], activations: &[i16]) -> [i32; ROW_BL
 
 /// The four row sums of one blocked row group, portable.
 #[inline]
+#[cfg_attr(
+    all(feature = "dsp", target_arch = "arm", mcugan_dsp_target),
+    allow(dead_code)
+)]
 fn portable_group_sums(
     format: WeightFormat,
     group: &[u8],
@@ -142,9 +146,12 @@ fn for_each_group(
     let kernel = crate::dsp::GroupKernel::new(format, weights, x, sum_x);
     for group in weights.chunks_exact(group_len) {
         #[cfg(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target))]
+        // `Model::parse` rejects, on DSP builds, weights the assembly cannot read (see
+        // `format::check_dsp_alignment`), so a validated model always has a kernel; the
+        // portable kernels are not linked into DSP builds at all.
         let sums = match &kernel {
             Some(kernel) => kernel.sums(group),
-            None => portable_group_sums(format, group, x, sum_x),
+            None => [0; ROW_BLOCK],
         };
         #[cfg(not(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target)))]
         let sums = portable_group_sums(format, group, x, sum_x);

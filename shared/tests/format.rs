@@ -588,3 +588,18 @@ proptest! {
         prop_assert_eq!(sums, naive_sums(&weights, inputs, &x, &biases));
     }
 }
+
+#[test]
+fn the_checksum_is_standard_crc32() {
+    let reference = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    for bytes in [&b""[..], b"123456789", &reference_blob()[..]] {
+        assert_eq!(
+            mcugan_shared::format::CRC32.checksum(bytes),
+            reference.checksum(bytes)
+        );
+    }
+    assert_eq!(
+        mcugan_shared::format::CRC32.checksum(b"123456789"),
+        0xCBF4_3926
+    );
+}

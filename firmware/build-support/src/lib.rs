@@ -22,6 +22,16 @@ pub fn link_memory_x() {
     println!("cargo:rerun-if-changed=memory.x");
 }
 
+/// Writes an empty `device.x` next to `memory.x`, for a board without a device crate whose
+/// firmware defines its own (small) `__INTERRUPTS` table (cortex-m-rt's `device` feature).
+pub fn empty_device_x() {
+    let out = var("OUT_DIR");
+    if let Err(err) = fs::write(out.join("device.x"), "/* no device interrupt handlers */\n") {
+        eprintln!("error: cannot write device.x: {err}");
+        std::process::exit(1);
+    }
+}
+
 /// Writes `OUT_DIR/model.rs`, which defines `pub static MODEL: crate::Aligned<[u8; N]>` from the
 /// blob at `MCUGAN_MODEL` (absolute, or relative to the crate) or else `default` (relative to
 /// the crate). The binary `include!`s it. A missing blob stops the build with a clear message.
