@@ -319,6 +319,21 @@ pub fn elf_sizes(elf: &Path) -> anyhow::Result<ElfSizes> {
     })
 }
 
+/// The size of the first symbol whose demangled name ends in `::NAME` (or is `NAME`), if any.
+pub fn elf_symbol_size(elf: &Path, name: &str) -> anyhow::Result<Option<u64>> {
+    let bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
+    let file = object::File::parse(bytes.as_slice())?;
+    let suffix = format!("::{name}");
+    Ok(file.symbols().find_map(|s| {
+        let raw = s.name().ok()?;
+        let demangled = rustc_demangle::demangle(raw).to_string();
+        let bare = demangled
+            .rsplit_once("::h")
+            .map_or(demangled.as_str(), |(b, _)| b);
+        (bare == name || bare.ends_with(&suffix)).then(|| s.size())
+    }))
+}
+
 /// Whether an ELF defines a symbol (used to check what a build embeds).
 pub fn elf_has_symbol(elf: &Path, name: &str) -> anyhow::Result<bool> {
     let bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;

@@ -5,6 +5,7 @@
 //! microcontroller with the very code it runs, and driving the firmware under QEMU.
 
 pub mod adam;
+pub mod bench;
 pub mod cpu;
 pub mod data;
 pub mod firmware;

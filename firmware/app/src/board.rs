@@ -1,0 +1,126 @@
+//! What every real board shares: the DWT cycle counter as the timer, images shown as defmt log
+//! art (and on a screen, if the board has one), and the serve loop — validate the model once,
+//! then draw a new seed whenever the board says so (a button press or a timer).
+
+use cortex_m::peripheral::{DCB, DWT};
+use mcugan_shared::format::MAX_WIDTH;
+use mcugan_shared::stream::StatKey;
+
+use crate::{draw, log_art, validate, Board, SinkError};
+
+/// Somewhere to show an image besides the log.
+pub trait Screen {
+    /// Shows `pixels` (row-major, `width` per row, 0 = black).
+    fn show(&mut self, pixels: &[u8], width: usize);
+}
+
+/// No screen: the log art is all there is.
+impl Screen for () {
+    fn show(&mut self, _pixels: &[u8], _width: usize) {}
+}
+
+/// A board timed by the DWT cycle counter, showing images as log art and on `screen`.
+pub struct CycleCountedBoard<S: Screen> {
+    core_hz: u32,
+    image_width: usize,
+    screen: S,
+}
+
+impl<S: Screen> CycleCountedBoard<S> {
+    /// Starts the cycle counter (which needs trace enabled in the DCB) for a core running at
+    /// `core_hz`.
+    pub fn new(dcb: &mut DCB, dwt: &mut DWT, core_hz: u32, screen: S) -> Self {
+        dcb.enable_trace();
+        DWT::unlock();
+        dwt.enable_cycle_counter();
+        Self {
+            core_hz,
+            image_width: 28,
+            screen,
+        }
+    }
+
+    /// Microseconds in `cycles`.
+    pub fn micros(&self, cycles: u32) -> u64 {
+        u64::from(cycles) * 1_000_000 / u64::from(self.core_hz.max(1))
+    }
+
+    /// Busy-waits until `done()` or `timeout_ms` milliseconds have passed; returns whether
+    /// `done()` ended the wait.
+    pub fn wait_until(&mut self, timeout_ms: u32, mut done: impl FnMut() -> bool) -> bool {
+        let start = DWT::cycle_count();
+        let limit = u64::from(timeout_ms) * u64::from(self.core_hz) / 1000;
+        let mut waited = 0u64;
+        let mut last = start;
+        while waited < limit {
+            if done() {
+                return true;
+            }
+            let now = DWT::cycle_count();
+            waited += u64::from(now.wrapping_sub(last));
+            last = now;
+        }
+        false
+    }
+}
+
+impl<S: Screen> Board for CycleCountedBoard<S> {
+    const TIMER_BITS: u32 = 32;
+
+    #[inline(always)]
+    fn now(&mut self) -> u32 {
+        DWT::cycle_count()
+    }
+
+    fn emit_image(&mut self, seed: u32, ticks: u32, pixels: &[u8]) -> Result<(), SinkError> {
+        log_art(pixels, self.image_width);
+        let micros = self.micros(ticks);
+        defmt::println!(
+            "seed {=u32}: {=u32} cycles = {=u64}.{=u64:03} ms at {=u32} MHz",
+            seed,
+            ticks,
+            micros / 1000,
+            micros % 1000,
+            self.core_hz / 1_000_000
+        );
+        self.screen.show(pixels, self.image_width);
+        Ok(())
+    }
+
+    fn emit_stat(&mut self, _key: StatKey, _value: u32) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Stops here for good, after the error was logged: no reset loop, no drawing.
+pub fn halt() -> ! {
+    defmt::error!("halted");
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+/// Validates `blob` (halting with the error logged if it is invalid), then draws seed 0, 1,
+/// 2, … — the next one each time `next()` returns (a button press or a timeout).
+pub fn serve<S: Screen>(
+    blob: &[u8],
+    board: &mut CycleCountedBoard<S>,
+    mut next: impl FnMut(&mut CycleCountedBoard<S>),
+) -> ! {
+    let model = match validate(blob, board) {
+        Ok(model) => model,
+        Err(_) => halt(),
+    };
+    board.image_width = usize::from(model.image().width).max(1);
+    let mut buffer = [0u8; MAX_WIDTH];
+    let pixels = &mut buffer[..model.pixel_count().min(MAX_WIDTH)];
+    let mut seed = 0u32;
+    loop {
+        if let Err(err) = draw(&model, seed, pixels, board) {
+            defmt::error!("drawing failed: {}", err);
+            halt();
+        }
+        next(board);
+        seed = seed.wrapping_add(1);
+    }
+}
