@@ -334,6 +334,22 @@ pub fn elf_symbol_size(elf: &Path, name: &str) -> anyhow::Result<Option<u64>> {
     }))
 }
 
+/// The address of a symbol and of a section, if the ELF has them.
+pub fn elf_symbol_and_section(
+    elf: &Path,
+    symbol: &str,
+    section: &str,
+) -> anyhow::Result<(Option<u64>, Option<u64>)> {
+    let bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
+    let file = object::File::parse(bytes.as_slice())?;
+    let symbol = file
+        .symbols()
+        .find(|s| s.name() == Ok(symbol))
+        .map(|s| s.address());
+    let section = file.section_by_name(section).map(|s| s.address());
+    Ok((symbol, section))
+}
+
 /// Whether an ELF defines a symbol (used to check what a build embeds).
 pub fn elf_has_symbol(elf: &Path, name: &str) -> anyhow::Result<bool> {
     let bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;

@@ -109,6 +109,25 @@ fn the_firmware_reports_its_measurements() {
     );
     let stack = run.stats["stack_peak_bytes"];
     assert!(stack > 2048 && stack < 16 * 1024, "stack {stack}");
+    // The RAM budget: statics, activations and stack within 8 KiB.
+    let sizes = mcugan::firmware::elf_sizes(&elf).unwrap();
+    let ram = sizes.static_ram() + u64::from(stack);
+    assert!(ram <= 8 * 1024, "RAM {ram} B exceeds the 8 KiB budget");
+    // flip-link's layout: the stack starts below .bss, so an overflow runs off the bottom of
+    // RAM (a fault) instead of into the statics.
+    let (stack_start, bss) =
+        mcugan::firmware::elf_symbol_and_section(&elf, "_stack_start", ".bss").unwrap();
+    let (stack_start, bss) = (stack_start.unwrap(), bss.unwrap());
+    assert!(
+        stack_start <= bss,
+        "stack top {stack_start:#x} above .bss {bss:#x}: no flip-link?"
+    );
+    // The whole runtime (this board's semihosting harness included) stays small.
+    assert!(
+        sizes.runtime_flash() <= 20 * 1024,
+        "runtime flash {} B",
+        sizes.runtime_flash()
+    );
     let blob_len = std::fs::metadata(shipped_model()).unwrap().len() as u32;
     assert_eq!(run.stats["model_bytes"], blob_len);
     assert!(

@@ -40,24 +40,23 @@ impl<S: Screen> CycleCountedBoard<S> {
         }
     }
 
-    /// Microseconds in `cycles`.
-    pub fn micros(&self, cycles: u32) -> u64 {
-        u64::from(cycles) * 1_000_000 / u64::from(self.core_hz.max(1))
+    /// Microseconds in `cycles` (32-bit arithmetic: no 64-bit division in the firmware).
+    pub fn micros(&self, cycles: u32) -> u32 {
+        cycles / (self.core_hz / 1_000_000).max(1)
     }
 
-    /// Busy-waits until `done()` or `timeout_ms` milliseconds have passed; returns whether
-    /// `done()` ended the wait.
+    /// Busy-waits until `done()` or `timeout_ms` milliseconds (at most about 20 s at 180 MHz)
+    /// have passed; returns whether `done()` ended the wait.
     pub fn wait_until(&mut self, timeout_ms: u32, mut done: impl FnMut() -> bool) -> bool {
-        let start = DWT::cycle_count();
-        let limit = u64::from(timeout_ms) * u64::from(self.core_hz) / 1000;
-        let mut waited = 0u64;
-        let mut last = start;
+        let limit = timeout_ms.saturating_mul(self.core_hz / 1000);
+        let mut waited = 0u32;
+        let mut last = DWT::cycle_count();
         while waited < limit {
             if done() {
                 return true;
             }
             let now = DWT::cycle_count();
-            waited += u64::from(now.wrapping_sub(last));
+            waited = waited.saturating_add(now.wrapping_sub(last));
             last = now;
         }
         false
@@ -76,7 +75,7 @@ impl<S: Screen> Board for CycleCountedBoard<S> {
         log_art(pixels, self.image_width);
         let micros = self.micros(ticks);
         defmt::println!(
-            "seed {=u32}: {=u32} cycles = {=u64}.{=u64:03} ms at {=u32} MHz",
+            "seed {=u32}: {=u32} cycles = {=u32}.{=u32:03} ms at {=u32} MHz",
             seed,
             ticks,
             micros / 1000,
