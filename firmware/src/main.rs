@@ -12,10 +12,6 @@ mod board;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use defmt_semihosting as _;
 
-/// Wraps a value so that it is 16-byte aligned; the model blob lives in one.
-#[repr(C, align(16))]
-pub struct Aligned<B: ?Sized>(pub B);
-
 /// The device interrupt vectors. The firmware enables no MPS2 interrupt, so the table holds a
 /// single reserved entry instead of the 240 that cortex-m-rt would otherwise reserve (960 bytes
 /// of flash); `device.x` (empty, from build.rs) names no handler.

@@ -11,6 +11,11 @@ use mcugan_shared::format::{MAX_LAYERS, MAX_WIDTH};
 use mcugan_shared::stream::StatKey;
 use mcugan_shared::{generate_observed, FormatError, InferenceError, LayerObserver, Model};
 
+/// Wraps a value so that it is 16-byte aligned; every firmware keeps its model blob in one
+/// (the `MODEL` static that `mcugan-firmware-build` generates).
+#[repr(C, align(16))]
+pub struct Aligned<B: ?Sized>(pub B);
+
 /// The most seeds one fixed run draws.
 pub const MAX_SEEDS: usize = 256;
 

@@ -36,9 +36,10 @@ pub fn empty_device_x() {
     }
 }
 
-/// Writes `OUT_DIR/model.rs`, which defines `pub static MODEL: crate::Aligned<[u8; N]>` from the
-/// blob at `MCUGAN_MODEL` (absolute, or relative to the crate) or else `default` (relative to
-/// the crate), in the `.model` output section (which the crate's `memory.x` must place). The
+/// Writes `OUT_DIR/model.rs`, which defines
+/// `pub static MODEL: mcugan_firmware_app::Aligned<[u8; N]>` from the blob at `MCUGAN_MODEL`
+/// (absolute, or relative to the crate) or else `default` (relative to the crate), in the
+/// `.model` output section (which the crate's `memory.x` must place). The
 /// binary `include!`s it. A missing blob stops the build with a clear message.
 pub fn embed_model(default: &str) {
     embed_model_in(default, Some(".model"));
@@ -76,7 +77,7 @@ pub fn embed_model_in(default: &str, section: Option<&str>) {
         "/// The model blob, in flash, 16-byte aligned.\n\
          {placement}\
          #[used]\n\
-         pub static MODEL: crate::Aligned<[u8; {len}]> = crate::Aligned(*include_bytes!({path:?}));\n",
+         pub static MODEL: mcugan_firmware_app::Aligned<[u8; {len}]> = mcugan_firmware_app::Aligned(*include_bytes!({path:?}));\n",
         path = model.display().to_string(),
     );
     if let Err(err) = fs::write(out.join("model.rs"), source) {

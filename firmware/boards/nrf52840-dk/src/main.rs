@@ -13,10 +13,6 @@ use mcugan_firmware_app::board::{halt, serve, CycleCountedBoard};
 use nrf52840_hal::{gpio, pac};
 use panic_probe as _;
 
-/// Wraps a value so that it is 16-byte aligned; the model blob lives in one.
-#[repr(C, align(16))]
-pub struct Aligned<B: ?Sized>(pub B);
-
 // `MODEL`: the blob named by MCUGAN_MODEL at build time (see build.rs).
 include!(concat!(env!("OUT_DIR"), "/model.rs"));
 

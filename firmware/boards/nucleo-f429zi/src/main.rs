@@ -15,10 +15,6 @@ use stm32f4xx_hal::pac;
 use stm32f4xx_hal::prelude::*;
 use stm32f4xx_hal::rcc::Config;
 
-/// Wraps a value so that it is 16-byte aligned; the model blob lives in one.
-#[repr(C, align(16))]
-pub struct Aligned<B: ?Sized>(pub B);
-
 // `MODEL`: the blob named by MCUGAN_MODEL at build time (see build.rs), in `.model`.
 include!(concat!(env!("OUT_DIR"), "/model.rs"));
 
