@@ -26,6 +26,16 @@ pub struct QemuOptions {
     pub timeout: Duration,
 }
 
+impl QemuOptions {
+    /// The default machine with a wall-clock limit of `seconds`.
+    pub fn with_timeout(seconds: u64) -> Self {
+        Self {
+            timeout: Duration::from_secs(seconds),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for QemuOptions {
     fn default() -> Self {
         Self {
@@ -308,7 +318,7 @@ pub fn elf_sizes(elf: &Path) -> anyhow::Result<ElfSizes> {
     let file = object::File::parse(bytes.as_slice())
         .with_context(|| format!("{} is not an ELF file", elf.display()))?;
     let size = |name: &str| file.section_by_name(name).map_or(0, |s| s.size());
-    Ok(ElfSizes {
+    let mut sizes = ElfSizes {
         vector_table: size(".vector_table"),
         text: size(".text"),
         rodata: size(".rodata"),
@@ -316,22 +326,28 @@ pub fn elf_sizes(elf: &Path) -> anyhow::Result<ElfSizes> {
         data: size(".data"),
         bss: size(".bss"),
         uninit: size(".uninit"),
-    })
+    };
+    if sizes.model == 0 {
+        // Boards whose memory.x comes from their HAL keep the blob in .rodata: count the
+        // `MODEL` static as the model, not as runtime constants.
+        let in_rodata = symbol_size(&file, "MODEL").unwrap_or(0).min(sizes.rodata);
+        sizes.model = in_rodata;
+        sizes.rodata -= in_rodata;
+    }
+    Ok(sizes)
 }
 
 /// The size of the first symbol whose demangled name ends in `::NAME` (or is `NAME`), if any.
-pub fn elf_symbol_size(elf: &Path, name: &str) -> anyhow::Result<Option<u64>> {
-    let bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
-    let file = object::File::parse(bytes.as_slice())?;
+fn symbol_size(file: &object::File<'_>, name: &str) -> Option<u64> {
     let suffix = format!("::{name}");
-    Ok(file.symbols().find_map(|s| {
+    file.symbols().find_map(|s| {
         let raw = s.name().ok()?;
         let demangled = rustc_demangle::demangle(raw).to_string();
         let bare = demangled
             .rsplit_once("::h")
             .map_or(demangled.as_str(), |(b, _)| b);
         (bare == name || bare.ends_with(&suffix)).then(|| s.size())
-    }))
+    })
 }
 
 /// The address of a symbol and of a section, if the ELF has them.

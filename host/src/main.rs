@@ -2,7 +2,6 @@
 //! QEMU, and reports.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
@@ -406,10 +405,7 @@ fn main() -> Result<()> {
             timeout,
         } => {
             let seeds = parse_seeds(&seeds)?;
-            let options = QemuOptions {
-                timeout: Duration::from_secs(timeout),
-                ..QemuOptions::default()
-            };
+            let options = QemuOptions::with_timeout(timeout);
             let bench = mcugan::bench::bench_firmware(&elf, &model, &seeds, &options)?;
             println!("{}", bench.markdown());
             if let Some(path) = json {
@@ -418,7 +414,7 @@ fn main() -> Result<()> {
             }
         }
         Command::Sizes { elfs } => {
-            println!("| ELF | runtime flash (vector+.text+.rodata) | .text | .rodata | model | static RAM |");
+            println!("| ELF | runtime flash (vector+.text+.rodata+.data) | .text | .rodata | model | static RAM |");
             println!("|---|---:|---:|---:|---:|---:|");
             for elf in elfs {
                 let sizes = firmware::elf_sizes(&elf)?;
@@ -426,17 +422,12 @@ fn main() -> Result<()> {
                     || elf.display().to_string(),
                     |n| n.to_string_lossy().into_owned(),
                 );
-                let model = if sizes.model > 0 {
-                    sizes.model
-                } else {
-                    // Boards whose memory.x comes from their HAL keep the model in .rodata.
-                    firmware::elf_symbol_size(&elf, "MODEL")?.unwrap_or(0)
-                };
                 println!(
-                    "| {name} | {} | {} | {} | {model} | {} |",
-                    sizes.flash() - model,
+                    "| {name} | {} | {} | {} | {} | {} |",
+                    sizes.runtime_flash(),
                     sizes.text,
-                    sizes.rodata - (model - sizes.model),
+                    sizes.rodata,
+                    sizes.model,
                     sizes.static_ram()
                 );
             }
@@ -449,10 +440,7 @@ fn main() -> Result<()> {
             timeout,
         } => {
             let seeds = parse_seeds(&seeds)?;
-            let options = QemuOptions {
-                timeout: Duration::from_secs(timeout),
-                ..QemuOptions::default()
-            };
+            let options = QemuOptions::with_timeout(timeout);
             let run = firmware::run_qemu(&elf, &seeds, &options)?;
             for line in &run.log {
                 println!("{line}");

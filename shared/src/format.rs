@@ -507,9 +507,8 @@ impl Layer<'_> {
         self.inputs * self.outputs
     }
 
-    /// Bytes of the blob this layer reads per image: each weight byte, channel record and
-    /// lookup-table entry once (the table: one entry per output, counted as read in full
-    /// would overstate it, so outputs are counted).
+    /// Bytes of the blob this layer reads per image: every weight byte and channel record
+    /// once, and one lookup-table entry per output (not the whole table).
     pub fn bytes_read(&self) -> usize {
         let lut = match self.output {
             LayerOutput::LeakyRelu { .. } => 0,

@@ -1,7 +1,5 @@
 //! The firmware under QEMU (`mps2-an386`, Cortex-M4F) against the host simulation.
 
-use std::time::Duration;
-
 use mcugan::firmware::{run_qemu, QemuOptions};
 use mcugan::simulate::simulate;
 use mcugan_e2e::{build_firmware, build_firmware_with, shipped_int4_model, shipped_model, Kernels};
@@ -9,10 +7,7 @@ use mcugan_shared::encode::set_version;
 use mcugan_shared::{FormatError, Model};
 
 fn qemu() -> QemuOptions {
-    QemuOptions {
-        timeout: Duration::from_secs(120),
-        ..QemuOptions::default()
-    }
+    QemuOptions::with_timeout(120)
 }
 
 #[test]
