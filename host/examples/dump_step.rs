@@ -47,9 +47,12 @@ fn main() -> anyhow::Result<()> {
         let real = images.narrow(0, step * 64, 64)?;
         let z = sample_z(&mut state.rng.clone(), 64, &device)?;
         tensors.push((format!("real.{step}"), real.clone()));
-        tensors.push((format!("z.{step}"), z));
-        let (d, g, _) = state.train_batch(&real)?;
-        losses.extend([d, g]);
+        tensors.push((format!("z.{step}"), z.clone()));
+        let step_losses = state.train_batch(&real, &z)?;
+        losses.extend([
+            step_losses.d_loss.to_scalar::<f32>()?,
+            step_losses.g_loss.to_scalar::<f32>()?,
+        ]);
     }
     tensors.push(("losses".into(), Tensor::new(losses.as_slice(), &device)?));
     snapshot(&state, "after.", &mut tensors)?;

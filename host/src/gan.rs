@@ -237,22 +237,25 @@ impl Generator {
     /// misshapen ones are errors).
     pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, prefix: &str) -> Result<()> {
         for (name, var) in self.vars() {
-            var.set(&take(tensors, prefix, &name, var.dims())?)?;
+            var.set(&take(tensors, prefix, &name, var.dims())?.to_device(var.device())?)?;
         }
         for (norm, index) in self.norms.iter_mut().zip(GENERATOR_NORM_INDICES) {
             let dims = norm.running_mean.dims().to_vec();
+            let device = norm.running_mean.device().clone();
             norm.running_mean = take(
                 tensors,
                 prefix,
                 &format!("model.{index}.running_mean"),
                 &dims,
-            )?;
+            )?
+            .to_device(&device)?;
             norm.running_var = take(
                 tensors,
                 prefix,
                 &format!("model.{index}.running_var"),
                 &dims,
-            )?;
+            )?
+            .to_device(&device)?;
             let tracked = format!("{prefix}model.{index}.num_batches_tracked");
             norm.num_batches_tracked = match tensors.get(&tracked) {
                 Some(t) => t
@@ -359,7 +362,7 @@ impl Discriminator {
     /// Restores the variables from `tensors` under `prefix`.
     pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, prefix: &str) -> Result<()> {
         for (name, var) in self.vars() {
-            var.set(&take(tensors, prefix, &name, var.dims())?)?;
+            var.set(&take(tensors, prefix, &name, var.dims())?.to_device(var.device())?)?;
         }
         Ok(())
     }
@@ -372,6 +375,13 @@ pub fn bce_with_logits(logits: &Tensor, target: f64) -> Result<Tensor> {
     // softplus(x) = max(x, 0) + log(1 + exp(-|x|))
     let softplus = (logits.relu()? + (logits.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
     (softplus - (logits * target)?)?.mean_all()
+}
+
+/// Binary cross-entropy of `sigmoid(logits)` against per-sample `targets` (same shape),
+/// averaged: the discriminator's loss on real and fake images in one batch.
+pub fn bce_with_logit_targets(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let softplus = (logits.relu()? + (logits.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    (softplus - (logits * targets)?)?.mean_all()
 }
 
 #[cfg(test)]

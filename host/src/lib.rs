@@ -8,6 +8,7 @@ pub mod adam;
 pub mod bench;
 pub mod cpu;
 pub mod data;
+pub mod device;
 pub mod firmware;
 pub mod fsutil;
 pub mod gan;

@@ -72,6 +72,16 @@ enum Command {
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Continue the run whose checkpoint is in --out (its data, seed, batch size and recipe
+        /// are kept; --epochs is the new total, --lr may lower the learning rate).
+        #[arg(long)]
+        resume: bool,
+        /// Adam's learning rate (the reference's 0.0002 unless given).
+        #[arg(long)]
+        lr: Option<f64>,
+        /// Where to train: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Quantize a trained generator into the int8 (or int4) model blob the firmware runs.
     Quantize {
@@ -241,6 +251,20 @@ fn save_digits(path: &Path, images: &[&[u8]], side: usize) -> Result<()> {
     )
 }
 
+/// Ctrl-C asks a training run to save a checkpoint and stop; a second Ctrl-C exits at once
+/// (checkpoints are written atomically, so nothing half-written is left).
+fn install_interrupt_handler() {
+    let installed = ctrlc::set_handler(|| {
+        if train::request_interrupt() {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this batch and saving a checkpoint (Ctrl-C again to quit now)");
+    });
+    if let Err(e) = installed {
+        eprintln!("warning: Ctrl-C will not save a checkpoint: {e}");
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     mcugan::cpu::configure(cli.threads);
@@ -266,23 +290,54 @@ fn main() -> Result<()> {
             save_every,
             recipe,
             quiet,
+            resume,
+            lr,
+            device,
         } => {
-            let mut config = train::TrainConfig::reference(data, out.clone(), epochs);
-            config.seed = seed;
-            config.limit = limit;
-            config.batch_size = batch_size;
+            let mut config = if resume {
+                train::TrainConfig::resume(out.clone(), Some(epochs))?
+            } else {
+                let mut config = train::TrainConfig::reference(data, out.clone(), epochs);
+                config.seed = seed;
+                config.limit = limit;
+                config.batch_size = batch_size;
+                config.recipe = mcugan::recipe::Recipe::by_name(&recipe).with_context(|| {
+                    format!("unknown recipe '{recipe}' (reference or small-data)")
+                })?;
+                config
+            };
             config.sample_interval = sample_interval;
             config.progress = !quiet;
             config.save_every = save_every;
-            config.recipe = mcugan::recipe::Recipe::by_name(&recipe)
-                .with_context(|| format!("unknown recipe '{recipe}' (reference or small-data)"))?;
-            let summary = train::train(&config)?;
+            if let Some(lr) = lr {
+                if !(lr.is_finite() && lr > 0.0) {
+                    bail!("--lr must be a positive number, got {lr}");
+                }
+                config.adam.lr = lr;
+            }
+            config.device = mcugan::device::parse(&device)?;
+            install_interrupt_handler();
+            let summary = match train::train(&config) {
+                Ok(summary) => summary,
+                Err(e) => match e.downcast_ref::<train::Interrupted>() {
+                    Some(stop) => {
+                        eprintln!(
+                            "{stop}\nresume with: mcugan train --resume --out {} --epochs {}",
+                            out.display(),
+                            config.epochs
+                        );
+                        std::process::exit(130);
+                    }
+                    None => return Err(e),
+                },
+            };
             println!(
-                "trained {} epochs on {} images: {:.2} s/epoch, {:.0} images/s; generator in {}",
+                "trained {} epochs on {} images: {:.2} s/epoch, {:.0} images/s on {}; generator in {}",
                 summary.epochs,
                 summary.images,
                 summary.mean_epoch_seconds,
                 summary.images_per_second,
+                summary.device,
                 out.join(train::GENERATOR_FILE).display()
             );
         }

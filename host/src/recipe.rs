@@ -203,7 +203,7 @@ impl WeightAverage {
             let t = tensors
                 .get(&key)
                 .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {key}")))?;
-            var.set(t)?;
+            var.set(&t.to_device(var.device())?)?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -22,7 +23,9 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::adam::{Adam, AdamConfig};
 use crate::data::{self, Dataset, Split};
-use crate::gan::{bce_with_logits, Discriminator, Generator, IMAGE_PIXELS, LATENT_DIM};
+use crate::gan::{
+    bce_with_logit_targets, bce_with_logits, Discriminator, Generator, IMAGE_PIXELS, LATENT_DIM,
+};
 use crate::picture::{self, GridLayout};
 use crate::recipe::{dropout_mask, translate, Recipe, WeightAverage};
 
@@ -63,6 +66,8 @@ pub struct TrainConfig {
     pub device: Device,
     /// Show a progress bar (it is hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// Continue the run whose checkpoint is in `out_dir` (see [`TrainConfig::resume`]).
+    pub resume: bool,
 }
 
 impl TrainConfig {
@@ -82,6 +87,7 @@ impl TrainConfig {
             recipe: Recipe::REFERENCE,
             device: Device::Cpu,
             progress: true,
+            resume: false,
         }
     }
 }
@@ -138,6 +144,18 @@ pub struct TrainState {
     pub average: Option<WeightAverage>,
     /// The seed the run started from.
     pub seed: u64,
+    /// The discriminator's targets for the last batch size.
+    targets: Option<Tensor>,
+}
+
+/// What one batch leaves: the two losses (scalars on the device) and the generated images.
+pub struct BatchLosses {
+    /// `(BCE(D(real), real label) + BCE(D(fake), 0)) / 2`.
+    pub d_loss: Tensor,
+    /// `BCE(D(G(z)), 1)`.
+    pub g_loss: Tensor,
+    /// The batch's fakes, `[batch, 784]`, detached.
+    pub fakes: Tensor,
 }
 
 impl TrainState {
@@ -173,6 +191,7 @@ impl TrainState {
             recipe,
             average,
             seed,
+            targets: None,
         })
     }
 
@@ -203,16 +222,22 @@ impl TrainState {
         Ok(Some(average.export(&self.generator, 40, 256, &mut rng)?))
     }
 
-    /// One batch of the reference loop; returns `(d_loss, g_loss)` and the fakes.
-    pub fn train_batch(&mut self, real: &Tensor) -> anyhow::Result<(f32, f32, Tensor)> {
+    /// One batch of the reference loop on `real` with latent vectors `z`; returns the losses
+    /// (still on the device: reading them would wait for it) and the fakes.
+    ///
+    /// The discriminator's step runs real and fake images through it as one batch: it has no
+    /// BatchNorm, so each image's output is the same as in two passes, and the mean of the
+    /// per-image losses over both halves is `(BCE(D(real), 1) + BCE(D(fake), 0)) / 2`.
+    pub fn train_batch(&mut self, real: &Tensor, z: &Tensor) -> anyhow::Result<BatchLosses> {
         let batch = real.dim(0)?;
-        let z = sample_z(&mut self.rng, batch, real.device())?;
-
+        if z.dim(0)? != batch {
+            bail!("{} latent vectors for a batch of {batch}", z.dim(0)?);
+        }
         let device = real.device();
 
         // Generator step: make the discriminator call the fakes real. The discriminator's
         // weights are frozen here: their gradients would be discarded anyway.
-        let fakes = self.generator.forward_train(&z)?;
+        let fakes = self.generator.forward_train(z)?;
         let seen = self.augment(&fakes)?;
         let masks = self.dropout(batch, device)?;
         let g_logits = self.discriminator.forward(&seen, true, masks.as_ref())?;
@@ -222,28 +247,52 @@ impl TrainState {
             average.update(&self.generator)?;
         }
 
-        // Discriminator step on the same fakes, detached.
-        let seen = self.augment(real)?;
-        let masks = self.dropout(batch, device)?;
-        let real_logits = self.discriminator.forward(&seen, false, masks.as_ref())?;
-        let real_loss = bce_with_logits(&real_logits, self.recipe.real_label)?;
-        let seen = self.augment(&fakes.detach())?;
-        let masks = self.dropout(batch, device)?;
-        let fake_logits = self.discriminator.forward(&seen, false, masks.as_ref())?;
-        let fake_loss = bce_with_logits(&fake_logits, 0.0)?;
-        let d_loss = ((real_loss + fake_loss)? / 2.0)?;
+        // Discriminator step on the real images and the same fakes, detached.
+        let seen_real = self.augment(real)?;
+        let masks_real = self.dropout(batch, device)?;
+        let seen_fake = self.augment(&fakes.detach())?;
+        let masks_fake = self.dropout(batch, device)?;
+        let seen = Tensor::cat(&[&seen_real, &seen_fake], 0)?;
+        let masks = match (masks_real, masks_fake) {
+            (Some([r0, r1]), Some([f0, f1])) => {
+                Some([Tensor::cat(&[&r0, &f0], 0)?, Tensor::cat(&[&r1, &f1], 0)?])
+            }
+            _ => None,
+        };
+        let logits = self.discriminator.forward(&seen, false, masks.as_ref())?;
+        let targets = self.d_targets(batch, device)?;
+        let d_loss = bce_with_logit_targets(&logits, &targets)?;
         self.opt_d.step(&d_loss.backward()?)?;
 
-        Ok((
-            d_loss.to_scalar::<f32>()?,
-            g_loss.to_scalar::<f32>()?,
-            fakes,
-        ))
+        Ok(BatchLosses {
+            d_loss: d_loss.detach(),
+            g_loss: g_loss.detach(),
+            fakes: fakes.detach(),
+        })
+    }
+
+    /// `[2·batch, 1]` targets of the discriminator's step: the real label, then 0; kept
+    /// between batches of the same size.
+    fn d_targets(&mut self, batch: usize, device: &Device) -> anyhow::Result<Tensor> {
+        if let Some(t) = &self.targets {
+            if t.dim(0)? == 2 * batch {
+                return Ok(t.clone());
+            }
+        }
+        let mut values = vec![self.recipe.real_label as f32; batch];
+        values.resize(2 * batch, 0.0);
+        let t = Tensor::from_vec(values, (2 * batch, 1), device)?;
+        self.targets = Some(t.clone());
+        Ok(t)
     }
 
     /// Every tensor of the state, under `generator.`, `discriminator.`, `optimizer_g.` and
-    /// `optimizer_d.`, plus the metadata that completes it.
-    fn to_checkpoint(&self, config_json: &str) -> anyhow::Result<Vec<u8>> {
+    /// `optimizer_d.`, the epoch's image order, and the metadata that completes it.
+    fn to_checkpoint(
+        &self,
+        config_json: &str,
+        position: &EpochPosition,
+    ) -> anyhow::Result<Vec<u8>> {
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
         for (name, t) in self.generator.state()? {
             tensors.push((format!("generator.{name}"), t));
@@ -258,9 +307,14 @@ impl TrainState {
         }
         tensors.extend(self.opt_g.state("optimizer_g.")?);
         tensors.extend(self.opt_d.state("optimizer_d.")?);
+        tensors.push((
+            EPOCH_ORDER_TENSOR.to_string(),
+            Tensor::from_slice(&position.order, position.order.len(), &Device::Cpu)?,
+        ));
         let mut meta = HashMap::new();
-        meta.insert("format".into(), "mcugan-checkpoint-1".into());
+        meta.insert("format".into(), CHECKPOINT_FORMAT.into());
         meta.insert("epoch".into(), self.epoch.to_string());
+        meta.insert("batch_in_epoch".into(), position.next_batch.to_string());
         meta.insert("batches_done".into(), self.batches_done.to_string());
         meta.insert("adam_steps_g".into(), self.opt_g.steps().to_string());
         meta.insert("adam_steps_d".into(), self.opt_d.steps().to_string());
@@ -271,19 +325,180 @@ impl TrainState {
         meta.insert("recipe".into(), serde_json::to_string(&self.recipe)?);
         Ok(safetensors::serialize(tensors, Some(meta))?)
     }
+
+    /// Restores a state written by [`TrainState::to_checkpoint`] into this freshly built one
+    /// (same recipe); returns where in its epoch the run stopped.
+    fn restore(&mut self, checkpoint: &Checkpoint) -> anyhow::Result<EpochPosition> {
+        let tensors = &checkpoint.tensors;
+        let meta = |key: &str| -> anyhow::Result<&str> {
+            checkpoint
+                .meta
+                .get(key)
+                .map(String::as_str)
+                .with_context(|| format!("the checkpoint has no {key}"))
+        };
+        let number = |key: &str| -> anyhow::Result<u64> {
+            meta(key)?
+                .parse()
+                .with_context(|| format!("the checkpoint's {key} is not a number"))
+        };
+        self.generator.load_state(tensors, "generator.")?;
+        self.discriminator.load_state(tensors, "discriminator.")?;
+        if let Some(average) = &mut self.average {
+            average.load(tensors, "generator_average.")?;
+        }
+        self.opt_g
+            .load_state(tensors, "optimizer_g.", number("adam_steps_g")?)?;
+        self.opt_d
+            .load_state(tensors, "optimizer_d.", number("adam_steps_d")?)?;
+        let seed = unhex(meta("rng_seed")?).context("the checkpoint's rng_seed")?;
+        self.rng = ChaCha8Rng::from_seed(seed);
+        self.rng.set_stream(number("rng_stream")?);
+        self.rng.set_word_pos(
+            meta("rng_word_pos")?
+                .parse::<u128>()
+                .context("the checkpoint's rng_word_pos")?,
+        );
+        self.epoch = usize::try_from(number("epoch")?)?;
+        self.batches_done = number("batches_done")?;
+        let order = tensors
+            .get(EPOCH_ORDER_TENSOR)
+            .context("the checkpoint has no epoch order")?
+            .to_vec1::<u32>()?;
+        Ok(EpochPosition {
+            order,
+            next_batch: usize::try_from(number("batch_in_epoch")?)?,
+        })
+    }
+}
+
+/// The checkpoint's format tag.
+pub const CHECKPOINT_FORMAT: &str = "mcugan-checkpoint-2";
+/// The checkpoint tensor that holds the current epoch's image order.
+const EPOCH_ORDER_TENSOR: &str = "epoch_order";
+
+/// Where a run is inside an epoch: the epoch's image order and the next batch to train.
+#[derive(Clone, Debug, Default)]
+struct EpochPosition {
+    order: Vec<u32>,
+    next_batch: usize,
+}
+
+/// A training checkpoint as read from disk.
+pub struct Checkpoint {
+    /// Every tensor, on the CPU.
+    pub tensors: HashMap<String, Tensor>,
+    /// The metadata.
+    pub meta: HashMap<String, String>,
+}
+
+impl Checkpoint {
+    /// Reads `path`; a file that is not a complete training checkpoint is an error.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+            .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        match meta.get("format").map(String::as_str) {
+            Some(CHECKPOINT_FORMAT) => {}
+            Some(other) => bail!(
+                "{} is a {other} file; resuming needs a {CHECKPOINT_FORMAT} training checkpoint",
+                path.display()
+            ),
+            None => bail!("{} is not an mcugan training checkpoint", path.display()),
+        }
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+            .with_context(|| format!("reading the tensors of {}", path.display()))?;
+        Ok(Self { tensors, meta })
+    }
+
+    /// The run's settings as saved with it.
+    pub fn settings(&self) -> anyhow::Result<RunSettings> {
+        let json = self
+            .meta
+            .get("config")
+            .context("the checkpoint has no config")?;
+        serde_json::from_str(json).context("the checkpoint's config")
+    }
+}
+
+/// The settings of a run that a resumed run must keep, as saved in its checkpoint.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RunSettings {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Training images (after `limit`).
+    pub images: usize,
+    /// The first N images only.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Epochs asked for.
+    pub epochs: usize,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Optimiser settings.
+    pub adam: AdamConfig,
+    /// Recipe.
+    pub recipe: Recipe,
+}
+
+impl TrainConfig {
+    /// The configuration that resumes the run whose checkpoint is in `out_dir`, trained to
+    /// `epochs` epochs in all (`None`: the number the run was started with).
+    pub fn resume(out_dir: PathBuf, epochs: Option<usize>) -> anyhow::Result<Self> {
+        let checkpoint = Checkpoint::read(&out_dir.join(CHECKPOINT_FILE))?;
+        let settings = checkpoint.settings()?;
+        let mut config = TrainConfig::reference(
+            settings.data_dir,
+            out_dir,
+            epochs.unwrap_or(settings.epochs),
+        );
+        config.limit = settings.limit;
+        config.batch_size = settings.batch_size;
+        config.seed = settings.seed;
+        config.adam = settings.adam;
+        config.recipe = settings.recipe;
+        config.resume = true;
+        Ok(config)
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `batch x 100` standard normal samples from the run's generator.
+fn unhex(text: &str) -> anyhow::Result<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        bail!("expected 64 hex digits, found {}", text.len());
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)?;
+    }
+    Ok(out)
+}
+
+/// `batch x 100` standard normal samples from `rng`.
 pub fn sample_z(rng: &mut ChaCha8Rng, batch: usize, device: &Device) -> anyhow::Result<Tensor> {
     let values: Vec<f32> = (0..batch * LATENT_DIM)
         .map(|_| StandardNormal.sample(rng))
         .collect();
     Ok(Tensor::from_vec(values, (batch, LATENT_DIM), device)?)
 }
+
+/// Appends the latent vectors of training batch number `batch_number` (counted over the whole
+/// run) to `out`: `batch x 100` standard normal samples from that batch's own random stream,
+/// so any batch's latents can be drawn again — ahead of time, or after a resume.
+pub fn latent_batch(seed: u64, batch_number: u64, batch: usize, out: &mut Vec<f32>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ LATENT_SEED_SALT);
+    rng.set_stream(batch_number);
+    out.extend((0..batch * LATENT_DIM).map(|_| -> f32 { StandardNormal.sample(&mut rng) }));
+}
+
+/// Separates the latent streams from the stream of initialisation and shuffling.
+const LATENT_SEED_SALT: u64 = 0x1a7e_47f0_0d5e_ed00;
 
 /// The training split as one `[n, 784]` tensor in `[-1, 1]`: `(x/255 − 0.5) / 0.5`.
 pub fn dataset_tensor(data: &Dataset, device: &Device) -> anyhow::Result<Tensor> {
@@ -309,8 +524,115 @@ pub fn save_generator(
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Trains per `config`; returns the run's summary.
+static INTERRUPT_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Asks a running [`train`] to stop after its current batch, save a checkpoint and return
+/// [`Interrupted`]; the CLI calls this from its Ctrl-C handler. Returns whether a stop had
+/// already been asked for.
+pub fn request_interrupt() -> bool {
+    INTERRUPT_REQUESTED.swap(true, Ordering::SeqCst)
+}
+
+/// The error [`train`] returns when it was stopped by [`request_interrupt`]; the checkpoint
+/// it names resumes the run.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "interrupted after {batches_done} batches (epoch {epoch}); checkpoint saved to {}",
+    checkpoint.display()
+)]
+pub struct Interrupted {
+    /// The checkpoint written on the way out.
+    pub checkpoint: PathBuf,
+    /// Batches trained in all.
+    pub batches_done: u64,
+    /// The epoch it stopped in, from 1.
+    pub epoch: usize,
+}
+
+/// Batches whose losses are read back together: reading a loss waits for the device, so on a
+/// GPU they are read in groups (the log still has every batch).
+const LOSS_READ_INTERVAL: usize = 50;
+
+/// Losses of batches not yet read back from the device.
+struct PendingLosses {
+    rows: Vec<(usize, usize, u64)>,
+    d: Vec<Tensor>,
+    g: Vec<Tensor>,
+}
+
+impl PendingLosses {
+    fn new() -> Self {
+        Self {
+            rows: Vec::new(),
+            d: Vec::new(),
+            g: Vec::new(),
+        }
+    }
+
+    /// Reads every pending loss, writes them to the log, and returns the last pair; a loss
+    /// that is not finite is an error that names its batch.
+    fn flush(
+        &mut self,
+        log: &mut impl Write,
+        checkpoint: &Path,
+    ) -> anyhow::Result<Option<(f32, f32)>> {
+        if self.rows.is_empty() {
+            return Ok(None);
+        }
+        let d = Tensor::stack(&self.d, 0)?.to_vec1::<f32>()?;
+        let g = Tensor::stack(&self.g, 0)?.to_vec1::<f32>()?;
+        for (((epoch, batch, done), d), g) in self.rows.iter().zip(&d).zip(&g) {
+            if !d.is_finite() || !g.is_finite() {
+                log.flush()?;
+                bail!(
+                    "the loss is not finite at epoch {}, batch {batch} (D {d}, G {g}): training \
+                     diverged and was stopped; the last good checkpoint is {} (resume it with a \
+                     lower --lr)",
+                    epoch + 1,
+                    checkpoint.display()
+                );
+            }
+            writeln!(log, "{epoch},{batch},{done},{d},{g}")?;
+        }
+        let last = (d[d.len() - 1], g[g.len() - 1]);
+        self.rows.clear();
+        self.d.clear();
+        self.g.clear();
+        Ok(Some(last))
+    }
+}
+
+/// Opens the loss log: a fresh one, or on resume the old one cut back to the batches the
+/// checkpoint holds, so a killed run leaves no rows that will be trained again.
+fn open_loss_log(path: &Path, resume_at: Option<u64>) -> anyhow::Result<fs::File> {
+    const HEADER: &str = "epoch,batch,batches_done,d_loss,g_loss\n";
+    let mut kept = String::from(HEADER);
+    if let Some(done) = resume_at {
+        if let Ok(old) = fs::read_to_string(path) {
+            for line in old.lines().skip(1) {
+                let row_done = line.split(',').nth(2).and_then(|v| v.parse::<u64>().ok());
+                if matches!(row_done, Some(n) if n < done) {
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
+            }
+        }
+    }
+    crate::fsutil::write_atomically(path, kept.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+/// Trains per `config` (or resumes, when `config.resume`); returns the run's summary.
+///
+/// A checkpoint is written atomically after every epoch and when [`request_interrupt`] stops
+/// the run; a loss that is not finite stops it with an error and leaves the last checkpoint
+/// as it was.
 pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
+    INTERRUPT_REQUESTED.store(false, Ordering::SeqCst);
     let mut data = data::load_split(&config.data_dir, Split::Train).with_context(|| {
         format!(
             "loading the training split of {}",
@@ -329,77 +651,140 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
     let device = &config.device;
     let images = dataset_tensor(&data, device)?;
     let out = &config.out_dir;
+    let checkpoint_path = out.join(CHECKPOINT_FILE);
     fs::create_dir_all(out.join("samples"))
         .with_context(|| format!("creating {}", out.display()))?;
 
     let mut state = TrainState::with_recipe(config.seed, config.adam, config.recipe, device)?;
-    let config_json = serde_json::json!({
-        "data_dir": config.data_dir.display().to_string(),
-        "images": data.len(),
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "seed": config.seed,
-        "adam": config.adam,
-        "recipe": config.recipe,
-    })
-    .to_string();
+    let mut position = EpochPosition::default();
+    if config.resume {
+        let checkpoint = Checkpoint::read(&checkpoint_path)?;
+        let settings = checkpoint.settings()?;
+        if settings.images != data.len() {
+            bail!(
+                "the checkpoint was trained on {} images, {} has {}",
+                settings.images,
+                config.data_dir.display(),
+                data.len()
+            );
+        }
+        position = state
+            .restore(&checkpoint)
+            .context("restoring the checkpoint")?;
+        if position.next_batch > 0 && position.order.len() != data.len() {
+            bail!("the checkpoint's epoch order does not match the data");
+        }
+    }
+    let settings = RunSettings {
+        data_dir: config.data_dir.clone(),
+        images: data.len(),
+        limit: config.limit,
+        epochs: config.epochs,
+        batch_size: config.batch_size,
+        seed: config.seed,
+        adam: config.adam,
+        recipe: config.recipe,
+    };
+    let config_json = serde_json::to_string(&settings)?;
 
-    let mut log = fs::File::create(out.join(LOSS_LOG_FILE)).context("creating the loss log")?;
-    writeln!(log, "epoch,batch,batches_done,d_loss,g_loss")?;
+    let resume_at = config.resume.then_some(state.batches_done);
+    let mut log = open_loss_log(&out.join(LOSS_LOG_FILE), resume_at)?;
 
     // A final batch of one image cannot go through BatchNorm in training mode; it is dropped.
+    let batch_size = config.batch_size;
     let batches_per_epoch =
-        data.len().div_ceil(config.batch_size) - usize::from(data.len() % config.batch_size == 1);
+        data.len().div_ceil(batch_size) - usize::from(data.len() % batch_size == 1);
     let progress = progress_bar(config, batches_per_epoch);
-    let mut indices: Vec<u32> = (0..data.len() as u32).collect();
+    progress.set_position((state.epoch * batches_per_epoch + position.next_batch) as u64);
+    progress.reset_eta();
     let mut epoch_seconds = Vec::with_capacity(config.epochs);
     let (mut last_d, mut last_g) = (f32::NAN, f32::NAN);
+    let mut pending = PendingLosses::new();
+    let mut images_trained = 0usize;
     let run_start = Instant::now();
 
-    for epoch in 0..config.epochs {
+    while state.epoch < config.epochs {
+        let epoch = state.epoch;
         let epoch_start = Instant::now();
-        indices.shuffle(&mut state.rng);
-        for (batch_index, chunk) in indices.chunks(config.batch_size).enumerate() {
-            if chunk.len() < 2 {
-                continue;
-            }
-            let batch_ids = Tensor::from_slice(chunk, chunk.len(), device)?;
-            let real = images.index_select(&batch_ids, 0)?;
-            let (d_loss, g_loss, fakes) = state.train_batch(&real)?;
-            if !d_loss.is_finite() || !g_loss.is_finite() {
-                progress.abandon();
-                bail!(
-                    "loss is not finite at epoch {epoch}, batch {batch_index} (D {d_loss}, G {g_loss}); \
-                     the last good checkpoint is {}",
-                    out.join(CHECKPOINT_FILE).display()
-                );
-            }
-            writeln!(
-                log,
-                "{epoch},{batch_index},{},{d_loss},{g_loss}",
-                state.batches_done
-            )?;
+        if position.next_batch == 0 {
+            position.order = (0..data.len() as u32).collect();
+            position.order.shuffle(&mut state.rng);
+        }
+        // The epoch's order and latent vectors go to the device once, not batch by batch.
+        let order = Tensor::from_slice(&position.order, data.len(), device)?;
+        let first_batch = position.next_batch;
+        let mut latents = Vec::new();
+        let mut latent_offsets = Vec::with_capacity(batches_per_epoch);
+        for batch_index in first_batch..batches_per_epoch {
+            let start = batch_index * batch_size;
+            let len = batch_size.min(data.len() - start);
+            latent_offsets.push(latents.len() / LATENT_DIM);
+            let number = state.batches_done + (batch_index - first_batch) as u64;
+            latent_batch(config.seed, number, len, &mut latents);
+        }
+        let latent_rows = latents.len() / LATENT_DIM;
+        let latents = Tensor::from_vec(latents, (latent_rows, LATENT_DIM), device)?;
+
+        for batch_index in first_batch..batches_per_epoch {
+            let start = batch_index * batch_size;
+            let len = batch_size.min(data.len() - start);
+            let real = images.index_select(&order.narrow(0, start, len)?, 0)?;
+            let z = latents.narrow(0, latent_offsets[batch_index - first_batch], len)?;
+            let losses = state.train_batch(&real, &z)?;
+            pending.rows.push((epoch, batch_index, state.batches_done));
+            pending.d.push(losses.d_loss);
+            pending.g.push(losses.g_loss);
             if config.sample_interval > 0 && state.batches_done % config.sample_interval == 0 {
                 save_sample_grid(
-                    &fakes,
+                    &losses.fakes,
                     &out.join(format!("samples/{}.png", state.batches_done)),
                 )?;
             }
             state.batches_done += 1;
-            (last_d, last_g) = (d_loss, g_loss);
-            progress.set_message(format!(
-                "epoch {}/{} D {d_loss:.3} G {g_loss:.3}",
-                epoch + 1,
-                config.epochs
-            ));
+            position.next_batch = batch_index + 1;
+            images_trained += len;
             progress.inc(1);
+            let interrupted = INTERRUPT_REQUESTED.load(Ordering::SeqCst);
+            if pending.rows.len() >= LOSS_READ_INTERVAL || interrupted {
+                if let Some((d, g)) = pending
+                    .flush(&mut log, &checkpoint_path)
+                    .inspect_err(|_| progress.abandon())?
+                {
+                    (last_d, last_g) = (d, g);
+                    progress.set_message(format!(
+                        "epoch {}/{} D {d:.3} G {g:.3}",
+                        epoch + 1,
+                        config.epochs
+                    ));
+                }
+            }
+            if interrupted && position.next_batch < batches_per_epoch {
+                log.flush()?;
+                let checkpoint = state.to_checkpoint(&config_json, &position)?;
+                crate::fsutil::write_atomically(&checkpoint_path, &checkpoint)
+                    .context("writing the checkpoint")?;
+                progress.abandon();
+                return Err(Interrupted {
+                    checkpoint: checkpoint_path,
+                    batches_done: state.batches_done,
+                    epoch: epoch + 1,
+                }
+                .into());
+            }
+        }
+        if let Some((d, g)) = pending
+            .flush(&mut log, &checkpoint_path)
+            .inspect_err(|_| progress.abandon())?
+        {
+            (last_d, last_g) = (d, g);
         }
         state.epoch = epoch + 1;
+        position = EpochPosition::default();
         let seconds = epoch_start.elapsed().as_secs_f64();
         epoch_seconds.push(seconds);
         log.flush()?;
-        let checkpoint = state.to_checkpoint(&config_json)?;
-        crate::fsutil::write_atomically(&out.join(CHECKPOINT_FILE), &checkpoint)
+        let checkpoint = state.to_checkpoint(&config_json, &position)?;
+        crate::fsutil::write_atomically(&checkpoint_path, &checkpoint)
             .context("writing the checkpoint")?;
         if config.save_every > 0 && state.epoch % config.save_every == 0 {
             let dir = out.join("generators");
@@ -421,6 +806,15 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
                 config.epochs
             ),
         );
+        if INTERRUPT_REQUESTED.load(Ordering::SeqCst) && state.epoch < config.epochs {
+            progress.abandon();
+            return Err(Interrupted {
+                checkpoint: checkpoint_path,
+                batches_done: state.batches_done,
+                epoch: state.epoch,
+            }
+            .into());
+        }
     }
     progress.finish_and_clear();
 
@@ -442,7 +836,7 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         recipe: config.recipe.name().to_string(),
         mean_epoch_seconds: epoch_seconds.iter().sum::<f64>() / epoch_seconds.len().max(1) as f64,
         epoch_seconds,
-        images_per_second: (data.len() * config.epochs) as f64 / total.max(1e-9),
+        images_per_second: images_trained as f64 / total.max(1e-9),
         final_d_loss: last_d,
         final_g_loss: last_g,
     };
