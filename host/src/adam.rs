@@ -132,6 +132,11 @@ impl Adam {
         })
     }
 
+    /// Changes the learning rate for the steps to come (a schedule).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr;
+    }
+
     /// Steps taken so far.
     pub fn steps(&self) -> u64 {
         self.steps

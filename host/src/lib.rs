@@ -6,9 +6,11 @@
 
 pub mod adam;
 pub mod bench;
+pub mod classifier;
 pub mod cpu;
 pub mod data;
 pub mod device;
+pub mod eval;
 pub mod firmware;
 pub mod fsutil;
 pub mod gan;

@@ -47,9 +47,9 @@ enum Command {
         /// Output directory: checkpoint, generator, losses.csv, samples/.
         #[arg(long, default_value = "runs/train")]
         out: PathBuf,
-        /// Epochs (the reference runs 200).
-        #[arg(long, default_value_t = 200)]
-        epochs: usize,
+        /// Epochs in all (default 200, as the reference; with --resume, the run's own number).
+        #[arg(long)]
+        epochs: Option<usize>,
         /// Seed of initialisation, shuffling and latent sampling.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -109,6 +109,59 @@ enum Command {
         /// Leave the biases as they are (no correction of the weights' mean rounding error).
         #[arg(long)]
         no_bias_correction: bool,
+    },
+    /// Train the digit classifier that `eval` measures with; prints its test accuracy.
+    Classifier {
+        /// Directory of MNIST-style IDX files (train and test splits).
+        #[arg(long, default_value = "data/mnist-digits")]
+        data: PathBuf,
+        /// Where to write the classifier.
+        #[arg(long, default_value = "models/mnist-digits/classifier.safetensors")]
+        out: PathBuf,
+        /// Passes over the training split.
+        #[arg(long, default_value_t = 12)]
+        epochs: usize,
+        /// Seed of initialisation, shuffling and augmentation.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Hide the progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Measure generated images against the real test split: FID in the classifier's feature
+    /// space, an Inception-Score analogue, class coverage; with calibration rows (real train
+    /// images: near 0; noise: large).
+    Eval {
+        /// What to measure, any number: a generator (`.safetensors`: the float model), a model
+        /// blob (`.mcg`: the host simulation of the chip), a firmware ELF (run under QEMU), or a
+        /// folder of 28x28 grayscale PNGs.
+        #[arg(required = true)]
+        sources: Vec<PathBuf>,
+        /// The data set whose test split is the reference.
+        #[arg(long, default_value = "data/mnist-digits")]
+        data: PathBuf,
+        /// The classifier (from `mcugan classifier`).
+        #[arg(long, default_value = "models/mnist-digits/classifier.safetensors")]
+        classifier: PathBuf,
+        /// Images to draw from each generator (default: as many as the test split has, at
+        /// most 10,000); the seeds are 0..N, the same for every model.
+        #[arg(long)]
+        images: Option<usize>,
+        /// Leave out the calibration rows.
+        #[arg(long)]
+        no_calibration: bool,
+        /// Also write the table as Markdown.
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+        /// Also write the figures as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Also write a grid of each source's first images sorted by predicted class.
+        #[arg(long)]
+        png: Option<PathBuf>,
+        /// Wall-clock limit in seconds for each QEMU run (256 images).
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
     },
     /// Validate a model blob and describe it.
     Inspect {
@@ -251,6 +304,174 @@ fn save_digits(path: &Path, images: &[&[u8]], side: usize) -> Result<()> {
     )
 }
 
+struct EvalArgs {
+    sources: Vec<PathBuf>,
+    data: PathBuf,
+    classifier: PathBuf,
+    images: Option<usize>,
+    calibration: bool,
+    markdown: Option<PathBuf>,
+    json: Option<PathBuf>,
+    png: Option<PathBuf>,
+    timeout: u64,
+}
+
+/// The images of one `eval` source, and what to call it.
+fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<(String, Vec<u8>)> {
+    if path.is_dir() {
+        let pixels = mcugan::eval::load_png_folder(path)?;
+        return Ok((format!("PNG folder {}", path.display()), pixels));
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.starts_with(b"\x7fELF") {
+        let mut pixels = Vec::with_capacity(seeds.len() * 784);
+        for chunk in seeds.chunks(256) {
+            let run = firmware::run_qemu(path, chunk, &QemuOptions::with_timeout(timeout))?;
+            if !run.succeeded() || run.images.len() != chunk.len() {
+                bail!(
+                    "the firmware {} drew {} of {} images (exit {:?}{}); log:\n{}",
+                    path.display(),
+                    run.images.len(),
+                    chunk.len(),
+                    run.exit_code,
+                    if run.timed_out { ", timed out" } else { "" },
+                    run.log.join("\n")
+                );
+            }
+            for image in &run.images {
+                if image.pixels.len() != 784 {
+                    bail!(
+                        "the firmware draws {} pixels per image, eval reads 28x28",
+                        image.pixels.len()
+                    );
+                }
+                pixels.extend_from_slice(&image.pixels);
+            }
+        }
+        return Ok((format!("firmware under QEMU: {}", path.display()), pixels));
+    }
+    if Model::parse(&bytes).is_ok() {
+        let images = simulate::simulate(&bytes, seeds)?;
+        if images.iter().any(|i| i.len() != 784) {
+            bail!("{} does not draw 28x28 images", path.display());
+        }
+        return Ok((
+            format!("host simulation: {}", path.display()),
+            images.concat(),
+        ));
+    }
+    let generator = train::load_generator(path, &Device::Cpu).with_context(|| {
+        format!(
+            "{} is neither a generator, a model blob, a firmware ELF nor a folder",
+            path.display()
+        )
+    })?;
+    let float = FloatGenerator::fold(&generator)?;
+    let pixels = seeds
+        .iter()
+        .flat_map(|&seed| float.draw(seed).into_iter().map(|g| g.round() as u8))
+        .collect();
+    Ok((format!("float: {}", path.display()), pixels))
+}
+
+fn eval_command(args: EvalArgs) -> Result<()> {
+    use mcugan::eval::{markdown_table, Evaluator};
+    let classifier = mcugan::classifier::Classifier::load(&args.classifier)?;
+    let test = mcugan::data::load_split(&args.data, mcugan::data::Split::Test)
+        .with_context(|| format!("loading the test split of {}", args.data.display()))?;
+    if test.image_len() != 784 {
+        bail!(
+            "eval reads 28x28 images; {} has {}x{}",
+            args.data.display(),
+            test.rows,
+            test.cols
+        );
+    }
+    let n = args.images.unwrap_or(test.len().min(10_000));
+    if n < 2 {
+        bail!("--images must be at least 2");
+    }
+    let seeds: Vec<u32> = (0..n as u32).collect();
+    let evaluator = Evaluator::new(classifier, &test.pixels)?;
+    let mut rows = Vec::new();
+    let mut pictures = Vec::new();
+    if args.calibration {
+        let train_split = mcugan::data::load_split(&args.data, mcugan::data::Split::Train)?;
+        let step = (train_split.len() / n.min(train_split.len()).max(1)).max(1);
+        let picked: Vec<u8> = (0..train_split.len())
+            .step_by(step)
+            .take(n)
+            .flat_map(|i| train_split.image(i).to_vec())
+            .collect();
+        rows.push(evaluator.measure("calibration: real train images", &picked)?);
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+        let noise: Vec<u8> = (0..n * 784)
+            .map(|_| rand::Rng::random::<u8>(&mut rng))
+            .collect();
+        rows.push(evaluator.measure("calibration: uniform noise", &noise)?);
+    }
+    for source in &args.sources {
+        let (name, pixels) = eval_source_images(source, &seeds, args.timeout)?;
+        eprintln!("measuring {name} ({} images)", pixels.len() / 784);
+        rows.push(evaluator.measure(&name, &pixels)?);
+        pictures.push(sorted_by_class(&evaluator, &pixels)?);
+    }
+    let accuracy = evaluator
+        .classifier()
+        .meta
+        .get("test_accuracy")
+        .map_or_else(|| "unknown".to_string(), |a| a.clone());
+    let table = markdown_table(&rows);
+    println!(
+        "reference: {} test images of {}; classifier {} (test accuracy {accuracy})\n\n{table}",
+        test.len(),
+        args.data.display(),
+        args.classifier.display()
+    );
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "data": args.data.display().to_string(),
+            "test_images": test.len(),
+            "classifier": args.classifier.display().to_string(),
+            "classifier_test_accuracy": accuracy,
+            "rows": rows,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.png {
+        picture::save_png(path, &picture::side_by_side(&pictures, 8, 255))?;
+        eprintln!(
+            "wrote {} (each source's first 100 images, sorted by predicted class)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// A 10x10 grid of the first 100 images, sorted by the class the classifier sees in them.
+fn sorted_by_class(evaluator: &mcugan::eval::Evaluator, pixels: &[u8]) -> Result<picture::Picture> {
+    let first = &pixels[..pixels.len().min(100 * 784)];
+    let classes = evaluator.classifier().predict(first)?;
+    let mut order: Vec<usize> = (0..classes.len()).collect();
+    order.sort_by_key(|&i| classes[i]);
+    let images: Vec<&[u8]> = order
+        .iter()
+        .map(|&i| &first[i * 784..(i + 1) * 784])
+        .collect();
+    Ok(picture::grid(
+        &images,
+        28,
+        GridLayout {
+            columns: 10,
+            ..DIGITS_LAYOUT
+        },
+    ))
+}
+
 /// Ctrl-C asks a training run to save a checkpoint and stop; a second Ctrl-C exits at once
 /// (checkpoints are written atomically, so nothing half-written is left).
 fn install_interrupt_handler() {
@@ -295,9 +516,10 @@ fn main() -> Result<()> {
             device,
         } => {
             let mut config = if resume {
-                train::TrainConfig::resume(out.clone(), Some(epochs))?
+                train::TrainConfig::resume(out.clone(), epochs)?
             } else {
-                let mut config = train::TrainConfig::reference(data, out.clone(), epochs);
+                let mut config =
+                    train::TrainConfig::reference(data, out.clone(), epochs.unwrap_or(200));
                 config.seed = seed;
                 config.limit = limit;
                 config.batch_size = batch_size;
@@ -341,6 +563,64 @@ fn main() -> Result<()> {
                 out.join(train::GENERATOR_FILE).display()
             );
         }
+        Command::Classifier {
+            data,
+            out,
+            epochs,
+            seed,
+            quiet,
+        } => {
+            let train_split = mcugan::data::load_split(&data, mcugan::data::Split::Train)?;
+            let test_split = mcugan::data::load_split(&data, mcugan::data::Split::Test)?;
+            let settings = mcugan::classifier::ClassifierTraining {
+                epochs,
+                seed,
+                progress: !quiet,
+                ..Default::default()
+            };
+            let started = std::time::Instant::now();
+            let mut classifier = mcugan::classifier::Classifier::train(&train_split, &settings)?;
+            let accuracy = classifier.accuracy(&test_split)?;
+            classifier
+                .meta
+                .insert("test_accuracy".into(), format!("{accuracy:.4}"));
+            classifier
+                .meta
+                .insert("test_images".into(), test_split.len().to_string());
+            classifier
+                .meta
+                .insert("data".into(), data.display().to_string());
+            classifier.save(&out)?;
+            println!(
+                "classifier trained on {} images in {:.0} s: test accuracy {:.2} % on {} images; written to {}",
+                train_split.len(),
+                started.elapsed().as_secs_f64(),
+                accuracy * 100.0,
+                test_split.len(),
+                out.display()
+            );
+        }
+        Command::Eval {
+            sources,
+            data,
+            classifier,
+            images,
+            no_calibration,
+            markdown,
+            json,
+            png,
+            timeout,
+        } => eval_command(EvalArgs {
+            sources,
+            data,
+            classifier,
+            images,
+            calibration: !no_calibration,
+            markdown,
+            json,
+            png,
+            timeout,
+        })?,
         Command::Quantize {
             generator,
             out,

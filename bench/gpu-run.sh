@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (no Rust there): the CUDA build of mcugan, carried in as
+# target-gpu/mcugan, trains the reference GAN and writes logs and results under $OUT.
+#
+#   bench/gpu-run.sh smoke        one epoch of each data set (timing, libraries)
+#   bench/gpu-run.sh JOB...       any of: digits-reference fashion-reference digits-small-data
+#                                 fashion-reference-resume (continues a run carried back in)
+#
+# Data it expects (ignored paths, carried with the working tree): data/mnist-digits and
+# data/fashion-mnist (IDX files). See the README's "Training on a GPU".
+set -uo pipefail
+OUT=${OUT:-/tmp/mcugan-gpu}
+mkdir -p "$OUT"
+BIN=target-gpu/mcugan
+SITE=$(python3 -c 'import site; print(site.getsitepackages()[0])' 2>/dev/null)
+LIBS=$(find "$SITE/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | tr '\n' ':')
+export LD_LIBRARY_PATH="${LIBS}${LD_LIBRARY_PATH:-}"
+{
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  ldd "$BIN"
+  nproc
+} > "$OUT/machine.txt" 2>&1
+
+train() { # name data recipe epochs [extra...]
+  local name=$1 data=$2 recipe=$3 epochs=$4; shift 4
+  local start=$(date +%s.%N)
+  "$BIN" train --device cuda --data "$data" --recipe "$recipe" --epochs "$epochs" \
+    --out "$OUT/$name" --sample-interval 4000 --quiet "$@" > "$OUT/$name.log" 2>&1 &
+  local pid=$!
+  sleep 3
+  # The shared libraries the process opened (cudarc loads CUDA's at run time).
+  grep -o '/[^ ]*\.so[^ ]*' "/proc/$pid/maps" 2>/dev/null | sort -u > "$OUT/$name.libraries.txt"
+  wait $pid
+  local rc=$?
+  echo "$name rc=$rc wall=$(echo "$(date +%s.%N) - $start" | bc) s" | tee -a "$OUT/jobs.txt"
+  tail -2 "$OUT/$name.log"
+}
+
+for job in "$@"; do
+  case $job in
+    smoke)
+      train smoke-digits data/mnist-digits reference 1
+      train smoke-fashion data/fashion-mnist reference 1 ;;
+    digits-reference) train digits-reference data/mnist-digits reference 200 ;;
+    digits-small-data) train digits-small-data data/mnist-digits small-data 200 --save-every 25 ;;
+    fashion-reference) train fashion-reference data/fashion-mnist reference 200 --save-every 25 ;;
+    *) echo "unknown job $job" >&2; exit 2 ;;
+  esac
+done
+exit 0

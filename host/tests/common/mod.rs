@@ -1,0 +1,34 @@
+//! Helpers shared by the host's integration tests.
+
+use std::path::Path;
+
+use mcugan::data::{write_split, Dataset, Split};
+
+/// `n` images of bright vertical or horizontal bars (labelled by orientation) as a training
+/// split in `dir`.
+pub fn bars(dir: &Path, n: usize) {
+    let mut pixels = Vec::with_capacity(n * 784);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let vertical = i % 2 == 0;
+        let at = 4 + (i / 2) % 20;
+        for y in 0..28 {
+            for x in 0..28 {
+                let on = if vertical {
+                    x == at || x == at + 1
+                } else {
+                    y == at || y == at + 1
+                };
+                pixels.push(if on { 255 } else { (i * 7 % 40) as u8 });
+            }
+        }
+        labels.push(u8::from(vertical));
+    }
+    let data = Dataset {
+        rows: 28,
+        cols: 28,
+        pixels,
+        labels,
+    };
+    write_split(dir, Split::Train, &data).unwrap();
+}
