@@ -6,12 +6,17 @@
 #   bench/gpu-run.sh JOB...       any of: digits-reference fashion-reference digits-small-data
 #                                 fashion-reference-resume (continues a run carried back in)
 #
-# Data it expects (ignored paths, carried with the working tree): data/mnist-digits and
-# data/fashion-mnist (IDX files). See the README's "Training on a GPU".
+# What it expects (an ignored folder, carried with the working tree, 64 MiB at most):
+# target-gpu/mcugan.xz (the release binary built with --features cuda, xz-compressed) and
+# target-gpu/{mnist-digits,fashion-mnist}/*.gz (IDX files). `cargo xtask gpu-bundle` makes it.
 set -uo pipefail
 OUT=${OUT:-/tmp/mcugan-gpu}
 mkdir -p "$OUT"
-BIN=target-gpu/mcugan
+BIN=/tmp/mcugan-cuda
+python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open('target-gpu/mcugan.xz'), open('$BIN','wb'))"
+chmod +x "$BIN"
+DIGITS=target-gpu/mnist-digits
+FASHION=target-gpu/fashion-mnist
 SITE=$(python3 -c 'import site; print(site.getsitepackages()[0])' 2>/dev/null)
 LIBS=$(find "$SITE/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | tr '\n' ':')
 export LD_LIBRARY_PATH="${LIBS}${LD_LIBRARY_PATH:-}"
@@ -35,16 +40,18 @@ train() { # name data recipe epochs [extra...]
   local rc=$?
   echo "$name rc=$rc wall=$(echo "$(date +%s.%N) - $start" | bc) s" | tee -a "$OUT/jobs.txt"
   tail -2 "$OUT/$name.log"
+  # Checkpoints stay behind (too large to bring back); the generator and logs come back.
+  [ "${KEEP_CHECKPOINTS:-0}" = 1 ] || rm -f "$OUT/$name/checkpoint.safetensors"
 }
 
 for job in "$@"; do
   case $job in
     smoke)
-      train smoke-digits data/mnist-digits reference 1
-      train smoke-fashion data/fashion-mnist reference 1 ;;
-    digits-reference) train digits-reference data/mnist-digits reference 200 ;;
-    digits-small-data) train digits-small-data data/mnist-digits small-data 200 --save-every 25 ;;
-    fashion-reference) train fashion-reference data/fashion-mnist reference 200 --save-every 25 ;;
+      train smoke-digits $DIGITS reference 1
+      train smoke-fashion $FASHION reference 1 ;;
+    digits-reference) train digits-reference $DIGITS reference 200 ;;
+    digits-small-data) train digits-small-data $DIGITS small-data 200 ;;
+    fashion-reference) train fashion-reference $FASHION reference 200 ;;
     *) echo "unknown job $job" >&2; exit 2 ;;
   esac
 done
