@@ -3,8 +3,8 @@
 # target-gpu/mcugan, trains the reference GAN and writes logs and results under $OUT.
 #
 #   bench/gpu-run.sh smoke        one epoch of each data set (timing, libraries)
-#   bench/gpu-run.sh JOB...       any of: digits-reference fashion-reference digits-small-data
-#                                 fashion-reference-resume (continues a run carried back in)
+#   bench/gpu-run.sh JOB[:EPOCHS]...   any of digits-reference, fashion-reference,
+#                                      digits-small-data (200 epochs unless EPOCHS is given)
 #
 # What it expects (an ignored folder, carried with the working tree, 64 MiB at most):
 # target-gpu/mcugan.xz (the release binary built with --features cuda, xz-compressed) and
@@ -29,7 +29,7 @@ export LD_LIBRARY_PATH="${LIBS}${LD_LIBRARY_PATH:-}"
 
 train() { # name data recipe epochs [extra...]
   local name=$1 data=$2 recipe=$3 epochs=$4; shift 4
-  local start=$(date +%s.%N)
+  local start=$(date +%s%N)
   "$BIN" train --device cuda --data "$data" --recipe "$recipe" --epochs "$epochs" \
     --out "$OUT/$name" --sample-interval 4000 --quiet "$@" > "$OUT/$name.log" 2>&1 &
   local pid=$!
@@ -38,21 +38,26 @@ train() { # name data recipe epochs [extra...]
   grep -o '/[^ ]*\.so[^ ]*' "/proc/$pid/maps" 2>/dev/null | sort -u > "$OUT/$name.libraries.txt"
   wait $pid
   local rc=$?
-  echo "$name rc=$rc wall=$(echo "$(date +%s.%N) - $start" | bc) s" | tee -a "$OUT/jobs.txt"
+  echo "$name rc=$rc wall=$(( ($(date +%s%N) - start) / 1000000 )) ms" | tee -a "$OUT/jobs.txt"
   tail -2 "$OUT/$name.log"
   # Checkpoints stay behind (too large to bring back); the generator and logs come back.
   [ "${KEEP_CHECKPOINTS:-0}" = 1 ] || rm -f "$OUT/$name/checkpoint.safetensors"
 }
 
-for job in "$@"; do
+for spec in "$@"; do
+  job=${spec%%:*}
+  epochs=200
+  [ "$job" != "$spec" ] && epochs=${spec#*:}
   case $job in
     smoke)
       train smoke-digits $DIGITS reference 1
       train smoke-fashion $FASHION reference 1 ;;
-    digits-reference) train digits-reference $DIGITS reference 200 ;;
-    digits-small-data) train digits-small-data $DIGITS small-data 200 ;;
-    fashion-reference) train fashion-reference $FASHION reference 200 ;;
+    digits-reference) train digits-reference $DIGITS reference $epochs ;;
+    digits-small-data) train digits-small-data $DIGITS small-data $epochs ;;
+    fashion-reference) train fashion-reference $FASHION reference $epochs ;;
     *) echo "unknown job $job" >&2; exit 2 ;;
   esac
 done
+# One archive comes back (the device tool brings back a limited number of files).
+tar czf /tmp/results.tar.gz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/results.tar.gz "$OUT/"
 exit 0
