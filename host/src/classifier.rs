@@ -137,10 +137,7 @@ impl Classifier {
     }
 
     /// Features `[n, 128]` and class probabilities `[n, 10]` of gray-level images, as f64.
-    pub fn features_and_probabilities(
-        &self,
-        pixels: &[u8],
-    ) -> anyhow::Result<(Rows, Rows)> {
+    pub fn features_and_probabilities(&self, pixels: &[u8]) -> anyhow::Result<(Rows, Rows)> {
         let device = self.param(0).device().clone();
         let mut features = Vec::new();
         let mut probabilities = Vec::new();

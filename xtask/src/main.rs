@@ -30,6 +30,13 @@ tasks:
   test                            formatting, lints, and every test (firmware under QEMU included)
   bench-firmware                  instructions per layer and per MAC, flash and RAM, for the int8 and
                                   int4 models with DSP and portable kernels (QEMU), and board sizes
+  eval-shipped                    FID / IS / class coverage of the shipped digits models: float,
+                                  int8 and int4 host simulation, int8 firmware under QEMU
+  bench-train [--epochs N] [--threads T]
+                                  training speed, ours beside the PyTorch reference script (installs
+                                  PyTorch from PyPI into .venv-bench; not part of the tests)
+  gpu-bundle                      build the CUDA binary (nvcc from PyPI wheels) and pack it with the
+                                  data into target-gpu/ for bench/gpu-run.sh on a GPU machine
   setup                           install what demo and test need (qemu, target, npm, data)
 ";
 
@@ -51,6 +58,9 @@ fn main() -> Result<()> {
         Some("test") => test(&root),
         Some("setup") => setup(&root, true),
         Some("bench-firmware") => bench_firmware(&root),
+        Some("eval-shipped") => eval_shipped(&root),
+        Some("bench-train") => bench_train(&root, &args[1..]),
+        Some("gpu-bundle") => gpu_bundle(&root),
         _ => {
             eprint!("{USAGE}");
             if args.is_empty() {
@@ -390,6 +400,21 @@ fn demo(root: &Path, args: &[String]) -> Result<()> {
             &picture.to_string_lossy(),
         ],
     ))?;
+    step("measuring quality: FID / IS / class coverage of float, int8 simulation and the chip");
+    let eval_md = out.join("eval.md");
+    run(mcugan(
+        root,
+        &[
+            "eval",
+            &generator.to_string_lossy(),
+            &blob.to_string_lossy(),
+            &elf.to_string_lossy(),
+            "--markdown",
+            &eval_md.to_string_lossy(),
+            "--png",
+            &out.join("eval-by-class.png").to_string_lossy(),
+        ],
+    ))?;
     eprintln!(
         "\ndone in {:.0} s: the digits the emulated chip drew are in {}, the figures in {}",
         started.elapsed().as_secs_f64(),
@@ -398,6 +423,299 @@ fn demo(root: &Path, args: &[String]) -> Result<()> {
     );
     Ok(())
 }
+
+fn eval_shipped(root: &Path) -> Result<()> {
+    setup(root, false)?;
+    step("building the host CLI (release)");
+    run(cargo(&["build", "--release", "-p", "mcugan"]))?;
+    make_data(root, Profile::Release)?;
+    let dir = root.join("models/mnist-digits");
+    step("building the firmware around the shipped int8 model");
+    let elf = build_firmware(root, &dir.join("generator-int8.mcg"))?;
+    let kept = Path::new("runs/eval/mcugan-firmware-int8.elf");
+    std::fs::create_dir_all(root.join("runs/eval"))?;
+    std::fs::copy(&elf, root.join(kept))?;
+    step("measuring float, int8 and int4 host simulation, and the int8 firmware under QEMU");
+    run(mcugan(
+        root,
+        &[
+            "eval",
+            "models/mnist-digits/generator.safetensors",
+            "models/mnist-digits/generator-int8.mcg",
+            "models/mnist-digits/generator-int4.mcg",
+            &kept.to_string_lossy(),
+            "--markdown",
+            "models/mnist-digits/eval.md",
+            "--json",
+            "models/mnist-digits/eval.json",
+            "--png",
+            "docs/eval-digits-by-class.png",
+        ],
+    ))
+}
+
+/// Training speed, ours beside the PyTorch reference script, same data, threads and epochs.
+fn bench_train(root: &Path, args: &[String]) -> Result<()> {
+    let mut epochs = 3usize;
+    let mut threads = 2usize;
+    let mut data = "data/mnist-digits".to_string();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let value = rest
+            .next()
+            .with_context(|| format!("{arg} needs a value"))?;
+        match arg.as_str() {
+            "--epochs" => epochs = value.parse().context("--epochs")?,
+            "--threads" => threads = value.parse().context("--threads")?,
+            "--data" => data = value.clone(),
+            other => bail!("unknown option {other:?}\n{USAGE}"),
+        }
+    }
+    setup(root, false)?;
+    step("building the host CLI (release)");
+    run(cargo(&["build", "--release", "-p", "mcugan"]))?;
+    make_data(root, Profile::Release)?;
+    let venv = root.join(".venv-bench");
+    let python = venv.join("bin/python");
+    if !python.is_file() {
+        step("installing PyTorch (CPU) from PyPI into .venv-bench for the comparison");
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "torch",
+            "numpy",
+            "safetensors",
+        ]))?;
+    }
+    let out = root.join("runs/bench-train");
+    std::fs::create_dir_all(&out)?;
+    let epochs_s = epochs.to_string();
+    let threads_s = threads.to_string();
+    let mut results = Vec::new();
+    step(&format!("mcugan: {epochs} epochs, {threads} threads"));
+    let ours = mcugan(
+        root,
+        &[
+            "--threads",
+            &threads_s,
+            "train",
+            "--data",
+            &data,
+            "--epochs",
+            &epochs_s,
+            "--out",
+            &out.join("mcugan").to_string_lossy(),
+            "--quiet",
+        ],
+    )
+    .output()
+    .context("running mcugan train")?;
+    if !ours.status.success() {
+        bail!(
+            "mcugan train failed: {}",
+            String::from_utf8_lossy(&ours.stderr)
+        );
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("mcugan/train-summary.json"))?)?;
+    results.push((
+        "mcugan (candle, data on the device)".to_string(),
+        seconds_after_first(&summary["epoch_seconds"]),
+    ));
+    for (label, extra) in [
+        ("PyTorch, data held in memory", None),
+        ("PyTorch, the reference's DataLoader", Some("--dataloader")),
+    ] {
+        step(&format!("{label}: {epochs} epochs, {threads} threads"));
+        let mut command = Command::new(&python);
+        command.arg(root.join("bench/pytorch_reference.py")).args([
+            "train",
+            "--data",
+            &data,
+            "--epochs",
+            &epochs_s,
+            "--threads",
+            &threads_s,
+        ]);
+        if let Some(flag) = extra {
+            command.arg(flag);
+        }
+        let output = command.output().context("running the PyTorch reference")?;
+        if !output.status.success() {
+            bail!(
+                "the PyTorch reference failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout
+            .lines()
+            .last()
+            .context("no summary from the PyTorch script")?;
+        let summary: serde_json::Value = serde_json::from_str(line)?;
+        results.push((
+            label.to_string(),
+            seconds_after_first(&summary["epoch_seconds"]),
+        ));
+    }
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let images = summary["images"].as_u64().unwrap_or(0) as f64;
+    let mut report = format!(
+        "## Training speed: {data}, {epochs} epochs (first epoch left out), {threads} threads, {cpu}, {cores} cores\n\n\
+         | trainer | s/epoch | images/s | mcugan speed-up |\n|---|---:|---:|---:|\n"
+    );
+    let ours_s = results[0].1;
+    for (label, s) in &results {
+        report += &format!(
+            "| {label} | {s:.2} | {:.0} | {:.2}x |\n",
+            images / s,
+            s / ours_s
+        );
+    }
+    eprintln!("\n{report}");
+    std::fs::write(out.join("train.md"), &report)?;
+    eprintln!("written to {}", out.join("train.md").display());
+    Ok(())
+}
+
+/// Mean of the epoch times after the first (warm-up) one, or of all if there is only one.
+fn seconds_after_first(epochs: &serde_json::Value) -> f64 {
+    let times: Vec<f64> = epochs
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+        .unwrap_or_default();
+    let kept = if times.len() > 1 {
+        &times[1..]
+    } else {
+        &times[..]
+    };
+    kept.iter().sum::<f64>() / kept.len().max(1) as f64
+}
+
+/// The CUDA build, made here (no GPU needed) and packed with the data for a GPU machine.
+fn gpu_bundle(root: &Path) -> Result<()> {
+    let venv = root.join(".venv-cuda");
+    let python = venv.join("bin/python");
+    let site = venv.join("lib");
+    if !python.is_file() {
+        step("installing nvcc and the CUDA 13.0 libraries from PyPI into .venv-cuda");
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "nvidia-cuda-nvcc==13.0.*",
+            "nvidia-cuda-crt==13.0.*",
+            "nvidia-nvvm==13.0.*",
+            "nvidia-cuda-runtime==13.0.*",
+            "nvidia-cuda-cccl==13.0.*",
+            "nvidia-cublas==13.0.*",
+            "nvidia-cuda-nvrtc==13.0.*",
+            "nvidia-curand<10.5",
+        ]))?;
+    }
+    let output = Command::new(&python)
+        .args(["-c", "import site; print(site.getsitepackages()[0])"])
+        .output()?;
+    let cuda_home =
+        PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).join("nvidia/cu13");
+    let _ = site;
+    // Link-time libraries: the real ones from the wheels, and a stub libcuda (the driver,
+    // which only the GPU machine has) built from cudarc's list of driver functions.
+    let link = root.join("target/cuda-link");
+    std::fs::create_dir_all(&link)?;
+    let lib = cuda_home.join("lib");
+    for (name, file) in [
+        ("libcublas.so", "libcublas.so.13"),
+        ("libcublasLt.so", "libcublasLt.so.13"),
+        ("libcudart.so", "libcudart.so.13"),
+        ("libnvrtc.so", "libnvrtc.so.13"),
+        ("libcurand.so", "libcurand.so.10"),
+    ] {
+        let target = link.join(name);
+        let _ = std::fs::remove_file(&target);
+        std::os::unix::fs::symlink(lib.join(file), &target)?;
+    }
+    let stub = link.join("libcuda-stub.c");
+    let mut source = String::new();
+    for symbol in CUDA_DRIVER_SYMBOLS.lines().filter(|l| !l.is_empty()) {
+        source += &format!("void {symbol}(void) {{}}\n");
+    }
+    std::fs::write(&stub, source)?;
+    run(Command::new("cc")
+        .args(["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o"])
+        .arg(link.join("libcuda.so"))
+        .arg(&stub))?;
+    step("building mcugan with --features cuda (sm_90; the first build compiles candle's kernels)");
+    run(
+        cargo(&["build", "--release", "-p", "mcugan", "--features", "cuda"])
+            .env("CUDA_HOME", &cuda_home)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    cuda_home.join("bin").display(),
+                    env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("CUDA_COMPUTE_CAP", "90")
+            .env("LIBRARY_PATH", &link)
+            .env("CARGO_TARGET_DIR", root.join("target/cuda")),
+    )?;
+    let bundle = root.join("target-gpu");
+    std::fs::create_dir_all(&bundle)?;
+    step("packing target-gpu/ (binary xz-compressed, IDX files gzip-compressed)");
+    let binary = bundle.join("mcugan");
+    std::fs::copy(root.join("target/cuda/release/mcugan"), &binary)?;
+    run(Command::new("strip").arg(&binary))?;
+    run(Command::new("xz").args(["-f", "-6"]).arg(&binary))?;
+    for (name, dir) in [
+        ("mnist-digits", root.join("data/mnist-digits")),
+        ("fashion-mnist", PathBuf::from(FASHION_MNIST_DIR)),
+    ] {
+        let target = bundle.join(name);
+        std::fs::create_dir_all(&target)?;
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let path = entry?.path();
+            let file = path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !file.contains("-ubyte") {
+                continue;
+            }
+            if file.ends_with(".gz") {
+                std::fs::copy(&path, target.join(&file))?;
+            } else {
+                let gz = std::fs::File::create(target.join(format!("{file}.gz")))?;
+                run(Command::new("gzip").arg("-c").arg(&path).stdout(gz))?;
+            }
+        }
+    }
+    eprintln!(
+        "\n{} is ready: carry it and run bench/gpu-run.sh there",
+        bundle.display()
+    );
+    Ok(())
+}
+
+/// The CUDA driver functions cudarc may call, for the link-time stub of libcuda.
+const CUDA_DRIVER_SYMBOLS: &str = include_str!("cuda-driver-symbols.txt");
 
 fn test(root: &Path) -> Result<()> {
     let started = Instant::now();

@@ -1,0 +1,75 @@
+//! The quality figures the README states for the shipped digits models, measured again: the
+//! shipped classifier's test accuracy, and int8's FID against float's (goal: within 5 %).
+//! They need the offline digits (`cargo xtask setup`); `cargo xtask test` requires them.
+
+use candle_core::Device;
+use mcugan::classifier::Classifier;
+use mcugan::data::{load_split, Split};
+use mcugan::eval::Evaluator;
+use mcugan::quantize::FloatGenerator;
+use mcugan::simulate::simulate;
+use mcugan::train::load_generator;
+use mcugan_e2e::{repo_root, shipped_generator, shipped_model};
+
+fn digits() -> Option<mcugan::data::Dataset> {
+    let dir = repo_root().join("data/mnist-digits");
+    if !dir.is_dir() {
+        assert!(
+            std::env::var_os("MCUGAN_REQUIRE_DATASETS").is_none(),
+            "{} is missing (run `cargo xtask setup`)",
+            dir.display()
+        );
+        eprintln!("skipped: {} is missing", dir.display());
+        return None;
+    }
+    Some(load_split(&dir, Split::Test).unwrap())
+}
+
+fn classifier() -> Classifier {
+    Classifier::load(&repo_root().join("models/mnist-digits/classifier.safetensors")).unwrap()
+}
+
+#[test]
+fn the_shipped_classifier_reaches_97_percent_on_the_test_digits() {
+    let Some(test) = digits() else { return };
+    let accuracy = classifier().accuracy(&test).unwrap();
+    assert!(accuracy >= 0.97, "test accuracy {accuracy}");
+}
+
+#[test]
+fn fid_is_calibrated_and_int8_is_within_5_percent_of_float() {
+    let Some(test) = digits() else { return };
+    let evaluator = Evaluator::new(classifier(), &test.pixels).unwrap();
+    let seeds: Vec<u32> = (0..1000).collect();
+    let float =
+        FloatGenerator::fold(&load_generator(&shipped_generator(), &Device::Cpu).unwrap()).unwrap();
+    let float_pixels: Vec<u8> = seeds
+        .iter()
+        .flat_map(|&s| float.draw(s).into_iter().map(|g| g.round() as u8))
+        .collect();
+    let blob = std::fs::read(shipped_model()).unwrap();
+    let int8_pixels = simulate(&blob, &seeds).unwrap().concat();
+    let float = evaluator.measure("float", &float_pixels).unwrap();
+    let int8 = evaluator.measure("int8", &int8_pixels).unwrap();
+    let real = evaluator.measure("real", &test.pixels).unwrap();
+    let noise: Vec<u8> = (0..1000u64 * 784).map(|i| (i * 7919 % 256) as u8).collect();
+    let noise = evaluator.measure("noise", &noise).unwrap();
+    assert!(
+        real.fid < 1e-6,
+        "the test split against itself: {}",
+        real.fid
+    );
+    assert!(
+        noise.fid > 10.0 * float.fid,
+        "noise {} vs float {}",
+        noise.fid,
+        float.fid
+    );
+    assert!(
+        (int8.fid - float.fid).abs() <= 0.05 * float.fid,
+        "int8 FID {} vs float {}",
+        int8.fid,
+        float.fid
+    );
+    assert_eq!(float.classes_covered, 10);
+}
