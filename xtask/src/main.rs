@@ -475,21 +475,12 @@ fn bench_train(root: &Path, args: &[String]) -> Result<()> {
     step("building the host CLI (release)");
     run(cargo(&["build", "--release", "-p", "mcugan"]))?;
     make_data(root, Profile::Release)?;
-    let venv = root.join(".venv-bench");
-    let python = venv.join("bin/python");
-    if !python.is_file() {
-        step("installing PyTorch (CPU) from PyPI into .venv-bench for the comparison");
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-        run(Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "torch",
-            "numpy",
-            "safetensors",
-        ]))?;
-    }
+    let python = python_venv(
+        root,
+        ".venv-bench",
+        "PyTorch (CPU), for the comparison",
+        &["torch", "numpy", "safetensors"],
+    )?;
     let out = root.join("runs/bench-train");
     std::fs::create_dir_all(&out)?;
     let epochs_s = epochs.to_string();
@@ -604,19 +595,28 @@ fn seconds_after_first(epochs: &serde_json::Value) -> f64 {
     kept.iter().sum::<f64>() / kept.len().max(1) as f64
 }
 
+/// A Python virtual environment `name` under the repository with `packages` installed from
+/// PyPI (made on first use); returns its interpreter.
+fn python_venv(root: &Path, name: &str, purpose: &str, packages: &[&str]) -> Result<PathBuf> {
+    let venv = root.join(name);
+    let python = venv.join("bin/python");
+    if !python.is_file() {
+        step(&format!("installing {purpose} from PyPI into {name}"));
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(packages))?;
+    }
+    Ok(python)
+}
+
 /// The CUDA build, made here (no GPU needed) and packed with the data for a GPU machine.
 fn gpu_bundle(root: &Path) -> Result<()> {
-    let venv = root.join(".venv-cuda");
-    let python = venv.join("bin/python");
-    let site = venv.join("lib");
-    if !python.is_file() {
-        step("installing nvcc and the CUDA 13.0 libraries from PyPI into .venv-cuda");
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-        run(Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
+    let python = python_venv(
+        root,
+        ".venv-cuda",
+        "nvcc and the CUDA 13.0 libraries",
+        &[
             "nvidia-cuda-nvcc==13.0.*",
             "nvidia-cuda-crt==13.0.*",
             "nvidia-nvvm==13.0.*",
@@ -625,14 +625,13 @@ fn gpu_bundle(root: &Path) -> Result<()> {
             "nvidia-cublas==13.0.*",
             "nvidia-cuda-nvrtc==13.0.*",
             "nvidia-curand<10.5",
-        ]))?;
-    }
+        ],
+    )?;
     let output = Command::new(&python)
         .args(["-c", "import site; print(site.getsitepackages()[0])"])
         .output()?;
     let cuda_home =
         PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).join("nvidia/cu13");
-    let _ = site;
     // Link-time libraries: the real ones from the wheels, and a stub libcuda (the driver,
     // which only the GPU machine has) built from cudarc's list of driver functions.
     let link = root.join("target/cuda-link");
