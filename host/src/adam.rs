@@ -51,11 +51,7 @@ struct Slot {
 struct FusedCpuUpdate<'a> {
     m: RefCell<&'a mut [f32]>,
     v: RefCell<&'a mut [f32]>,
-    beta1: f32,
-    beta2: f32,
-    step_size: f32,
-    sqrt_bc2: f32,
-    eps: f32,
+    coefficients: StepCoefficients,
 }
 
 impl candle_core::InplaceOp2 for FusedCpuUpdate<'_> {
@@ -77,6 +73,38 @@ impl candle_core::InplaceOp2 for FusedCpuUpdate<'_> {
         if m.len() != param.len() || v.len() != param.len() {
             candle_core::bail!("fused Adam: mismatched lengths");
         }
+        self.coefficients.update(param, grad, &mut m, &mut v);
+        Ok(())
+    }
+}
+
+/// The numbers one Adam step applies to every element, bias corrections folded in.
+#[derive(Clone, Copy, Debug)]
+pub struct StepCoefficients {
+    beta1: f32,
+    beta2: f32,
+    step_size: f32,
+    sqrt_bc2: f32,
+    eps: f32,
+}
+
+impl StepCoefficients {
+    /// The coefficients of step number `step` (from 1) under `config`.
+    pub fn new(config: &AdamConfig, step: u64) -> Self {
+        let t = i32::try_from(step).unwrap_or(i32::MAX);
+        let bias_correction1 = 1.0 - config.beta1.powi(t);
+        let bias_correction2 = 1.0 - config.beta2.powi(t);
+        Self {
+            beta1: config.beta1 as f32,
+            beta2: config.beta2 as f32,
+            step_size: (config.lr / bias_correction1) as f32,
+            sqrt_bc2: bias_correction2.sqrt() as f32,
+            eps: config.eps as f32,
+        }
+    }
+
+    /// Updates both moments and the parameter in one pass; all four slices have one length.
+    pub fn update(&self, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
         let (b1, b2, c1, c2) = (self.beta1, self.beta2, 1.0 - self.beta1, 1.0 - self.beta2);
         for (((p, &g), m), v) in param
             .iter_mut()
@@ -88,7 +116,6 @@ impl candle_core::InplaceOp2 for FusedCpuUpdate<'_> {
             *v = b2 * *v + c2 * g * g;
             *p -= self.step_size * *m / (v.sqrt() / self.sqrt_bc2 + self.eps);
         }
-        Ok(())
     }
 }
 
@@ -137,6 +164,11 @@ impl Adam {
         self.config.lr = lr;
     }
 
+    /// The hyperparameters in effect.
+    pub fn config(&self) -> AdamConfig {
+        self.config
+    }
+
     /// Steps taken so far.
     pub fn steps(&self) -> u64 {
         self.steps
@@ -157,6 +189,7 @@ impl Adam {
         let bias_correction2 = 1.0 - beta2.powi(t);
         let step_size = lr / bias_correction1;
         let sqrt_bc2 = bias_correction2.sqrt();
+        let coefficients = StepCoefficients::new(&self.config, self.steps);
         for slot in &mut self.slots {
             let Some(grad) = grads.get(slot.var.as_tensor()) else {
                 continue;
@@ -166,11 +199,7 @@ impl Adam {
                     let update = FusedCpuUpdate {
                         m: RefCell::new(m),
                         v: RefCell::new(v),
-                        beta1: beta1 as f32,
-                        beta2: beta2 as f32,
-                        step_size: step_size as f32,
-                        sqrt_bc2: sqrt_bc2 as f32,
-                        eps: eps as f32,
+                        coefficients,
                     };
                     slot.var
                         .as_tensor()

@@ -1,30 +1,44 @@
 //! Process-wide settings that make CPU training fast on small machines.
 //!
-//! Measured on a 2-core machine with the reference batch of 64 (see the README): the matrix
-//! products are too small for several GEMM threads to pay off, and candle's many short-lived
+//! Measured on a 2-core machine with the reference batch of 64 (see the README): inside candle
+//! the matrix products are too small for several GEMM threads to pay off (the fused trainer,
+//! with no per-op overhead, uses every core), and candle's many short-lived
 //! multi-megabyte tensors make glibc map and zero fresh pages on every step unless it is told
 //! to keep freed memory.
 
 /// Threads for candle's CPU matrix products unless the user chose (`RAYON_NUM_THREADS`).
 pub const DEFAULT_GEMM_THREADS: usize = 1;
 
+/// Threads the user asked for (0: none asked for).
+static CHOSEN_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Applies the settings; call at the start of `main`, before any tensor exists.
 /// `threads`: GEMM threads (`None`: `RAYON_NUM_THREADS` if set, else [`DEFAULT_GEMM_THREADS`]).
 pub fn configure(threads: Option<usize>) {
-    let threads = threads
-        .or_else(|| {
-            std::env::var("RAYON_NUM_THREADS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(DEFAULT_GEMM_THREADS)
-        .max(1);
+    let chosen = threads.or_else(|| {
+        std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(n) = chosen {
+        CHOSEN_THREADS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+    let threads = chosen.unwrap_or(DEFAULT_GEMM_THREADS).max(1);
     // Read once by candle when its thread pools start; nothing else runs yet.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
     }
     keep_freed_memory();
+}
+
+/// Threads for the fused CPU trainer ([`crate::fused`]): the number the user chose, else every
+/// core (its matrix products and Adam pass split well even at batch 64).
+pub fn training_threads() -> usize {
+    match CHOSEN_THREADS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
 }
 
 /// The GEMM threads in effect.

@@ -13,6 +13,7 @@ pub mod device;
 pub mod eval;
 pub mod firmware;
 pub mod fsutil;
+pub mod fused;
 pub mod gan;
 pub mod picture;
 pub mod quantize;

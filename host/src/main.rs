@@ -19,8 +19,8 @@ use mcugan_shared::Model;
     about = "Train a GAN on a workstation, run it on a microcontroller"
 )]
 struct Cli {
-    /// CPU threads for matrix products (default 1: at batch 64 more threads cost more than
-    /// they bring on small machines; see the README).
+    /// CPU threads: the fused CPU trainer's (default: every core) and candle's matrix products
+    /// (default 1: at batch 64 more threads cost candle more than they bring; see the README).
     #[arg(long, global = true)]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -82,6 +82,10 @@ enum Command {
         /// Where to train: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`).
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// The training step: `auto` (fused on the CPU, candle elsewhere), `fused` (written out
+        /// by hand, CPU only) or `candle` (candle's autograd, any device).
+        #[arg(long, default_value = "auto")]
+        engine: String,
     },
     /// Quantize a trained generator into the int8 (or int4) model blob the firmware runs.
     Quantize {
@@ -514,6 +518,7 @@ fn main() -> Result<()> {
             resume,
             lr,
             device,
+            engine,
         } => {
             let mut config = if resume {
                 train::TrainConfig::resume(out.clone(), epochs)?
@@ -538,6 +543,14 @@ fn main() -> Result<()> {
                 config.adam.lr = lr;
             }
             config.device = mcugan::device::parse(&device)?;
+            config.engine = match engine.as_str() {
+                "auto" => train::Engine::for_device(&config.device),
+                "fused" => train::Engine::Fused {
+                    threads: mcugan::cpu::training_threads(),
+                },
+                "candle" => train::Engine::Candle,
+                other => bail!("unknown engine '{other}' (auto, fused or candle)"),
+            };
             install_interrupt_handler();
             let summary = match train::train(&config) {
                 Ok(summary) => summary,

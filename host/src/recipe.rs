@@ -91,10 +91,8 @@ pub fn translate(
         .pad_with_zeros(2, max_shift, max_shift)?
         .flatten_all()?;
     let mut indices = Vec::with_capacity(batch * side * side);
-    let span = 2 * max_shift as i64 + 1;
     for b in 0..batch {
-        let dy = rng.random_range(0..span) as usize;
-        let dx = rng.random_range(0..span) as usize;
+        let (dy, dx) = draw_shift(max_shift, rng);
         for y in 0..side {
             for x in 0..side {
                 indices.push((b * padded_len + (y + dy) * padded_side + (x + dx)) as u32);
@@ -108,6 +106,25 @@ pub fn translate(
         - 1.0
 }
 
+/// One image's shift for [`translate`]: `(dy, dx)`, each in `0..=2·max_shift`, the offset into
+/// the padded image (so `max_shift` means no shift). Every trainer draws shifts through this,
+/// so they all consume the run's random stream alike.
+pub fn draw_shift(max_shift: usize, rng: &mut ChaCha8Rng) -> (usize, usize) {
+    let span = 2 * max_shift as i64 + 1;
+    let dy = rng.random_range(0..span) as usize;
+    let dx = rng.random_range(0..span) as usize;
+    (dy, dx)
+}
+
+/// Fills `mask` with inverted-dropout factors drawn in order: each 0 with probability `p`, else
+/// `1 / (1 - p)`.
+pub fn fill_dropout_mask(mask: &mut [f32], p: f32, rng: &mut ChaCha8Rng) {
+    let keep = 1.0 / (1.0 - p);
+    for value in mask {
+        *value = if rng.random::<f32>() < p { 0.0 } else { keep };
+    }
+}
+
 /// An inverted-dropout mask: each element is 0 with probability `p`, else `1 / (1 - p)`.
 pub fn dropout_mask(
     shape: (usize, usize),
@@ -115,10 +132,8 @@ pub fn dropout_mask(
     rng: &mut ChaCha8Rng,
     device: &Device,
 ) -> Result<Tensor> {
-    let keep = 1.0 / (1.0 - p);
-    let values: Vec<f32> = (0..shape.0 * shape.1)
-        .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
-        .collect();
+    let mut values = vec![0f32; shape.0 * shape.1];
+    fill_dropout_mask(&mut values, p, rng);
     Tensor::from_vec(values, shape, device)
 }
 

@@ -23,6 +23,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::adam::{Adam, AdamConfig};
 use crate::data::{self, Dataset, Split};
+use crate::fused::FusedTrainer;
 use crate::gan::{
     bce_with_logit_targets, bce_with_logits, Discriminator, Generator, IMAGE_PIXELS, LATENT_DIM,
 };
@@ -68,6 +69,35 @@ pub struct TrainConfig {
     pub progress: bool,
     /// Continue the run whose checkpoint is in `out_dir` (see [`TrainConfig::resume`]).
     pub resume: bool,
+    /// Which implementation runs the training step.
+    pub engine: Engine,
+}
+
+/// Which implementation runs the training step; both compute the same thing (tests compare
+/// them batch by batch) and write the same checkpoints, so a run may change engine on resume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// candle's autograd, on any device.
+    Candle,
+    /// The hand-fused CPU step of [`crate::fused`], on this many threads.
+    Fused {
+        /// Threads of its matrix products and Adam pass.
+        threads: usize,
+    },
+}
+
+impl Engine {
+    /// The fast choice for `device`: the fused step on the CPU (with
+    /// [`crate::cpu::training_threads`]), candle elsewhere.
+    pub fn for_device(device: &Device) -> Self {
+        if device.is_cpu() {
+            Engine::Fused {
+                threads: crate::cpu::training_threads(),
+            }
+        } else {
+            Engine::Candle
+        }
+    }
 }
 
 impl TrainConfig {
@@ -88,6 +118,7 @@ impl TrainConfig {
             device: Device::Cpu,
             progress: true,
             resume: false,
+            engine: Engine::for_device(&Device::Cpu),
         }
     }
 }
@@ -553,11 +584,12 @@ pub struct Interrupted {
 /// GPU they are read in groups (the log still has every batch).
 const LOSS_READ_INTERVAL: usize = 50;
 
-/// Losses of batches not yet read back from the device.
+/// Losses of batches not yet read back from the device (candle), or not yet logged (fused).
 struct PendingLosses {
     rows: Vec<(usize, usize, u64)>,
     d: Vec<Tensor>,
     g: Vec<Tensor>,
+    host: Vec<(f32, f32)>,
 }
 
 impl PendingLosses {
@@ -566,6 +598,7 @@ impl PendingLosses {
             rows: Vec::new(),
             d: Vec::new(),
             g: Vec::new(),
+            host: Vec::new(),
         }
     }
 
@@ -579,8 +612,14 @@ impl PendingLosses {
         if self.rows.is_empty() {
             return Ok(None);
         }
-        let d = Tensor::stack(&self.d, 0)?.to_vec1::<f32>()?;
-        let g = Tensor::stack(&self.g, 0)?.to_vec1::<f32>()?;
+        let (d, g): (Vec<f32>, Vec<f32>) = if self.d.is_empty() {
+            self.host.drain(..).unzip()
+        } else {
+            (
+                Tensor::stack(&self.d, 0)?.to_vec1::<f32>()?,
+                Tensor::stack(&self.g, 0)?.to_vec1::<f32>()?,
+            )
+        };
         for (((epoch, batch, done), d), g) in self.rows.iter().zip(&d).zip(&g) {
             if !d.is_finite() || !g.is_finite() {
                 log.flush()?;
@@ -649,6 +688,9 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         bail!("batch size must be at least 2 (BatchNorm needs two samples)");
     }
     let device = &config.device;
+    if matches!(config.engine, Engine::Fused { .. }) && !device.is_cpu() {
+        bail!("the fused trainer runs on the CPU; train on {device:?} with the candle engine");
+    }
     let images = dataset_tensor(&data, device)?;
     let out = &config.out_dir;
     let checkpoint_path = out.join(CHECKPOINT_FILE);
@@ -686,6 +728,16 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         recipe: config.recipe,
     };
     let config_json = serde_json::to_string(&settings)?;
+    let mut fused = match config.engine {
+        Engine::Fused { threads } => Some(FusedTrainer::new(&state, threads)?),
+        Engine::Candle => None,
+    };
+    // The fused trainer reads the images as plain floats.
+    let pixels: Vec<f32> = match fused {
+        Some(_) => images.flatten_all()?.to_vec1()?,
+        None => Vec::new(),
+    };
+    let mut real_batch = Vec::with_capacity(config.batch_size * IMAGE_PIXELS);
 
     let resume_at = config.resume.then_some(state.batches_done);
     let mut log = open_loss_log(&out.join(LOSS_LOG_FILE), resume_at)?;
@@ -723,22 +775,51 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
             latent_batch(config.seed, number, len, &mut latents);
         }
         let latent_rows = latents.len() / LATENT_DIM;
-        let latents = Tensor::from_vec(latents, (latent_rows, LATENT_DIM), device)?;
+        let latent_tensor = match fused {
+            Some(_) => None,
+            None => Some(Tensor::from_slice(
+                &latents,
+                (latent_rows, LATENT_DIM),
+                device,
+            )?),
+        };
 
         for batch_index in first_batch..batches_per_epoch {
             let start = batch_index * batch_size;
             let len = batch_size.min(data.len() - start);
-            let real = images.index_select(&order.narrow(0, start, len)?, 0)?;
-            let z = latents.narrow(0, latent_offsets[batch_index - first_batch], len)?;
-            let losses = state.train_batch(&real, &z)?;
+            let offset = latent_offsets[batch_index - first_batch];
+            let sample =
+                config.sample_interval > 0 && state.batches_done % config.sample_interval == 0;
+            let sample_path = out.join(format!("samples/{}.png", state.batches_done));
             pending.rows.push((epoch, batch_index, state.batches_done));
-            pending.d.push(losses.d_loss);
-            pending.g.push(losses.g_loss);
-            if config.sample_interval > 0 && state.batches_done % config.sample_interval == 0 {
-                save_sample_grid(
-                    &losses.fakes,
-                    &out.join(format!("samples/{}.png", state.batches_done)),
-                )?;
+            match (&mut fused, &latent_tensor) {
+                (Some(fused), _) => {
+                    real_batch.clear();
+                    for &i in &position.order[start..start + len] {
+                        let i = i as usize;
+                        real_batch
+                            .extend_from_slice(&pixels[i * IMAGE_PIXELS..(i + 1) * IMAGE_PIXELS]);
+                    }
+                    let z = &latents[offset * LATENT_DIM..(offset + len) * LATENT_DIM];
+                    let losses = fused.train_batch(&mut state.rng, &real_batch, z)?;
+                    pending.host.push((losses.d_loss, losses.g_loss));
+                    if sample {
+                        save_sample_grid(fused.fakes(), &sample_path)?;
+                    }
+                }
+                (None, Some(latent_tensor)) => {
+                    let real = images.index_select(&order.narrow(0, start, len)?, 0)?;
+                    let z = latent_tensor.narrow(0, offset, len)?;
+                    let losses = state.train_batch(&real, &z)?;
+                    pending.d.push(losses.d_loss);
+                    pending.g.push(losses.g_loss);
+                    if sample {
+                        let n = len.min(25);
+                        let values = losses.fakes.narrow(0, 0, n)?.flatten_all()?.to_vec1()?;
+                        save_sample_grid(&values, &sample_path)?;
+                    }
+                }
+                (None, None) => unreachable!("candle's path always has its latent tensor"),
             }
             state.batches_done += 1;
             position.next_batch = batch_index + 1;
@@ -760,6 +841,9 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
             }
             if interrupted && position.next_batch < batches_per_epoch {
                 log.flush()?;
+                if let Some(fused) = &fused {
+                    fused.store_into(&mut state)?;
+                }
                 let checkpoint = state.to_checkpoint(&config_json, &position)?;
                 crate::fsutil::write_atomically(&checkpoint_path, &checkpoint)
                     .context("writing the checkpoint")?;
@@ -783,6 +867,9 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         let seconds = epoch_start.elapsed().as_secs_f64();
         epoch_seconds.push(seconds);
         log.flush()?;
+        if let Some(fused) = &fused {
+            fused.store_into(&mut state)?;
+        }
         let checkpoint = state.to_checkpoint(&config_json, &position)?;
         crate::fsutil::write_atomically(&checkpoint_path, &checkpoint)
             .context("writing the checkpoint")?;
@@ -832,7 +919,15 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         epochs: config.epochs,
         batch_size: config.batch_size,
         seed: config.seed,
-        device: device_name(device),
+        device: match fused {
+            Some(fused) => format!(
+                "cpu (fused step, {} thread{} of {} cores)",
+                fused.threads(),
+                if fused.threads() == 1 { "" } else { "s" },
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            ),
+            None => device_name(device),
+        },
         recipe: config.recipe.name().to_string(),
         mean_epoch_seconds: epoch_seconds.iter().sum::<f64>() / epoch_seconds.len().max(1) as f64,
         epoch_seconds,
@@ -905,11 +1000,11 @@ fn progress_bar(config: &TrainConfig, batches_per_epoch: usize) -> ProgressBar {
     bar
 }
 
-/// The reference's sample grid: the batch's first 25 fakes, 5 per row, min-max normalised.
-fn save_sample_grid(fakes: &Tensor, path: &Path) -> anyhow::Result<()> {
-    let n = fakes.dim(0)?.min(25);
-    let values = fakes.narrow(0, 0, n)?.flatten_all()?.to_vec1::<f32>()?;
-    let gray = picture::normalize_min_max(&values);
+/// The reference's sample grid: the batch's first 25 fakes (`values`, row-major `[n, 784]`),
+/// 5 per row, min-max normalised.
+fn save_sample_grid(values: &[f32], path: &Path) -> anyhow::Result<()> {
+    let values = &values[..values.len().min(25 * IMAGE_PIXELS)];
+    let gray = picture::normalize_min_max(values);
     let images: Vec<&[u8]> = gray.chunks(IMAGE_PIXELS).collect();
     picture::save_png(path, &picture::grid(&images, 28, GridLayout::REFERENCE))
 }
