@@ -486,36 +486,46 @@ fn bench_train(root: &Path, args: &[String]) -> Result<()> {
     let epochs_s = epochs.to_string();
     let threads_s = threads.to_string();
     let mut results = Vec::new();
-    step(&format!("mcugan: {epochs} epochs, {threads} threads"));
-    let ours = mcugan(
-        root,
-        &[
-            "--threads",
-            &threads_s,
-            "train",
-            "--data",
-            &data,
-            "--epochs",
-            &epochs_s,
-            "--out",
-            &out.join("mcugan").to_string_lossy(),
-            "--quiet",
-        ],
-    )
-    .output()
-    .context("running mcugan train")?;
-    if !ours.status.success() {
-        bail!(
-            "mcugan train failed: {}",
-            String::from_utf8_lossy(&ours.stderr)
-        );
+    let mut images = 0.0;
+    for (label, engine) in [
+        ("mcugan, fused CPU step (default)", "fused"),
+        ("mcugan, candle autograd (--engine candle)", "candle"),
+    ] {
+        step(&format!("{label}: {epochs} epochs, {threads} threads"));
+        let run_dir = out.join(format!("mcugan-{engine}"));
+        let ours = mcugan(
+            root,
+            &[
+                "--threads",
+                &threads_s,
+                "train",
+                "--data",
+                &data,
+                "--epochs",
+                &epochs_s,
+                "--engine",
+                engine,
+                "--out",
+                &run_dir.to_string_lossy(),
+                "--quiet",
+            ],
+        )
+        .output()
+        .context("running mcugan train")?;
+        if !ours.status.success() {
+            bail!(
+                "mcugan train failed: {}",
+                String::from_utf8_lossy(&ours.stderr)
+            );
+        }
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run_dir.join("train-summary.json"))?)?;
+        images = summary["images"].as_u64().unwrap_or(0) as f64;
+        results.push((
+            label.to_string(),
+            seconds_after_first(&summary["epoch_seconds"]),
+        ));
     }
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("mcugan/train-summary.json"))?)?;
-    results.push((
-        "mcugan (candle, data on the device)".to_string(),
-        seconds_after_first(&summary["epoch_seconds"]),
-    ));
     for (label, extra) in [
         ("PyTorch, data held in memory", None),
         ("PyTorch, the reference's DataLoader", Some("--dataloader")),
@@ -562,7 +572,6 @@ fn bench_train(root: &Path, args: &[String]) -> Result<()> {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let images = summary["images"].as_u64().unwrap_or(0) as f64;
     let mut report = format!(
         "## Training speed: {data}, {epochs} epochs (first epoch left out), {threads} threads, {cpu}, {cores} cores\n\n\
          | trainer | s/epoch | images/s | mcugan speed-up |\n|---|---:|---:|---:|\n"
