@@ -43,6 +43,16 @@ struct Param {
 }
 
 impl Param {
+    /// One Adam update from `grad`, in parallel chunks.
+    fn adam_update(&mut self, coefficients: &StepCoefficients) {
+        self.value
+            .par_chunks_mut(ADAM_CHUNK)
+            .zip(self.grad.par_chunks(ADAM_CHUNK))
+            .zip(self.m.par_chunks_mut(ADAM_CHUNK))
+            .zip(self.v.par_chunks_mut(ADAM_CHUNK))
+            .for_each(|(((value, grad), m), v)| coefficients.update(value, grad, m, v));
+    }
+
     fn new(value: Vec<f32>, m: Vec<f32>, v: Vec<f32>) -> anyhow::Result<Self> {
         if m.len() != value.len() || v.len() != value.len() {
             bail!("Adam moments of the wrong size");
@@ -57,6 +67,7 @@ impl Param {
 }
 
 /// One network's parameters (in the order of its `vars()`) and its optimiser's step count.
+#[derive(Default)]
 struct Network {
     params: Vec<Param>,
     names: Vec<String>,
@@ -126,14 +137,9 @@ impl Network {
     fn adam_step(&mut self, config: &AdamConfig) {
         self.steps += 1;
         let coefficients = StepCoefficients::new(config, self.steps);
-        self.params.par_iter_mut().for_each(|p| {
-            p.value
-                .par_chunks_mut(ADAM_CHUNK)
-                .zip(p.grad.par_chunks(ADAM_CHUNK))
-                .zip(p.m.par_chunks_mut(ADAM_CHUNK))
-                .zip(p.v.par_chunks_mut(ADAM_CHUNK))
-                .for_each(|(((value, grad), m), v)| coefficients.update(value, grad, m, v));
-        });
+        self.params
+            .par_iter_mut()
+            .for_each(|p| p.adam_update(&coefficients));
     }
 }
 
@@ -390,8 +396,20 @@ impl FusedTrainer {
             .map(|&l| ((sigmoid(l) - 1.0) * scale) as f32)
             .collect();
         self.discriminator_input_gradient(&dl, b, par);
-        self.generator_backward(z, b, par);
-        self.generator.adam_step(&self.adam);
+
+        // The generator's Adam updates run layer by layer as the backward pass finishes with
+        // them, alongside the rest of it and the discriminator's step, which does not read the
+        // generator. The generator is out of `self` meanwhile, so that the borrows are apart.
+        let mut generator = std::mem::take(&mut self.generator);
+        generator.steps += 1;
+        let coefficients = StepCoefficients::new(&self.adam, generator.steps);
+        let d_loss = rayon::scope(|scope| {
+            self.generator_backward(&mut generator.params, z, b, par, |param| {
+                scope.spawn(move |_| param.adam_update(&coefficients));
+            });
+            self.discriminator_step(rng, real, b, par)
+        });
+        self.generator = generator;
         if let Some((decay, averages)) = &mut self.average {
             let rate = 1.0 - *decay;
             for (average, param) in averages.iter_mut().zip(&self.generator.params) {
@@ -400,7 +418,23 @@ impl FusedTrainer {
                 }
             }
         }
+        StepLosses {
+            d_loss,
+            g_loss: g_loss as f32,
+        }
+    }
 
+    /// The discriminator's step on `real` and the fakes already in its rows `b..2b`; returns
+    /// its loss.
+    fn discriminator_step(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        real: &[f32],
+        b: usize,
+        par: Parallelism,
+    ) -> f32 {
+        let recipe = self.recipe;
+        let dropout = recipe.d_dropout > 0.0;
         // Discriminator step on real (rows 0..b) and the same fakes (rows b..2b). Without
         // random shifts or dropout, D's pass over the fakes is the one just made: its weights
         // have not changed since.
@@ -428,10 +462,7 @@ impl FusedTrainer {
         }
         self.discriminator_backward(&dl, 2 * b, par);
         self.discriminator.adam_step(&self.adam);
-        StepLosses {
-            d_loss: (d_loss * scale) as f32,
-            g_loss: g_loss as f32,
-        }
+        (d_loss * scale) as f32
     }
 
     /// Training-mode forward pass into `fakes`, updating the running statistics.
@@ -578,10 +609,20 @@ impl FusedTrainer {
         matmul_a_b(par, d_images, dh1, &p[0].value, b, d[0], d[1]);
     }
 
-    /// Back from `grad_images` through the generator into its parameters' gradients.
-    fn generator_backward(&mut self, z: &[f32], b: usize, par: Parallelism) {
+    /// Back from `grad_images` through the generator (`params`) into its parameters'
+    /// gradients; each parameter is handed to `ready` as soon as its gradient is complete and
+    /// the rest of the pass no longer reads it, so its update can run alongside.
+    fn generator_backward<'p>(
+        &mut self,
+        params: &'p mut [Param],
+        z: &[f32],
+        b: usize,
+        par: Parallelism,
+        mut ready: impl FnMut(&'p mut Param),
+    ) {
         let w = GENERATOR_WIDTHS;
-        let p = &mut self.generator.params;
+        let mut slots: Vec<Option<&'p mut Param>> = params.iter_mut().map(Some).collect();
+        let mut take = |i: usize| slots[i].take().expect("each parameter is taken once");
         let buf = &mut self.buffers;
         // The gradient with respect to the fakes: through the shift, when there is one.
         let d_out = &mut buf.grad_a[..b * w[5]];
@@ -607,40 +648,28 @@ impl FusedTrainer {
             *g *= 1.0 - y * y;
         }
         let (mut grad, mut next) = (&mut buf.grad_a, &mut buf.grad_b);
-        {
-            let dh = &grad[..b * w[5]];
-            let (weight, rest) = p.split_at_mut(9);
-            matmul_at_b(
-                par,
-                &mut weight[8].grad,
-                dh,
-                &buf.g_hidden[3][..b * w[4]],
-                b,
-                w[5],
-                w[4],
-            );
-            column_sums(&mut rest[0].grad, dh);
-            matmul_a_b(
-                par,
-                &mut next[..b * w[4]],
-                dh,
-                &weight[8].value,
-                b,
-                w[4],
-                w[5],
-            );
-            std::mem::swap(&mut grad, &mut next);
-        }
+        let (weight, bias) = (take(8), take(9));
+        let dh = &grad[..b * w[5]];
+        matmul_at_b(
+            par,
+            &mut weight.grad,
+            dh,
+            &buf.g_hidden[3][..b * w[4]],
+            b,
+            w[5],
+            w[4],
+        );
+        column_sums(&mut bias.grad, dh);
+        matmul_a_b(par, &mut next[..b * w[4]], dh, &weight.value, b, w[4], w[5]);
+        ready(weight);
+        ready(bias);
+        std::mem::swap(&mut grad, &mut next);
         for j in (0..3).rev() {
             let (inputs, outputs) = (w[j + 1], w[j + 2]);
             let du = &mut grad[..b * outputs];
             leaky_relu_backward(du, &buf.g_hidden[j + 1][..b * outputs], None);
             let xhat = &buf.g_xhat[j][..b * outputs];
-            let (linears, norms) = p.split_at_mut(10);
-            let (gamma, beta) = {
-                let (g, rest) = norms[2 * j..].split_at_mut(1);
-                (&mut g[0], &mut rest[0])
-            };
+            let (gamma, beta) = (take(10 + 2 * j), take(11 + 2 * j));
             column_sums(&mut beta.grad, du);
             gamma.grad.fill(0.0);
             for (du_row, x_row) in du.chunks_exact(outputs).zip(xhat.chunks_exact(outputs)) {
@@ -656,20 +685,12 @@ impl FusedTrainer {
                     du_row[c] = scale * (n * du_row[c] - beta.grad[c] - x_row[c] * gamma.grad[c]);
                 }
             }
+            ready(gamma);
+            ready(beta);
             let dh = &grad[..b * outputs];
-            let (weight, bias) = {
-                let (l, rest) = linears[2 * j + 2..].split_at_mut(1);
-                (&mut l[0], &mut rest[0])
-            };
-            matmul_at_b(
-                par,
-                &mut weight.grad,
-                dh,
-                &buf.g_hidden[j][..b * inputs],
-                b,
-                outputs,
-                inputs,
-            );
+            let (weight, bias) = (take(2 * j + 2), take(2 * j + 3));
+            let x = &buf.g_hidden[j][..b * inputs];
+            matmul_at_b(par, &mut weight.grad, dh, x, b, outputs, inputs);
             column_sums(&mut bias.grad, dh);
             matmul_a_b(
                 par,
@@ -680,13 +701,17 @@ impl FusedTrainer {
                 inputs,
                 outputs,
             );
+            ready(weight);
+            ready(bias);
             std::mem::swap(&mut grad, &mut next);
         }
         let du = &mut grad[..b * w[1]];
         leaky_relu_backward(du, &buf.g_hidden[0][..b * w[1]], None);
-        let (weight, rest) = p.split_at_mut(1);
-        matmul_at_b(par, &mut weight[0].grad, du, z, b, w[1], w[0]);
-        column_sums(&mut rest[0].grad, du);
+        let (weight, bias) = (take(0), take(1));
+        matmul_at_b(par, &mut weight.grad, du, z, b, w[1], w[0]);
+        column_sums(&mut bias.grad, du);
+        ready(weight);
+        ready(bias);
     }
 
     /// Back from `dl` (d loss / d logit of rows `0..rows`) into the discriminator's gradients.
