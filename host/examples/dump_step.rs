@@ -2,7 +2,8 @@
 //! (`bench/pytorch_reference.py check-step`): the initial weights, a real batch, the latent
 //! batch, the losses, and every weight after the step.
 //!
-//! `cargo run --release -p mcugan --example dump_step -- DATA_DIR OUT.safetensors [STEPS]`
+//! `cargo run --release -p mcugan --example dump_step -- DATA_DIR OUT.safetensors [STEPS] [candle|fused]`
+//! (the trainer that takes the steps: candle's autograd, the default, or the fused CPU step).
 
 use std::collections::HashMap;
 
@@ -10,6 +11,7 @@ use anyhow::Context;
 use candle_core::{Device, Tensor};
 use mcugan::adam::AdamConfig;
 use mcugan::data::{load_split, Split};
+use mcugan::fused::FusedTrainer;
 use mcugan::train::{dataset_tensor, sample_z, TrainState};
 
 fn snapshot(
@@ -33,7 +35,12 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (data_dir, out) = match args.as_slice() {
         [d, o, ..] => (d, o),
-        _ => anyhow::bail!("usage: dump_step DATA_DIR OUT.safetensors [STEPS]"),
+        _ => anyhow::bail!("usage: dump_step DATA_DIR OUT.safetensors [STEPS] [candle|fused]"),
+    };
+    let fused_engine = match args.get(3).map(String::as_str) {
+        None | Some("candle") => false,
+        Some("fused") => true,
+        Some(other) => anyhow::bail!("unknown engine {other:?} (candle or fused)"),
     };
     let steps: usize = args.get(2).map_or(Ok(1), |s| s.parse()).context("STEPS")?;
     let device = Device::Cpu;
@@ -42,17 +49,35 @@ fn main() -> anyhow::Result<()> {
     let mut state = TrainState::new(7, AdamConfig::REFERENCE, &device)?;
     let mut tensors = Vec::new();
     snapshot(&state, "init.", &mut tensors)?;
+    let mut fused = if fused_engine {
+        Some(FusedTrainer::new(&state, 2)?)
+    } else {
+        None
+    };
     let mut losses = Vec::new();
     for step in 0..steps {
         let real = images.narrow(0, step * 64, 64)?;
         let z = sample_z(&mut state.rng.clone(), 64, &device)?;
         tensors.push((format!("real.{step}"), real.clone()));
         tensors.push((format!("z.{step}"), z.clone()));
-        let step_losses = state.train_batch(&real, &z)?;
-        losses.extend([
-            step_losses.d_loss.to_scalar::<f32>()?,
-            step_losses.g_loss.to_scalar::<f32>()?,
-        ]);
+        match &mut fused {
+            Some(fused) => {
+                let real = real.flatten_all()?.to_vec1::<f32>()?;
+                let z = z.flatten_all()?.to_vec1::<f32>()?;
+                let step_losses = fused.train_batch(&mut state.rng, &real, &z)?;
+                losses.extend([step_losses.d_loss, step_losses.g_loss]);
+            }
+            None => {
+                let step_losses = state.train_batch(&real, &z)?;
+                losses.extend([
+                    step_losses.d_loss.to_scalar::<f32>()?,
+                    step_losses.g_loss.to_scalar::<f32>()?,
+                ]);
+            }
+        }
+    }
+    if let Some(fused) = &fused {
+        fused.store_into(&mut state)?;
     }
     tensors.push(("losses".into(), Tensor::new(losses.as_slice(), &device)?));
     snapshot(&state, "after.", &mut tensors)?;

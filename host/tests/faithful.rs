@@ -2,6 +2,8 @@
 //! plain f64 Rust: the losses of the first batch, which generator and discriminator saw, the
 //! size and direction of each network's first Adam step, and BatchNorm's running statistics.
 //!
+//! Both trainers are held to it: candle's autograd and the hand-fused CPU step.
+//!
 //! What these pin, because each silently breaks GAN reproductions:
 //! - the generator step comes first and is judged by the discriminator *before* its update;
 //! - the discriminator's step uses the *same* fakes (from the generator before its update);
@@ -12,6 +14,7 @@
 
 use candle_core::{Device, Tensor};
 use mcugan::adam::AdamConfig;
+use mcugan::fused::FusedTrainer;
 use mcugan::train::TrainState;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -213,8 +216,56 @@ fn fixed_batch() -> (TrainState, Tensor, Tensor) {
     (state, real, z)
 }
 
+/// The two trainers.
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    Candle,
+    Fused,
+}
+
+const ENGINES: [Engine; 2] = [Engine::Candle, Engine::Fused];
+
+/// One training batch by `engine`, its result back in `state`: the G and D losses and the fakes.
+fn train_batch(
+    state: &mut TrainState,
+    real: &Tensor,
+    z: &Tensor,
+    engine: Engine,
+) -> (f64, f64, Vec<Vec<f64>>) {
+    match engine {
+        Engine::Candle => {
+            let losses = state.train_batch(real, z).unwrap();
+            (
+                f64::from(losses.g_loss.to_scalar::<f32>().unwrap()),
+                f64::from(losses.d_loss.to_scalar::<f32>().unwrap()),
+                rows(&losses.fakes),
+            )
+        }
+        Engine::Fused => {
+            let mut fused = FusedTrainer::new(state, 2).unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let losses = fused
+                .train_batch(&mut state.rng, &flat(real), &flat(z))
+                .unwrap();
+            fused.store_into(state).unwrap();
+            let fakes = fused
+                .fakes()
+                .chunks(784)
+                .map(|r| r.iter().map(|&x| f64::from(x)).collect())
+                .collect();
+            (f64::from(losses.g_loss), f64::from(losses.d_loss), fakes)
+        }
+    }
+}
+
 #[test]
 fn first_batch_losses_match_an_independent_implementation() {
+    for engine in ENGINES {
+        first_batch_losses(engine);
+    }
+}
+
+fn first_batch_losses(engine: Engine) {
     let (mut state, real, z) = fixed_batch();
     let before = Nets::of(&state);
     let (z64, real64) = (rows(&z), rows(&real));
@@ -224,31 +275,35 @@ fn first_batch_losses_match_an_independent_implementation() {
     let expected_g = g_loss(&before, &z64);
     let expected_d = d_loss(&before, &real64, &fakes);
 
-    let losses = state.train_batch(&real, &z).unwrap();
-    let got_g = f64::from(losses.g_loss.to_scalar::<f32>().unwrap());
-    let got_d = f64::from(losses.d_loss.to_scalar::<f32>().unwrap());
+    let (got_g, got_d, returned) = train_batch(&mut state, &real, &z, engine);
     assert!(
         (got_g - expected_g).abs() < 1e-5,
-        "G loss {got_g} vs {expected_g}"
+        "{engine:?}: G loss {got_g} vs {expected_g}"
     );
     assert!(
         (got_d - expected_d).abs() < 1e-5,
-        "D loss {got_d} vs {expected_d}"
+        "{engine:?}: D loss {got_d} vs {expected_d}"
     );
     // The fakes returned are the ones the discriminator saw.
-    let returned = rows(&losses.fakes);
+    assert_eq!(returned.len(), fakes.len());
     for (a, b) in returned.iter().flatten().zip(fakes.iter().flatten()) {
-        assert!((a - b).abs() < 1e-5);
+        assert!((a - b).abs() < 1e-5, "{engine:?}: fake pixel {a} vs {b}");
     }
 }
 
 #[test]
 fn each_network_takes_one_adam_step_without_weight_decay() {
+    for engine in ENGINES {
+        one_adam_step(engine);
+    }
+}
+
+fn one_adam_step(engine: Engine) {
     let (mut state, real, z) = fixed_batch();
     let mut before = Nets::of(&state);
     let (z64, real64) = (rows(&z), rows(&real));
     let fakes = before.generate(&z64).0;
-    state.train_batch(&real, &z).unwrap();
+    train_batch(&mut state, &real, &z, engine);
     let after = Nets::of(&state);
     let lr = AdamConfig::REFERENCE.lr;
 
@@ -274,7 +329,7 @@ fn each_network_takes_one_adam_step_without_weight_decay() {
         let expected = -lr * grad.signum();
         assert!(
             (moved - expected).abs() < 0.02 * lr,
-            "generator layer {layer} [{row},{col}]: moved {moved}, expected {expected} (gradient {grad})"
+            "{engine:?}: generator layer {layer} [{row},{col}]: moved {moved}, expected {expected} (gradient {grad})"
         );
         checked += 1;
     }
@@ -296,7 +351,7 @@ fn each_network_takes_one_adam_step_without_weight_decay() {
         let expected = -lr * grad.signum();
         assert!(
             (moved - expected).abs() < 0.02 * lr,
-            "discriminator layer {layer} [{row},{col}]: moved {moved}, expected {expected} (gradient {grad})"
+            "{engine:?}: discriminator layer {layer} [{row},{col}]: moved {moved}, expected {expected} (gradient {grad})"
         );
         checked += 1;
     }
@@ -308,10 +363,16 @@ fn each_network_takes_one_adam_step_without_weight_decay() {
 
 #[test]
 fn batch_norm_running_statistics_follow_the_training_batch() {
+    for engine in ENGINES {
+        running_statistics(engine);
+    }
+}
+
+fn running_statistics(engine: Engine) {
     let (mut state, real, z) = fixed_batch();
     let before = Nets::of(&state);
     let (_, mean, unbiased_var) = before.generate(&rows(&z));
-    state.train_batch(&real, &z).unwrap();
+    train_batch(&mut state, &real, &z, engine);
     let norm = &state.generator.norms[0];
     assert_eq!((norm.eps, norm.momentum), (0.8, 0.1));
     let running_mean = norm.running_mean.to_vec1::<f32>().unwrap();
@@ -319,8 +380,14 @@ fn batch_norm_running_statistics_follow_the_training_batch() {
     for j in 0..running_mean.len() {
         let expected_mean = 0.1 * mean[j];
         let expected_var = 0.9 + 0.1 * unbiased_var[j];
-        assert!((f64::from(running_mean[j]) - expected_mean).abs() < 1e-5);
-        assert!((f64::from(running_var[j]) - expected_var).abs() < 1e-4 * expected_var.max(1.0));
+        assert!(
+            (f64::from(running_mean[j]) - expected_mean).abs() < 1e-5,
+            "{engine:?}: running mean {j}"
+        );
+        assert!(
+            (f64::from(running_var[j]) - expected_var).abs() < 1e-4 * expected_var.max(1.0),
+            "{engine:?}: running variance {j}"
+        );
     }
     assert_eq!(norm.num_batches_tracked, 1);
 }
