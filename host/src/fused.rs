@@ -6,7 +6,8 @@
 //! matrix products. Here every buffer is allocated once, the forward and backward passes are
 //! written out layer by layer (matrix products by the `gemm` crate, the one candle's CPU backend
 //! uses, on a thread pool of our own), element-wise work is fused into single passes, and Adam
-//! updates each network in one parallel pass. The discriminator's pass over the fakes is shared
+//! updates each generator layer as soon as its gradient is complete, beside the rest of the
+//! backward pass and the discriminator's step. The discriminator's pass over the fakes is shared
 //! by both steps: its weights do not change between the generator's step and its own, so the
 //! reference computes the same thing twice.
 //!
