@@ -894,6 +894,52 @@ fn place_images(
     }
 }
 
+/// A row-major operand of [`matmul`]: its elements and the steps between rows and columns.
+struct Operand<'a> {
+    data: &'a [f32],
+    row_step: usize,
+    col_step: usize,
+}
+
+impl Operand<'_> {
+    /// Whether a `rows × cols` matrix with these steps lies inside `data`.
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || (rows - 1) * self.row_step + (cols - 1) * self.col_step < self.data.len()
+    }
+}
+
+/// `out[m×n] = a[m×k] · b[k×n]` with `out` row-major and `a`, `b` read through their steps.
+fn matmul(par: Parallelism, out: &mut [f32], a: Operand, b: Operand, m: usize, n: usize, k: usize) {
+    assert!(out.len() >= m * n && a.fits(m, k) && b.fits(k, n));
+    // SAFETY: every element the sizes and steps reach lies inside its slice (checked above),
+    // and `out` does not alias the operands (it is borrowed mutably).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.data.as_ptr(),
+            a.col_step as isize,
+            a.row_step as isize,
+            b.data.as_ptr(),
+            b.col_step as isize,
+            b.row_step as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
 /// `out[m×n] = a[m×k] · b[n×k]ᵀ`, all row-major.
 fn matmul_a_bt(
     par: Parallelism,
@@ -904,31 +950,17 @@ fn matmul_a_bt(
     n: usize,
     k: usize,
 ) {
-    assert!(out.len() >= m * n && a.len() >= m * k && b.len() >= n * k);
-    // SAFETY: the three slices hold the elements the strides reach (checked above).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    let a = Operand {
+        data: a,
+        row_step: k,
+        col_step: 1,
+    };
+    let b = Operand {
+        data: b,
+        row_step: 1,
+        col_step: k,
+    };
+    matmul(par, out, a, b, m, n, k);
 }
 
 /// `out[m×n] = a[m×k] · b[k×n]`, all row-major.
@@ -941,31 +973,17 @@ fn matmul_a_b(
     n: usize,
     k: usize,
 ) {
-    assert!(out.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
-    // SAFETY: as in `matmul_a_bt`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    let a = Operand {
+        data: a,
+        row_step: k,
+        col_step: 1,
+    };
+    let b = Operand {
+        data: b,
+        row_step: n,
+        col_step: 1,
+    };
+    matmul(par, out, a, b, m, n, k);
 }
 
 /// `out[m×n] = a[k×m]ᵀ · b[k×n]`, all row-major: the weight gradient `dhᵀ x` over a batch of
@@ -979,31 +997,17 @@ fn matmul_at_b(
     m: usize,
     n: usize,
 ) {
-    assert!(out.len() >= m * n && a.len() >= k * m && b.len() >= k * n);
-    // SAFETY: as in `matmul_a_bt`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            m as isize,
-            1,
-            b.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    let a = Operand {
+        data: a,
+        row_step: 1,
+        col_step: m,
+    };
+    let b = Operand {
+        data: b,
+        row_step: n,
+        col_step: 1,
+    };
+    matmul(par, out, a, b, m, n, k);
 }
 
 #[cfg(test)]
