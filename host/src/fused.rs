@@ -901,7 +901,25 @@ struct Operand<'a> {
     col_step: usize,
 }
 
-impl Operand<'_> {
+impl<'a> Operand<'a> {
+    /// `data` as a row-major matrix of `cols` columns.
+    fn rows(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            row_step: cols,
+            col_step: 1,
+        }
+    }
+
+    /// The transpose of `data`, a row-major matrix of `cols` columns.
+    fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            row_step: 1,
+            col_step: cols,
+        }
+    }
+
     /// Whether a `rows × cols` matrix with these steps lies inside `data`.
     fn fits(&self, rows: usize, cols: usize) -> bool {
         rows == 0
@@ -950,16 +968,8 @@ fn matmul_a_bt(
     n: usize,
     k: usize,
 ) {
-    let a = Operand {
-        data: a,
-        row_step: k,
-        col_step: 1,
-    };
-    let b = Operand {
-        data: b,
-        row_step: 1,
-        col_step: k,
-    };
+    let a = Operand::rows(a, k);
+    let b = Operand::transposed(b, k);
     matmul(par, out, a, b, m, n, k);
 }
 
@@ -973,16 +983,8 @@ fn matmul_a_b(
     n: usize,
     k: usize,
 ) {
-    let a = Operand {
-        data: a,
-        row_step: k,
-        col_step: 1,
-    };
-    let b = Operand {
-        data: b,
-        row_step: n,
-        col_step: 1,
-    };
+    let a = Operand::rows(a, k);
+    let b = Operand::rows(b, n);
     matmul(par, out, a, b, m, n, k);
 }
 
@@ -997,16 +999,8 @@ fn matmul_at_b(
     m: usize,
     n: usize,
 ) {
-    let a = Operand {
-        data: a,
-        row_step: 1,
-        col_step: m,
-    };
-    let b = Operand {
-        data: b,
-        row_step: n,
-        col_step: 1,
-    };
+    let a = Operand::transposed(a, m);
+    let b = Operand::rows(b, n);
     matmul(par, out, a, b, m, n, k);
 }
 
