@@ -841,12 +841,13 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
             }
             if interrupted && position.next_batch < batches_per_epoch {
                 log.flush()?;
-                if let Some(fused) = &fused {
-                    fused.store_into(&mut state)?;
-                }
-                let checkpoint = state.to_checkpoint(&config_json, &position)?;
-                crate::fsutil::write_atomically(&checkpoint_path, &checkpoint)
-                    .context("writing the checkpoint")?;
+                save_checkpoint(
+                    &mut state,
+                    fused.as_ref(),
+                    &config_json,
+                    &position,
+                    &checkpoint_path,
+                )?;
                 progress.abandon();
                 return Err(Interrupted {
                     checkpoint: checkpoint_path,
@@ -867,12 +868,13 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         let seconds = epoch_start.elapsed().as_secs_f64();
         epoch_seconds.push(seconds);
         log.flush()?;
-        if let Some(fused) = &fused {
-            fused.store_into(&mut state)?;
-        }
-        let checkpoint = state.to_checkpoint(&config_json, &position)?;
-        crate::fsutil::write_atomically(&checkpoint_path, &checkpoint)
-            .context("writing the checkpoint")?;
+        save_checkpoint(
+            &mut state,
+            fused.as_ref(),
+            &config_json,
+            &position,
+            &checkpoint_path,
+        )?;
         if config.save_every > 0 && state.epoch % config.save_every == 0 {
             let dir = out.join("generators");
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -938,6 +940,22 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
     let json = serde_json::to_vec_pretty(&summary)?;
     crate::fsutil::write_atomically(&out.join(SUMMARY_FILE), &json)?;
     Ok(summary)
+}
+
+/// Brings `state` up to date from the fused trainer, if one runs, and writes it atomically as
+/// the checkpoint at `path`.
+fn save_checkpoint(
+    state: &mut TrainState,
+    fused: Option<&FusedTrainer>,
+    config_json: &str,
+    position: &EpochPosition,
+    path: &Path,
+) -> anyhow::Result<()> {
+    if let Some(fused) = fused {
+        fused.store_into(state)?;
+    }
+    let checkpoint = state.to_checkpoint(config_json, position)?;
+    crate::fsutil::write_atomically(path, &checkpoint).context("writing the checkpoint")
 }
 
 fn generator_metadata(
