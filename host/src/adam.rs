@@ -103,6 +103,18 @@ impl StepCoefficients {
         }
     }
 
+    /// `[beta1, beta2, lr / bias correction 1, sqrt(bias correction 2), eps]`, the numbers a
+    /// kernel needs to apply [`StepCoefficients::update`] itself.
+    pub fn values(&self) -> [f32; 5] {
+        [
+            self.beta1,
+            self.beta2,
+            self.step_size,
+            self.sqrt_bc2,
+            self.eps,
+        ]
+    }
+
     /// Updates both moments and the parameter in one pass; all four slices have one length.
     pub fn update(&self, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
         let (b1, b2, c1, c2) = (self.beta1, self.beta2, 1.0 - self.beta1, 1.0 - self.beta2);

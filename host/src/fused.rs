@@ -36,11 +36,11 @@ const SIDE: usize = 28;
 const ADAM_CHUNK: usize = 1 << 15;
 
 /// One trainable tensor: its values, gradient and Adam moments, all flat.
-struct Param {
-    value: Vec<f32>,
-    grad: Vec<f32>,
-    m: Vec<f32>,
-    v: Vec<f32>,
+pub(crate) struct Param {
+    pub(crate) value: Vec<f32>,
+    pub(crate) grad: Vec<f32>,
+    pub(crate) m: Vec<f32>,
+    pub(crate) v: Vec<f32>,
 }
 
 impl Param {
@@ -69,16 +69,16 @@ impl Param {
 
 /// One network's parameters (in the order of its `vars()`) and its optimiser's step count.
 #[derive(Default)]
-struct Network {
-    params: Vec<Param>,
-    names: Vec<String>,
-    shapes: Vec<Vec<usize>>,
-    steps: u64,
+pub(crate) struct Network {
+    pub(crate) params: Vec<Param>,
+    pub(crate) names: Vec<String>,
+    pub(crate) shapes: Vec<Vec<usize>>,
+    pub(crate) steps: u64,
 }
 
 impl Network {
     /// Copies the variables and the optimiser's moments out of candle.
-    fn copy_in(
+    pub(crate) fn copy_in(
         vars: Vec<(String, candle_core::Var)>,
         optimizer: &crate::adam::Adam,
     ) -> anyhow::Result<Self> {
@@ -114,7 +114,7 @@ impl Network {
     }
 
     /// Writes the values back into `vars` and the moments into `optimizer`.
-    fn copy_out(
+    pub(crate) fn copy_out(
         &self,
         vars: Vec<(String, candle_core::Var)>,
         optimizer: &mut crate::adam::Adam,
@@ -145,12 +145,102 @@ impl Network {
 }
 
 /// A BatchNorm layer's running statistics.
-struct RunningStats {
-    mean: Vec<f32>,
-    var: Vec<f32>,
-    batches_tracked: i64,
-    momentum: f32,
-    eps: f32,
+pub(crate) struct RunningStats {
+    pub(crate) mean: Vec<f32>,
+    pub(crate) var: Vec<f32>,
+    pub(crate) batches_tracked: i64,
+    pub(crate) momentum: f32,
+    pub(crate) eps: f32,
+}
+
+/// The generator's weight average and its decay, when the recipe keeps one.
+pub(crate) type WeightAverage = Option<(f32, Vec<Vec<f32>>)>;
+
+/// A trainer's own copy of what a [`TrainState`] trains: both networks with their optimisers'
+/// moments, the BatchNorm running statistics and the weight average.
+pub(crate) struct HostCopy {
+    pub(crate) generator: Network,
+    pub(crate) discriminator: Network,
+    pub(crate) norms: [RunningStats; 3],
+    pub(crate) average: WeightAverage,
+}
+
+impl HostCopy {
+    /// Copies everything out of `state`.
+    pub(crate) fn copy_in(state: &TrainState) -> anyhow::Result<Self> {
+        let generator = Network::copy_in(state.generator.vars(), &state.opt_g)?;
+        let discriminator = Network::copy_in(state.discriminator.vars(), &state.opt_d)?;
+        let stats = |i: usize| -> anyhow::Result<RunningStats> {
+            let norm = &state.generator.norms[i];
+            Ok(RunningStats {
+                mean: norm.running_mean.to_device(&Device::Cpu)?.to_vec1()?,
+                var: norm.running_var.to_device(&Device::Cpu)?.to_vec1()?,
+                batches_tracked: norm.num_batches_tracked,
+                momentum: norm.momentum as f32,
+                eps: norm.eps as f32,
+            })
+        };
+        let norms = [stats(0)?, stats(1)?, stats(2)?];
+        let average = match (&state.average, state.recipe.g_ema) {
+            (Some(average), Some(decay)) => {
+                let by_name: HashMap<String, Tensor> = average.tensors().into_iter().collect();
+                let values = generator
+                    .names
+                    .iter()
+                    .map(|name| -> anyhow::Result<Vec<f32>> {
+                        Ok(by_name
+                            .get(name)
+                            .with_context(|| format!("no weight average for {name}"))?
+                            .flatten_all()?
+                            .to_device(&Device::Cpu)?
+                            .to_vec1()?)
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Some((decay as f32, values))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            generator,
+            discriminator,
+            norms,
+            average,
+        })
+    }
+}
+
+/// Writes a trainer's copy back into `state`, ready for a checkpoint or an export.
+pub(crate) fn store(
+    state: &mut TrainState,
+    generator: &Network,
+    discriminator: &Network,
+    norms: &[RunningStats; 3],
+    average: &WeightAverage,
+) -> anyhow::Result<()> {
+    generator.copy_out(state.generator.vars(), &mut state.opt_g)?;
+    discriminator.copy_out(state.discriminator.vars(), &mut state.opt_d)?;
+    for (norm, stats) in state.generator.norms.iter_mut().zip(norms) {
+        let device = norm.running_mean.device().clone();
+        norm.running_mean = Tensor::from_slice(&stats.mean, stats.mean.len(), &device)?;
+        norm.running_var = Tensor::from_slice(&stats.var, stats.var.len(), &device)?;
+        norm.num_batches_tracked = stats.batches_tracked;
+    }
+    if let (Some(average), Some((_, values))) = (&mut state.average, average) {
+        let tensors: HashMap<String, Tensor> = generator
+            .names
+            .iter()
+            .zip(&generator.shapes)
+            .zip(values)
+            .map(|((name, shape), v)| {
+                Ok((
+                    name.clone(),
+                    Tensor::from_slice(v, shape.as_slice(), &Device::Cpu)?,
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        average.load(&tensors, "")?;
+    }
+    Ok(())
 }
 
 /// Activations and gradients of one batch, allocated for the largest batch seen.
@@ -224,7 +314,7 @@ pub struct FusedTrainer {
     discriminator: Network,
     norms: [RunningStats; 3],
     /// The generator's weight average and its decay, when the recipe keeps one.
-    average: Option<(f32, Vec<Vec<f32>>)>,
+    average: WeightAverage,
     adam: AdamConfig,
     recipe: Recipe,
     buffers: Buffers,
@@ -246,38 +336,12 @@ impl FusedTrainer {
     /// Copies `state` (networks, optimisers, running statistics, weight average) into a
     /// trainer that runs on `threads` CPU threads.
     pub fn new(state: &TrainState, threads: usize) -> anyhow::Result<Self> {
-        let generator = Network::copy_in(state.generator.vars(), &state.opt_g)?;
-        let discriminator = Network::copy_in(state.discriminator.vars(), &state.opt_d)?;
-        let stats = |i: usize| -> anyhow::Result<RunningStats> {
-            let norm = &state.generator.norms[i];
-            Ok(RunningStats {
-                mean: norm.running_mean.to_device(&Device::Cpu)?.to_vec1()?,
-                var: norm.running_var.to_device(&Device::Cpu)?.to_vec1()?,
-                batches_tracked: norm.num_batches_tracked,
-                momentum: norm.momentum as f32,
-                eps: norm.eps as f32,
-            })
-        };
-        let norms = [stats(0)?, stats(1)?, stats(2)?];
-        let average = match (&state.average, state.recipe.g_ema) {
-            (Some(average), Some(decay)) => {
-                let by_name: HashMap<String, Tensor> = average.tensors().into_iter().collect();
-                let values = generator
-                    .names
-                    .iter()
-                    .map(|name| -> anyhow::Result<Vec<f32>> {
-                        Ok(by_name
-                            .get(name)
-                            .with_context(|| format!("no weight average for {name}"))?
-                            .flatten_all()?
-                            .to_device(&Device::Cpu)?
-                            .to_vec1()?)
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                Some((decay as f32, values))
-            }
-            _ => None,
-        };
+        let HostCopy {
+            generator,
+            discriminator,
+            norms,
+            average,
+        } = HostCopy::copy_in(state)?;
         let threads = threads.max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -305,33 +369,13 @@ impl FusedTrainer {
 
     /// Copies the trained state back into `state`, ready for a checkpoint or an export.
     pub fn store_into(&self, state: &mut TrainState) -> anyhow::Result<()> {
-        self.generator
-            .copy_out(state.generator.vars(), &mut state.opt_g)?;
-        self.discriminator
-            .copy_out(state.discriminator.vars(), &mut state.opt_d)?;
-        for (norm, stats) in state.generator.norms.iter_mut().zip(&self.norms) {
-            let device = norm.running_mean.device().clone();
-            norm.running_mean = Tensor::from_slice(&stats.mean, stats.mean.len(), &device)?;
-            norm.running_var = Tensor::from_slice(&stats.var, stats.var.len(), &device)?;
-            norm.num_batches_tracked = stats.batches_tracked;
-        }
-        if let (Some(average), Some((_, values))) = (&mut state.average, &self.average) {
-            let tensors: HashMap<String, Tensor> = self
-                .generator
-                .names
-                .iter()
-                .zip(&self.generator.shapes)
-                .zip(values)
-                .map(|((name, shape), v)| {
-                    Ok((
-                        name.clone(),
-                        Tensor::from_slice(v, shape.as_slice(), &Device::Cpu)?,
-                    ))
-                })
-                .collect::<anyhow::Result<_>>()?;
-            average.load(&tensors, "")?;
-        }
-        Ok(())
+        store(
+            state,
+            &self.generator,
+            &self.discriminator,
+            &self.norms,
+            &self.average,
+        )
     }
 
     /// The fakes of the last batch, `[batch, 784]` row-major in `[-1, 1]`.
@@ -1005,13 +1049,15 @@ fn matmul_at_b(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
+    //! What the tests of both hand-written trainers share: data, and the comparison of two
+    //! trained states.
+
     use super::*;
-    use crate::adam::AdamConfig;
     use rand::{Rng, SeedableRng};
 
     /// A batch of blobby images and latent vectors, from `seed`.
-    fn batch(seed: u64, b: usize) -> (Vec<f32>, Vec<f32>) {
+    pub(crate) fn batch(seed: u64, b: usize) -> (Vec<f32>, Vec<f32>) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut real = Vec::with_capacity(b * IMAGE_PIXELS);
         for _ in 0..b {
@@ -1062,6 +1108,54 @@ mod tests {
         (worst, off as f64 / total as f64)
     }
 
+    /// Requires `state` to have trained as `reference` did: every parameter (and Adam moment,
+    /// and the weight average when `with_average`) within a small share of Adam's step `lr`.
+    pub(crate) fn assert_states_agree(
+        reference: &TrainState,
+        state: &TrainState,
+        lr: f32,
+        with_average: bool,
+    ) {
+        let g = differences(
+            &reference.generator.state().unwrap(),
+            &state.generator.state().unwrap(),
+            lr,
+        );
+        let to_state = |s: &TrainState| -> Vec<(String, Tensor)> {
+            s.discriminator
+                .vars()
+                .into_iter()
+                .map(|(n, v)| (n, v.as_tensor().clone()))
+                .chain(s.opt_d.state("").unwrap())
+                .collect()
+        };
+        let d = differences(&to_state(reference), &to_state(state), lr);
+        // Adam moves a parameter by about lr whatever its gradient's size, so a gradient that
+        // is rounding noise (the biases before BatchNorm, which cancel) may move either way.
+        for (which, (worst, share)) in [("generator", g), ("discriminator", d)] {
+            assert!(
+                share < 0.001,
+                "{which}: {share} of the parameters differ by > 0.1 lr"
+            );
+            assert!(worst < 1.0, "{which}: a parameter differs by {worst} lr");
+        }
+        if with_average {
+            let a = differences(
+                &reference.average.as_ref().unwrap().tensors(),
+                &state.average.as_ref().unwrap().tensors(),
+                lr,
+            );
+            assert!(a.1 < 0.001, "weight average: {a:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{assert_states_agree, batch};
+    use super::*;
+    use crate::adam::AdamConfig;
+
     /// Trains both trainers from the same state on the same batches and checks that they
     /// agree: losses and fakes to rounding, parameters to within a small share of Adam's step.
     fn same_as_candle(recipe: Recipe, batches: usize, b: usize) {
@@ -1106,38 +1200,7 @@ mod tests {
         assert_eq!(reference.rng.get_word_pos(), state.rng.get_word_pos());
         fused.store_into(&mut state).unwrap();
         assert_eq!(state.opt_g.steps(), batches as u64);
-        let lr = adam.lr as f32;
-        let g = differences(
-            &reference.generator.state().unwrap(),
-            &state.generator.state().unwrap(),
-            lr,
-        );
-        let to_state = |s: &TrainState| -> Vec<(String, Tensor)> {
-            s.discriminator
-                .vars()
-                .into_iter()
-                .map(|(n, v)| (n, v.as_tensor().clone()))
-                .chain(s.opt_d.state("").unwrap())
-                .collect()
-        };
-        let d = differences(&to_state(&reference), &to_state(&state), lr);
-        // Adam moves a parameter by about lr whatever its gradient's size, so a gradient that
-        // is rounding noise (the biases before BatchNorm, which cancel) may move either way.
-        for (which, (worst, share)) in [("generator", g), ("discriminator", d)] {
-            assert!(
-                share < 0.001,
-                "{which}: {share} of the parameters differ by > 0.1 lr"
-            );
-            assert!(worst < 1.0, "{which}: a parameter differs by {worst} lr");
-        }
-        if recipe.g_ema.is_some() {
-            let a = differences(
-                &reference.average.as_ref().unwrap().tensors(),
-                &state.average.as_ref().unwrap().tensors(),
-                lr,
-            );
-            assert!(a.1 < 0.001, "weight average: {a:?}");
-        }
+        assert_states_agree(&reference, &state, adam.lr as f32, recipe.g_ema.is_some());
     }
 
     #[test]

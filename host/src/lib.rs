@@ -15,6 +15,7 @@ pub mod firmware;
 pub mod fsutil;
 pub mod fused;
 pub mod gan;
+pub mod kernel_trainer;
 pub mod picture;
 pub mod quantize;
 pub mod recipe;

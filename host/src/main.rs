@@ -83,7 +83,8 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
         /// The training step: `auto` (fused on the CPU, candle elsewhere), `fused` (written out
-        /// by hand, CPU only) or `candle` (candle's autograd, any device).
+        /// by hand, CPU only), `kernels` (the step as GPU kernels over one arena: CUDA, or
+        /// emulated on the CPU, slowly, to check it) or `candle` (candle's autograd, any device).
         #[arg(long, default_value = "auto")]
         engine: String,
     },
@@ -548,8 +549,9 @@ fn main() -> Result<()> {
                 "fused" => train::Engine::Fused {
                     threads: mcugan::cpu::training_threads(),
                 },
+                "kernels" => train::Engine::Kernels,
                 "candle" => train::Engine::Candle,
-                other => bail!("unknown engine '{other}' (auto, fused or candle)"),
+                other => bail!("unknown engine '{other}' (auto, fused, kernels or candle)"),
             };
             install_interrupt_handler();
             let summary = match train::train(&config) {

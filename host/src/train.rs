@@ -27,6 +27,7 @@ use crate::fused::FusedTrainer;
 use crate::gan::{
     bce_with_logit_targets, bce_with_logits, Discriminator, Generator, IMAGE_PIXELS, LATENT_DIM,
 };
+use crate::kernel_trainer::{self, KernelTrainer};
 use crate::picture::{self, GridLayout};
 use crate::recipe::{dropout_mask, translate, Recipe, WeightAverage};
 
@@ -84,6 +85,9 @@ pub enum Engine {
         /// Threads of its matrix products and Adam pass.
         threads: usize,
     },
+    /// The step as kernels over one device arena ([`crate::kernel_trainer`]): on a CUDA
+    /// device its GPU backend, on the CPU its emulator (slow; it exists to check the step).
+    Kernels,
 }
 
 impl Engine {
@@ -620,6 +624,13 @@ impl PendingLosses {
                 Tensor::stack(&self.g, 0)?.to_vec1::<f32>()?,
             )
         };
+        if d.len() != self.rows.len() {
+            bail!(
+                "{} losses came back for {} batches",
+                d.len(),
+                self.rows.len()
+            );
+        }
         for (((epoch, batch, done), d), g) in self.rows.iter().zip(&d).zip(&g) {
             if !d.is_finite() || !g.is_finite() {
                 log.flush()?;
@@ -689,7 +700,10 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
     }
     let device = &config.device;
     if matches!(config.engine, Engine::Fused { .. }) && !device.is_cpu() {
-        bail!("the fused trainer runs on the CPU; train on {device:?} with the candle engine");
+        bail!(
+            "the fused trainer runs on the CPU; train on {device:?} with the kernels or candle \
+             engine"
+        );
     }
     let images = dataset_tensor(&data, device)?;
     let out = &config.out_dir;
@@ -728,14 +742,20 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         recipe: config.recipe,
     };
     let config_json = serde_json::to_string(&settings)?;
-    let mut fused = match config.engine {
-        Engine::Fused { threads } => Some(FusedTrainer::new(&state, threads)?),
-        Engine::Candle => None,
+    // The hand-written trainers read the images as plain floats.
+    let pixels: Vec<f32> = match config.engine {
+        Engine::Candle => Vec::new(),
+        _ => images.flatten_all()?.to_vec1()?,
     };
-    // The fused trainer reads the images as plain floats.
-    let pixels: Vec<f32> = match fused {
-        Some(_) => images.flatten_all()?.to_vec1()?,
-        None => Vec::new(),
+    let mut stepper = match config.engine {
+        Engine::Fused { threads } => Stepper::Fused(FusedTrainer::new(&state, threads)?),
+        Engine::Kernels => Stepper::Kernels(kernel_trainer::for_device(
+            &state,
+            &pixels,
+            config.batch_size,
+            device,
+        )?),
+        Engine::Candle => Stepper::Candle,
     };
     let mut real_batch = Vec::with_capacity(config.batch_size * IMAGE_PIXELS);
 
@@ -775,13 +795,17 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
             latent_batch(config.seed, number, len, &mut latents);
         }
         let latent_rows = latents.len() / LATENT_DIM;
-        let latent_tensor = match fused {
-            Some(_) => None,
-            None => Some(Tensor::from_slice(
+        let latent_tensor = match &mut stepper {
+            Stepper::Candle => Some(Tensor::from_slice(
                 &latents,
                 (latent_rows, LATENT_DIM),
                 device,
             )?),
+            Stepper::Fused(_) => None,
+            Stepper::Kernels(kernels) => {
+                kernels.begin_epoch(&position.order, &latents)?;
+                None
+            }
         };
 
         for batch_index in first_batch..batches_per_epoch {
@@ -792,8 +816,8 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
                 config.sample_interval > 0 && state.batches_done % config.sample_interval == 0;
             let sample_path = out.join(format!("samples/{}.png", state.batches_done));
             pending.rows.push((epoch, batch_index, state.batches_done));
-            match (&mut fused, &latent_tensor) {
-                (Some(fused), _) => {
+            match (&mut stepper, &latent_tensor) {
+                (Stepper::Fused(fused), _) => {
                     real_batch.clear();
                     for &i in &position.order[start..start + len] {
                         let i = i as usize;
@@ -807,7 +831,13 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
                         save_sample_grid(fused.fakes(), &sample_path)?;
                     }
                 }
-                (None, Some(latent_tensor)) => {
+                (Stepper::Kernels(kernels), _) => {
+                    kernels.train_batch(start, len, offset)?;
+                    if sample {
+                        save_sample_grid(&kernels.fakes()?, &sample_path)?;
+                    }
+                }
+                (Stepper::Candle, Some(latent_tensor)) => {
                     let real = images.index_select(&order.narrow(0, start, len)?, 0)?;
                     let z = latent_tensor.narrow(0, offset, len)?;
                     let losses = state.train_batch(&real, &z)?;
@@ -819,7 +849,9 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
                         save_sample_grid(&values, &sample_path)?;
                     }
                 }
-                (None, None) => unreachable!("candle's path always has its latent tensor"),
+                (Stepper::Candle, None) => {
+                    unreachable!("candle's path always has its latent tensor")
+                }
             }
             state.batches_done += 1;
             position.next_batch = batch_index + 1;
@@ -827,6 +859,7 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
             progress.inc(1);
             let interrupted = INTERRUPT_REQUESTED.load(Ordering::SeqCst);
             if pending.rows.len() >= LOSS_READ_INTERVAL || interrupted {
+                stepper.collect_losses(&mut pending)?;
                 if let Some((d, g)) = pending
                     .flush(&mut log, &checkpoint_path)
                     .inspect_err(|_| progress.abandon())?
@@ -843,7 +876,7 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
                 log.flush()?;
                 save_checkpoint(
                     &mut state,
-                    fused.as_ref(),
+                    &mut stepper,
                     &config_json,
                     &position,
                     &checkpoint_path,
@@ -857,6 +890,7 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
                 .into());
             }
         }
+        stepper.collect_losses(&mut pending)?;
         if let Some((d, g)) = pending
             .flush(&mut log, &checkpoint_path)
             .inspect_err(|_| progress.abandon())?
@@ -870,7 +904,7 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         log.flush()?;
         save_checkpoint(
             &mut state,
-            fused.as_ref(),
+            &mut stepper,
             &config_json,
             &position,
             &checkpoint_path,
@@ -921,14 +955,16 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         epochs: config.epochs,
         batch_size: config.batch_size,
         seed: config.seed,
-        device: match fused {
-            Some(fused) => format!(
+        device: match &stepper {
+            Stepper::Fused(fused) => format!(
                 "cpu (fused step, {} thread{} of {} cores)",
                 fused.threads(),
                 if fused.threads() == 1 { "" } else { "s" },
                 std::thread::available_parallelism().map_or(1, |n| n.get())
             ),
-            None => device_name(device),
+            Stepper::Kernels(_) if device.is_cpu() => "cpu (kernel step, emulated)".to_string(),
+            Stepper::Kernels(_) => format!("{} (kernel step)", device_name(device)),
+            Stepper::Candle => device_name(device),
         },
         recipe: config.recipe.name().to_string(),
         mean_epoch_seconds: epoch_seconds.iter().sum::<f64>() / epoch_seconds.len().max(1) as f64,
@@ -942,18 +978,43 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
     Ok(summary)
 }
 
-/// Brings `state` up to date from the fused trainer, if one runs, and writes it atomically as
-/// the checkpoint at `path`.
+/// What runs the training step: candle's autograd on `TrainState` itself, or a hand-written
+/// trainer with its own copy of the state.
+enum Stepper {
+    Candle,
+    Fused(FusedTrainer),
+    Kernels(KernelTrainer<Box<dyn kernel_trainer::Backend>>),
+}
+
+impl Stepper {
+    /// Brings `state` up to date from a hand-written trainer's copy.
+    fn store_into(&mut self, state: &mut TrainState) -> anyhow::Result<()> {
+        match self {
+            Stepper::Candle => Ok(()),
+            Stepper::Fused(fused) => fused.store_into(state),
+            Stepper::Kernels(kernels) => kernels.store_into(state),
+        }
+    }
+
+    /// Moves the losses that the kernel trainer keeps on its device into `pending`.
+    fn collect_losses(&mut self, pending: &mut PendingLosses) -> anyhow::Result<()> {
+        if let Stepper::Kernels(kernels) = self {
+            pending.host.extend(kernels.take_losses()?);
+        }
+        Ok(())
+    }
+}
+
+/// Brings `state` up to date from the hand-written trainer, if one runs, and writes it
+/// atomically as the checkpoint at `path`.
 fn save_checkpoint(
     state: &mut TrainState,
-    fused: Option<&FusedTrainer>,
+    stepper: &mut Stepper,
     config_json: &str,
     position: &EpochPosition,
     path: &Path,
 ) -> anyhow::Result<()> {
-    if let Some(fused) = fused {
-        fused.store_into(state)?;
-    }
+    stepper.store_into(state)?;
     let checkpoint = state.to_checkpoint(config_json, position)?;
     crate::fsutil::write_atomically(path, &checkpoint).context("writing the checkpoint")
 }
