@@ -3,11 +3,16 @@
 # target-gpu/mcugan, trains the reference GAN and writes logs and results under $OUT.
 #
 #   bench/gpu-run.sh smoke        one epoch of each data set (timing, libraries)
+#   bench/gpu-run.sh verify       the kernel trainer's GPU test: CUDA kernels and cuBLAS
+#                                 against the fused CPU trainer (needs mcugan-tests.xz)
 #   bench/gpu-run.sh JOB[:EPOCHS]...   any of digits-reference, fashion-reference,
-#                                      digits-small-data (200 epochs unless EPOCHS is given)
+#                                      digits-small-data (candle's engine), digits-kernels,
+#                                      fashion-kernels (the reference on the kernel engine)
+#                                      (200 epochs unless EPOCHS is given)
 #
 # What it expects (an ignored folder, carried with the working tree, 64 MiB at most):
-# target-gpu/mcugan.xz (the release binary built with --features cuda, xz-compressed) and
+# target-gpu/mcugan.xz (the release binary built with --features cuda, xz-compressed),
+# target-gpu/mcugan-tests.xz (the host's unit tests, same build) and
 # target-gpu/{mnist-digits,fashion-mnist}/*.gz (IDX files). `cargo xtask gpu-bundle` makes it.
 set -uo pipefail
 OUT=${OUT:-/tmp/mcugan-gpu}
@@ -52,6 +57,14 @@ for spec in "$@"; do
     smoke)
       train smoke-digits $DIGITS reference 1
       train smoke-fashion $FASHION reference 1 ;;
+    verify)
+      python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('target-gpu/mcugan-tests.xz'), open('/tmp/mcugan-tests','wb'))"
+      chmod +x /tmp/mcugan-tests
+      /tmp/mcugan-tests kernel_trainer --include-ignored --test-threads 1 > "$OUT/verify.log" 2>&1
+      echo "verify rc=$?" | tee -a "$OUT/jobs.txt"
+      tail -15 "$OUT/verify.log" ;;
+    digits-kernels) train digits-kernels $DIGITS reference $epochs --engine kernels ;;
+    fashion-kernels) train fashion-kernels $FASHION reference $epochs --engine kernels ;;
     digits-reference) train digits-reference $DIGITS reference $epochs ;;
     digits-small-data) train digits-small-data $DIGITS small-data $epochs ;;
     fashion-reference) train fashion-reference $FASHION reference $epochs ;;

@@ -667,9 +667,9 @@ fn gpu_bundle(root: &Path) -> Result<()> {
         .args(["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o"])
         .arg(link.join("libcuda.so"))
         .arg(&stub))?;
-    step("building mcugan with --features cuda (sm_90; the first build compiles candle's kernels)");
-    run(
-        cargo(&["build", "--release", "-p", "mcugan", "--features", "cuda"])
+    let cuda_cargo = |args: &[&str]| {
+        let mut command = cargo(args);
+        command
             .env("CUDA_HOME", &cuda_home)
             .env(
                 "PATH",
@@ -681,8 +681,28 @@ fn gpu_bundle(root: &Path) -> Result<()> {
             )
             .env("CUDA_COMPUTE_CAP", "90")
             .env("LIBRARY_PATH", &link)
-            .env("CARGO_TARGET_DIR", root.join("target/cuda")),
-    )?;
+            .env("CARGO_TARGET_DIR", root.join("target/cuda"));
+        command
+    };
+    step("building mcugan with --features cuda (sm_90; the first build compiles candle's kernels)");
+    run(cuda_cargo(&["build", "--release", "-p", "mcugan", "--features", "cuda"]))?;
+    step("building the host's unit tests with --features cuda (the GPU checks of the kernel trainer)");
+    let output = cuda_cargo(&[
+        "test", "--release", "-p", "mcugan", "--features", "cuda", "--lib", "--no-run",
+    ])
+    .output()?;
+    let log = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        bail!("building the CUDA unit tests failed:\n{log}");
+    }
+    let tests = log
+        .lines()
+        .find_map(|line| {
+            let rest = line.split_once("Executable unittests src/lib.rs (")?.1;
+            rest.strip_suffix(')')
+        })
+        .context("cargo did not name the unit-test executable")?;
+    let tests = root.join(tests);
     let bundle = root.join("target-gpu");
     std::fs::create_dir_all(&bundle)?;
     step("packing target-gpu/ (binary xz-compressed, IDX files gzip-compressed)");
@@ -690,6 +710,10 @@ fn gpu_bundle(root: &Path) -> Result<()> {
     std::fs::copy(root.join("target/cuda/release/mcugan"), &binary)?;
     run(Command::new("strip").arg(&binary))?;
     run(Command::new("xz").args(["-f", "-6"]).arg(&binary))?;
+    let test_binary = bundle.join("mcugan-tests");
+    std::fs::copy(&tests, &test_binary)?;
+    run(Command::new("strip").arg(&test_binary))?;
+    run(Command::new("xz").args(["-f", "-6"]).arg(&test_binary))?;
     for (name, dir) in [
         ("mnist-digits", root.join("data/mnist-digits")),
         ("fashion-mnist", PathBuf::from(FASHION_MNIST_DIR)),

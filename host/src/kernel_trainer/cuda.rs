@@ -57,7 +57,7 @@ impl CudaBackend {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let floats_slice = stream
             .alloc_zeros::<f32>(floats.max(1))
-            .with_context(|| format!("allocating {} MiB on the GPU", floats * 4 >> 20))?;
+            .with_context(|| format!("allocating {} MiB on the GPU", (floats * 4) >> 20))?;
         let words_slice = stream.alloc_zeros::<u32>(words.max(1))?;
         let float_base = floats_slice.device_ptr(&stream).0;
         let word_base = words_slice.device_ptr(&stream).0;

@@ -10,16 +10,27 @@ use super::*;
 use crate::fused::test_support::{assert_states_agree, batch};
 use crate::fused::FusedTrainer;
 
+/// The emulator, boxed as the train loop has its backends.
+fn emulator(floats: usize, words: usize) -> anyhow::Result<Box<dyn Backend>> {
+    Ok(Box::new(Emulator::new(floats, words)?))
+}
+
 /// Trains both trainers from one state on the same shuffled data (the last batch short) and
-/// requires the same losses and fakes batch by batch and the same parameters at the end.
-fn same_as_fused(recipe: Recipe, images: usize, b: usize) {
+/// requires the same losses and fakes batch by batch and the same parameters at the end; the
+/// kernel trainer runs on the backend `backend` makes.
+fn same_as_fused(
+    recipe: Recipe,
+    images: usize,
+    b: usize,
+    backend: impl FnOnce(usize, usize) -> anyhow::Result<Box<dyn Backend>>,
+) {
     let device = Device::Cpu;
     let adam = AdamConfig::REFERENCE;
     let mut reference = TrainState::with_recipe(3, adam, recipe, &device).unwrap();
     let mut state = TrainState::with_recipe(3, adam, recipe, &device).unwrap();
     let (data, _) = batch(11, images);
     let mut fused = FusedTrainer::new(&reference, 1).unwrap();
-    let mut kernels = KernelTrainer::new(&state, &data, b, Emulator::new).unwrap();
+    let mut kernels = KernelTrainer::new(&state, &data, b, backend).unwrap();
 
     let mut order: Vec<u32> = (0..images as u32).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(1));
@@ -88,7 +99,7 @@ fn same_as_fused(recipe: Recipe, images: usize, b: usize) {
 
 #[test]
 fn the_emulated_kernels_train_as_the_fused_trainer_does() {
-    same_as_fused(Recipe::REFERENCE, 37, 16);
+    same_as_fused(Recipe::REFERENCE, 37, 16, emulator);
 }
 
 #[test]
@@ -98,7 +109,38 @@ fn label_smoothing_and_the_weight_average_on_the_kernels() {
         g_ema: Some(0.99),
         ..Recipe::REFERENCE
     };
-    same_as_fused(recipe, 20, 8);
+    same_as_fused(recipe, 20, 8, emulator);
+}
+
+/// The same check on an NVIDIA GPU: the CUDA backend's launches and cuBLAS calls. It needs a
+/// GPU, so it is ignored unless asked for (`--ignored`, as `bench/gpu-run.sh verify` does).
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn the_gpu_kernels_train_as_the_fused_trainer_does() {
+    let device = Device::new_cuda(0).expect("a CUDA device");
+    let candle_core::Device::Cuda(cuda) = &device else {
+        unreachable!("new_cuda makes a CUDA device")
+    };
+    for (recipe, images, b) in [
+        (Recipe::REFERENCE, 37, 16),
+        (Recipe::REFERENCE, 200, 64),
+        (
+            Recipe {
+                real_label: 0.9,
+                g_ema: Some(0.99),
+                ..Recipe::REFERENCE
+            },
+            20,
+            8,
+        ),
+    ] {
+        same_as_fused(recipe, images, b, |floats, words| {
+            Ok(Box::new(super::cuda::CudaBackend::new(
+                cuda, floats, words,
+            )?))
+        });
+    }
 }
 
 #[test]
