@@ -20,6 +20,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
 
 use crate::adam::{Adam, AdamConfig};
 use crate::data::{self, Dataset, Split};
@@ -785,15 +786,25 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         // The epoch's order and latent vectors go to the device once, not batch by batch.
         let order = Tensor::from_slice(&position.order, data.len(), device)?;
         let first_batch = position.next_batch;
-        let mut latents = Vec::new();
-        let mut latent_offsets = Vec::with_capacity(batches_per_epoch);
-        for batch_index in first_batch..batches_per_epoch {
-            let start = batch_index * batch_size;
-            let len = batch_size.min(data.len() - start);
+        // Each batch has its own random stream, so the epoch's batches are drawn in parallel.
+        let per_batch: Vec<Vec<f32>> = (first_batch..batches_per_epoch)
+            .into_par_iter()
+            .map(|batch_index| {
+                let start = batch_index * batch_size;
+                let len = batch_size.min(data.len() - start);
+                let number = state.batches_done + (batch_index - first_batch) as u64;
+                let mut values = Vec::with_capacity(len * LATENT_DIM);
+                latent_batch(config.seed, number, len, &mut values);
+                values
+            })
+            .collect();
+        let mut latents = Vec::with_capacity(per_batch.iter().map(Vec::len).sum());
+        let mut latent_offsets = Vec::with_capacity(per_batch.len());
+        for values in &per_batch {
             latent_offsets.push(latents.len() / LATENT_DIM);
-            let number = state.batches_done + (batch_index - first_batch) as u64;
-            latent_batch(config.seed, number, len, &mut latents);
+            latents.extend_from_slice(values);
         }
+        drop(per_batch);
         let latent_rows = latents.len() / LATENT_DIM;
         let latent_tensor = match &mut stepper {
             Stepper::Candle => Some(Tensor::from_slice(

@@ -685,10 +685,24 @@ fn gpu_bundle(root: &Path) -> Result<()> {
         command
     };
     step("building mcugan with --features cuda (sm_90; the first build compiles candle's kernels)");
-    run(cuda_cargo(&["build", "--release", "-p", "mcugan", "--features", "cuda"]))?;
+    run(cuda_cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "mcugan",
+        "--features",
+        "cuda",
+    ]))?;
     step("building the host's unit tests with --features cuda (the GPU checks of the kernel trainer)");
     let output = cuda_cargo(&[
-        "test", "--release", "-p", "mcugan", "--features", "cuda", "--lib", "--no-run",
+        "test",
+        "--release",
+        "-p",
+        "mcugan",
+        "--features",
+        "cuda",
+        "--lib",
+        "--no-run",
     ])
     .output()?;
     let log = String::from_utf8_lossy(&output.stderr);
