@@ -1108,6 +1108,19 @@ pub(crate) mod test_support {
         (worst, off as f64 / total as f64)
     }
 
+    /// Requires batch `batch`'s losses `(D, G)` to agree with the expected ones to 1e-4.
+    pub(crate) fn assert_losses_agree(batch: usize, expected: (f32, f32), got: (f32, f32)) {
+        let ((d, g), (got_d, got_g)) = (expected, got);
+        assert!((d - got_d).abs() < 1e-4, "batch {batch}: D {d} vs {got_d}");
+        assert!((g - got_g).abs() < 1e-4, "batch {batch}: G {g} vs {got_g}");
+    }
+
+    /// The largest absolute difference between two equally long runs of values.
+    pub(crate) fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+    }
+
     /// Requires `state` to have trained as `reference` did: every parameter (and Adam moment,
     /// and the weight average when `with_average`) within a small share of Adam's step `lr`.
     pub(crate) fn assert_states_agree(
@@ -1152,7 +1165,9 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
-    use super::test_support::{assert_states_agree, batch};
+    use super::test_support::{
+        assert_losses_agree, assert_states_agree, batch, max_abs_difference,
+    };
     use super::*;
     use crate::adam::AdamConfig;
 
@@ -1175,26 +1190,14 @@ mod tests {
             let got = fused.train_batch(&mut state.rng, &real, &z).unwrap();
             let d = expected.d_loss.to_scalar::<f32>().unwrap();
             let g = expected.g_loss.to_scalar::<f32>().unwrap();
-            assert!(
-                (d - got.d_loss).abs() < 1e-4,
-                "batch {i}: D {d} vs {}",
-                got.d_loss
-            );
-            assert!(
-                (g - got.g_loss).abs() < 1e-4,
-                "batch {i}: G {g} vs {}",
-                got.g_loss
-            );
+            assert_losses_agree(i, (d, g), (got.d_loss, got.g_loss));
             let fakes = expected
                 .fakes
                 .flatten_all()
                 .unwrap()
                 .to_vec1::<f32>()
                 .unwrap();
-            let worst = fakes
-                .iter()
-                .zip(fused.fakes())
-                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            let worst = max_abs_difference(&fakes, fused.fakes());
             assert!(worst < 1e-3, "batch {i}: fakes differ by {worst}");
         }
         assert_eq!(reference.rng.get_word_pos(), state.rng.get_word_pos());

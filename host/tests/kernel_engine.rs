@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::assert_success;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -38,14 +40,6 @@ fn losses(out: &Path) -> Vec<(f64, f64)> {
             (fields[3], fields[4])
         })
         .collect()
-}
-
-fn assert_success(output: &Output) {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 #[test]

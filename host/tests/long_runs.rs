@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::assert_success;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -131,11 +133,7 @@ fn uninterrupted() -> Runs {
     common::bars(&data, 480);
     let reference = work.path().join("uninterrupted");
     let output = run(&train_args(&data, &reference));
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     Runs {
         root: work.path().to_path_buf(),
         _work: work,
@@ -162,11 +160,7 @@ fn ctrl_c_saves_a_checkpoint_and_the_resumed_run_matches_an_uninterrupted_one() 
     assert!(!out.join("generator.safetensors").exists());
 
     let output = resume(&out, &[]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     assert_same_tensors(
         &runs.reference.join("generator.safetensors"),
         &out.join("generator.safetensors"),
@@ -188,11 +182,7 @@ fn ctrl_c_saves_a_checkpoint_and_the_resumed_run_matches_an_uninterrupted_one() 
     child.kill().unwrap();
     child.wait().unwrap();
     let output = resume(&out, &[]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     assert_same_tensors(
         &runs.reference.join("generator.safetensors"),
         &out.join("generator.safetensors"),
@@ -232,11 +222,7 @@ fn a_loss_that_is_not_finite_stops_the_run_and_keeps_the_last_good_checkpoint() 
 
     // The good checkpoint still resumes.
     let output = resume(&out, &["--epochs", "2"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
 }
 
 #[test]

@@ -146,19 +146,11 @@ impl Backend for CudaBackend {
     }
 
     fn write_floats(&mut self, offset: usize, values: &[f32]) -> anyhow::Result<()> {
-        let end = offset + values.len();
-        anyhow::ensure!(end <= self.floats.len(), "write outside the float arena");
-        self.stream
-            .memcpy_htod(values, &mut self.floats.slice_mut(offset..end))?;
-        Ok(())
+        write(&self.stream, &mut self.floats, offset, values)
     }
 
     fn write_words(&mut self, offset: usize, values: &[u32]) -> anyhow::Result<()> {
-        let end = offset + values.len();
-        anyhow::ensure!(end <= self.words.len(), "write outside the word arena");
-        self.stream
-            .memcpy_htod(values, &mut self.words.slice_mut(offset..end))?;
-        Ok(())
+        write(&self.stream, &mut self.words, offset, values)
     }
 
     fn read_floats(&mut self, offset: usize, out: &mut [f32]) -> anyhow::Result<()> {
@@ -169,4 +161,17 @@ impl Backend for CudaBackend {
         self.stream.synchronize()?;
         Ok(())
     }
+}
+
+/// Copies `values` into `arena` at `offset`, on `stream`.
+fn write<T: DeviceRepr>(
+    stream: &Arc<CudaStream>,
+    arena: &mut CudaSlice<T>,
+    offset: usize,
+    values: &[T],
+) -> anyhow::Result<()> {
+    let end = offset + values.len();
+    anyhow::ensure!(end <= arena.len(), "write outside an arena");
+    stream.memcpy_htod(values, &mut arena.slice_mut(offset..end))?;
+    Ok(())
 }

@@ -142,29 +142,26 @@ impl Backend for Emulator {
     }
 
     fn write_floats(&mut self, offset: usize, values: &[f32]) -> anyhow::Result<()> {
-        let target = self
-            .floats
-            .get_mut(offset..offset + values.len())
-            .ok_or_else(|| anyhow::anyhow!("write outside the float arena"))?;
-        target.copy_from_slice(values);
+        range(&mut self.floats, offset, values.len())?.copy_from_slice(values);
         Ok(())
     }
 
     fn write_words(&mut self, offset: usize, values: &[u32]) -> anyhow::Result<()> {
-        let target = self
-            .words
-            .get_mut(offset..offset + values.len())
-            .ok_or_else(|| anyhow::anyhow!("write outside the word arena"))?;
-        target.copy_from_slice(values);
+        range(&mut self.words, offset, values.len())?.copy_from_slice(values);
         Ok(())
     }
 
     fn read_floats(&mut self, offset: usize, out: &mut [f32]) -> anyhow::Result<()> {
-        let source = self
-            .floats
-            .get(offset..offset + out.len())
-            .ok_or_else(|| anyhow::anyhow!("read outside the float arena"))?;
-        out.copy_from_slice(source);
+        out.copy_from_slice(range(&mut self.floats, offset, out.len())?);
         Ok(())
     }
+}
+
+/// Elements `offset..offset + len` of `arena`, or an error when they are not all inside.
+fn range<T>(arena: &mut [T], offset: usize, len: usize) -> anyhow::Result<&mut [T]> {
+    let size = arena.len();
+    offset
+        .checked_add(len)
+        .and_then(|end| arena.get_mut(offset..end))
+        .ok_or_else(|| anyhow::anyhow!("{len} elements at {offset} lie outside an arena of {size}"))
 }

@@ -454,6 +454,15 @@ pub struct KernelTrainer<B: Backend> {
     last_batch: usize,
 }
 
+/// What a pass back through the discriminator computes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gradients {
+    /// Its parameters' gradients (the discriminator's step).
+    OfWeights,
+    /// The gradient at its input (the generator's step).
+    OfInput,
+}
+
 /// The slope of every LeakyReLU.
 const SLOPE: f32 = LEAKY_SLOPE as f32;
 
@@ -765,7 +774,7 @@ impl<B: Backend> KernelTrainer<B> {
             .int(b)
             .int(slot);
         self.launch(Kernel::GeneratorLoss, 1, args)?;
-        self.discriminator_input_gradient(b)?;
+        self.discriminator_backward(b, b, Gradients::OfInput)?;
 
         // Back through the generator.
         let args = self
@@ -865,7 +874,7 @@ impl<B: Backend> KernelTrainer<B> {
             .int(slot)
             .real(self.recipe.real_label as f32);
         self.launch(Kernel::DiscriminatorLoss, 1, args)?;
-        self.discriminator_backward(2 * b)?;
+        self.discriminator_backward(0, 2 * b, Gradients::OfWeights)?;
         let steps = self.host.discriminator.steps + 1;
         self.adam_step(false, steps)
     }
@@ -899,8 +908,15 @@ impl<B: Backend> KernelTrainer<B> {
         self.launch(Kernel::RowLogits, n, args)
     }
 
-    /// Back from d loss / d logit of the fake rows `b..2b` to the fakes, into `grad_images`.
-    fn discriminator_input_gradient(&mut self, b: usize) -> anyhow::Result<()> {
+    /// Back through the discriminator from d loss / d logit of its rows `r0..r0 + n`, into
+    /// its parameters' gradients (the output bias's is the loss kernel's) or into its input
+    /// (the fakes' gradient, in `grad_images`).
+    fn discriminator_backward(
+        &mut self,
+        r0: usize,
+        n: usize,
+        into: Gradients,
+    ) -> anyhow::Result<()> {
         let d = DISCRIMINATOR_WIDTHS;
         let l = &self.layout;
         let (v0, v2, v4) = (
@@ -908,35 +924,17 @@ impl<B: Backend> KernelTrainer<B> {
             l.discriminator.value(2),
             l.discriminator.value(4),
         );
-        let (dl, y1, y2) = (l.dl + b, l.d_hidden[0] + b * d[1], l.d_hidden[1] + b * d[2]);
-        let (grad_a, grad_b, grad_images) = (l.grad_a, l.grad_b, l.grad_images);
-        let args = self
-            .args()
-            .buf(grad_a)
-            .buf(dl)
-            .buf(v4)
-            .buf(y2)
-            .int(b)
-            .int(d[2])
-            .real(SLOPE);
-        self.launch(Kernel::LogitBackward, b * d[2], args)?;
-        self.matmul(grad_b, rows(grad_a), rows(v2), b, d[1], d[2])?;
-        let args = self.args().buf(grad_b).buf(y1).int(b * d[1]).real(SLOPE);
-        self.launch(Kernel::LeakyBackward, b * d[1], args)?;
-        self.matmul(grad_images, rows(grad_b), rows(v0), b, d[0], d[1])
-    }
-
-    /// Back from d loss / d logit of rows `0..n` into the discriminator's gradients (the
-    /// output bias's gradient is the loss kernel's).
-    fn discriminator_backward(&mut self, n: usize) -> anyhow::Result<()> {
-        let d = DISCRIMINATOR_WIDTHS;
-        let l = &self.layout;
-        let (v2, v4) = (l.discriminator.value(2), l.discriminator.value(4));
         let grads: Vec<usize> = (0..5).map(|i| l.discriminator.grad(i)).collect();
-        let (x, y1, y2, dl) = (l.d_input, l.d_hidden[0], l.d_hidden[1], l.dl);
-        let (grad_a, grad_b) = (l.grad_a, l.grad_b);
-        let args = self.args().buf(grads[4]).buf(y2).buf(dl).int(n).int(d[2]);
-        self.launch(Kernel::WeightedColumnSums, d[2], args)?;
+        let x = l.d_input + r0 * d[0];
+        let y1 = l.d_hidden[0] + r0 * d[1];
+        let y2 = l.d_hidden[1] + r0 * d[2];
+        let dl = l.dl + r0;
+        let (grad_a, grad_b, grad_images) = (l.grad_a, l.grad_b, l.grad_images);
+        let weights = into == Gradients::OfWeights;
+        if weights {
+            let args = self.args().buf(grads[4]).buf(y2).buf(dl).int(n).int(d[2]);
+            self.launch(Kernel::WeightedColumnSums, d[2], args)?;
+        }
         let args = self
             .args()
             .buf(grad_a)
@@ -947,15 +945,21 @@ impl<B: Backend> KernelTrainer<B> {
             .int(d[2])
             .real(SLOPE);
         self.launch(Kernel::LogitBackward, n * d[2], args)?;
-        self.matmul(grads[2], transposed(grad_a), rows(y1), d[2], d[1], n)?;
-        let args = self.args().buf(grads[3]).buf(grad_a).int(n).int(d[2]);
-        self.launch(Kernel::ColumnSums, d[2], args)?;
+        if weights {
+            self.matmul(grads[2], transposed(grad_a), rows(y1), d[2], d[1], n)?;
+            let args = self.args().buf(grads[3]).buf(grad_a).int(n).int(d[2]);
+            self.launch(Kernel::ColumnSums, d[2], args)?;
+        }
         self.matmul(grad_b, rows(grad_a), rows(v2), n, d[1], d[2])?;
         let args = self.args().buf(grad_b).buf(y1).int(n * d[1]).real(SLOPE);
         self.launch(Kernel::LeakyBackward, n * d[1], args)?;
-        self.matmul(grads[0], transposed(grad_b), rows(x), d[1], d[0], n)?;
-        let args = self.args().buf(grads[1]).buf(grad_b).int(n).int(d[1]);
-        self.launch(Kernel::ColumnSums, d[1], args)
+        if weights {
+            self.matmul(grads[0], transposed(grad_b), rows(x), d[1], d[0], n)?;
+            let args = self.args().buf(grads[1]).buf(grad_b).int(n).int(d[1]);
+            self.launch(Kernel::ColumnSums, d[1], args)
+        } else {
+            self.matmul(grad_images, rows(grad_b), rows(v0), n, d[0], d[1])
+        }
     }
 
     /// Adam step number `steps` over one whole network (and the generator's weight average).

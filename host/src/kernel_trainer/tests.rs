@@ -7,7 +7,9 @@ use rand_chacha::ChaCha8Rng;
 
 use super::emulator::Emulator;
 use super::*;
-use crate::fused::test_support::{assert_states_agree, batch};
+use crate::fused::test_support::{
+    assert_losses_agree, assert_states_agree, batch, max_abs_difference,
+};
 use crate::fused::FusedTrainer;
 
 /// The emulator, boxed as the train loop has its backends.
@@ -55,26 +57,14 @@ fn same_as_fused(
         expected.push(fused.train_batch(&mut reference.rng, &real, z).unwrap());
         kernels.train_batch(start, len, start).unwrap();
         let fakes = kernels.fakes().unwrap();
-        let worst = fakes
-            .iter()
-            .zip(fused.fakes())
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         assert_eq!(fakes.len(), len * IMAGE_PIXELS);
+        let worst = max_abs_difference(&fakes, fused.fakes());
         assert!(worst < 1e-3, "batch at {start}: fakes differ by {worst}");
     }
     let losses = kernels.take_losses().unwrap();
     assert_eq!(losses.len(), batches.len());
-    for (i, (&(d, g), want)) in losses.iter().zip(&expected).enumerate() {
-        assert!(
-            (d - want.d_loss).abs() < 1e-4,
-            "batch {i}: D {d} vs {}",
-            want.d_loss
-        );
-        assert!(
-            (g - want.g_loss).abs() < 1e-4,
-            "batch {i}: G {g} vs {}",
-            want.g_loss
-        );
+    for (i, (&got, want)) in losses.iter().zip(&expected).enumerate() {
+        assert_losses_agree(i, (want.d_loss, want.g_loss), got);
     }
     assert!(kernels.take_losses().unwrap().is_empty());
 

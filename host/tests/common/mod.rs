@@ -1,6 +1,7 @@
 //! Helpers shared by the host's integration tests.
 
 use std::path::Path;
+use std::process::Output;
 
 use mcugan::data::{write_split, Dataset, Split};
 
@@ -31,4 +32,13 @@ pub fn bars(dir: &Path, n: usize) {
         labels,
     };
     write_split(dir, Split::Train, &data).unwrap();
+}
+
+/// Requires a command to have succeeded, showing its stderr when it did not.
+pub fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
