@@ -749,13 +749,13 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         _ => images.flatten_all()?.to_vec1()?,
     };
     let mut stepper = match config.engine {
-        Engine::Fused { threads } => Stepper::Fused(FusedTrainer::new(&state, threads)?),
-        Engine::Kernels => Stepper::Kernels(kernel_trainer::for_device(
+        Engine::Fused { threads } => Stepper::Fused(Box::new(FusedTrainer::new(&state, threads)?)),
+        Engine::Kernels => Stepper::Kernels(Box::new(kernel_trainer::for_device(
             &state,
             &pixels,
             config.batch_size,
             device,
-        )?),
+        )?)),
         Engine::Candle => Stepper::Candle,
     };
     let mut real_batch = Vec::with_capacity(config.batch_size * IMAGE_PIXELS);
@@ -993,8 +993,8 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
 /// trainer with its own copy of the state.
 enum Stepper {
     Candle,
-    Fused(FusedTrainer),
-    Kernels(KernelTrainer<Box<dyn kernel_trainer::Backend>>),
+    Fused(Box<FusedTrainer>),
+    Kernels(Box<KernelTrainer<Box<dyn kernel_trainer::Backend>>>),
 }
 
 impl Stepper {

@@ -233,33 +233,45 @@ struct NetworkLayout {
     average: Option<usize>,
     /// Where each parameter starts within a run.
     starts: Vec<usize>,
+    /// Each parameter's values and gradient, as offsets into the arena (a copy of these is
+    /// what a step reads, without allocating).
+    value_at: [usize; MAX_PARAMS],
+    grad_at: [usize; MAX_PARAMS],
 }
 
+/// Parameters of the larger network (the generator's 16).
+const MAX_PARAMS: usize = 16;
+
 impl NetworkLayout {
-    fn new(arena: &mut Allocator, network: &Network, average: bool) -> Self {
+    fn new(arena: &mut Allocator, network: &Network, average: bool) -> anyhow::Result<Self> {
+        ensure!(
+            network.params.len() <= MAX_PARAMS,
+            "a network of {} parameters (the kernel trainer knows the reference's)",
+            network.params.len()
+        );
         let mut starts = Vec::with_capacity(network.params.len());
         let mut len = 0;
         for param in &network.params {
             starts.push(len);
             len += param.value.len();
         }
-        Self {
+        let (values, grads) = (arena.take(len), arena.take(len));
+        let (mut value_at, mut grad_at) = ([0; MAX_PARAMS], [0; MAX_PARAMS]);
+        for (i, start) in starts.iter().enumerate() {
+            value_at[i] = values + start;
+            grad_at[i] = grads + start;
+        }
+        Ok(Self {
             len,
-            values: arena.take(len),
-            grads: arena.take(len),
+            values,
+            grads,
             m: arena.take(len),
             v: arena.take(len),
             average: average.then(|| arena.take(len)),
             starts,
-        }
-    }
-
-    fn value(&self, i: usize) -> usize {
-        self.values + self.starts[i]
-    }
-
-    fn grad(&self, i: usize) -> usize {
-        self.grads + self.starts[i]
+            value_at,
+            grad_at,
+        })
     }
 }
 
@@ -298,12 +310,12 @@ struct Layout {
 }
 
 impl Layout {
-    fn new(host: &HostCopy, images: usize, batch: usize) -> Self {
+    fn new(host: &HostCopy, images: usize, batch: usize) -> anyhow::Result<Self> {
         let g = GENERATOR_WIDTHS;
         let d = DISCRIMINATOR_WIDTHS;
         let mut arena = Allocator::default();
-        let generator = NetworkLayout::new(&mut arena, &host.generator, host.average.is_some());
-        let discriminator = NetworkLayout::new(&mut arena, &host.discriminator, false);
+        let generator = NetworkLayout::new(&mut arena, &host.generator, host.average.is_some())?;
+        let discriminator = NetworkLayout::new(&mut arena, &host.discriminator, false)?;
         let running_mean = [0, 1, 2].map(|j| arena.take(g[j + 2]));
         let running_var = [0, 1, 2].map(|j| arena.take(g[j + 2]));
         let data = arena.take(images * IMAGE_PIXELS);
@@ -319,7 +331,7 @@ impl Layout {
         let grad_b = arena.take(2 * batch * 1024);
         let grad_images = arena.take(batch * IMAGE_PIXELS);
         let losses = arena.take(2 * LOSS_SLOTS);
-        Self {
+        Ok(Self {
             generator,
             discriminator,
             running_mean,
@@ -339,7 +351,7 @@ impl Layout {
             losses,
             floats: arena.len,
             words: images,
-        }
+        })
     }
 }
 
@@ -490,7 +502,7 @@ impl<B: Backend> KernelTrainer<B> {
             bail!("BatchNorm1d in training mode needs batches of at least two images");
         }
         let host = HostCopy::copy_in(state)?;
-        let layout = Layout::new(&host, images, batch);
+        let layout = Layout::new(&host, images, batch)?;
         let mut backend =
             backend(layout.floats, layout.words).context("allocating the trainer's memory")?;
         backend.write_floats(layout.data, data)?;
@@ -691,14 +703,7 @@ impl<B: Backend> KernelTrainer<B> {
     ) -> anyhow::Result<()> {
         let g = GENERATOR_WIDTHS;
         let l = &self.layout;
-        let (gen_values, gen_grads) = (
-            (0..l.generator.starts.len())
-                .map(|i| l.generator.value(i))
-                .collect::<Vec<_>>(),
-            (0..l.generator.starts.len())
-                .map(|i| l.generator.grad(i))
-                .collect::<Vec<_>>(),
-        );
+        let (gen_values, gen_grads) = (l.generator.value_at, l.generator.grad_at);
         let z = l.latents + latent_row * LATENT_DIM;
         let fakes = l.d_input + b * IMAGE_PIXELS;
         let (g_hidden, g_xhat, g_inv_std) = (l.g_hidden, l.g_xhat, l.g_inv_std);
@@ -863,7 +868,7 @@ impl<B: Backend> KernelTrainer<B> {
             .int(IMAGE_PIXELS);
         self.launch(Kernel::GatherRows, b * IMAGE_PIXELS, args)?;
         self.discriminator_forward(0, b)?;
-        let bias_grad = self.layout.discriminator.grad(5);
+        let bias_grad = self.layout.discriminator.grad_at[5];
         let args = self
             .args()
             .buf(logits)
@@ -885,8 +890,7 @@ impl<B: Backend> KernelTrainer<B> {
         let d = DISCRIMINATOR_WIDTHS;
         let n = r1 - r0;
         let l = &self.layout;
-        let p = |i: usize| l.discriminator.value(i);
-        let (v0, c1, v2, c3, v4, c5) = (p(0), p(1), p(2), p(3), p(4), p(5));
+        let [v0, c1, v2, c3, v4, c5, ..] = l.discriminator.value_at;
         let x = l.d_input + r0 * d[0];
         let h1 = l.d_hidden[0] + r0 * d[1];
         let h2 = l.d_hidden[1] + r0 * d[2];
@@ -919,12 +923,8 @@ impl<B: Backend> KernelTrainer<B> {
     ) -> anyhow::Result<()> {
         let d = DISCRIMINATOR_WIDTHS;
         let l = &self.layout;
-        let (v0, v2, v4) = (
-            l.discriminator.value(0),
-            l.discriminator.value(2),
-            l.discriminator.value(4),
-        );
-        let grads: Vec<usize> = (0..5).map(|i| l.discriminator.grad(i)).collect();
+        let (values, grads) = (l.discriminator.value_at, l.discriminator.grad_at);
+        let (v0, v2, v4) = (values[0], values[2], values[4]);
         let x = l.d_input + r0 * d[0];
         let y1 = l.d_hidden[0] + r0 * d[1];
         let y2 = l.d_hidden[1] + r0 * d[2];
