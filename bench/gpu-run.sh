@@ -14,8 +14,13 @@
 # target-gpu/mcugan.xz (the release binary built with --features cuda, xz-compressed),
 # target-gpu/mcugan-tests.xz (the host's unit tests, same build) and
 # target-gpu/{mnist-digits,fashion-mnist}/*.gz (IDX files). `cargo xtask gpu-bundle` makes it.
+#
+# All jobs together stop after BUDGET_S seconds (default 560, under the device tool's 600 s a
+# command): a job still training then gets SIGINT, saves its checkpoint like Ctrl-C, and the
+# results archive is still written, so a slow job cannot lose the others' results.
 set -uo pipefail
 OUT=${OUT:-/tmp/mcugan-gpu}
+DEADLINE=$(( $(date +%s) + ${BUDGET_S:-560} ))
 mkdir -p "$OUT"
 BIN=/tmp/mcugan-cuda
 python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open('target-gpu/mcugan.xz'), open('$BIN','wb'))"
@@ -34,13 +39,16 @@ export LD_LIBRARY_PATH="${LIBS}${LD_LIBRARY_PATH:-}"
 
 train() { # name data recipe epochs [extra...]
   local name=$1 data=$2 recipe=$3 epochs=$4; shift 4
+  local left=$(( DEADLINE - $(date +%s) ))
+  if [ "$left" -lt 15 ]; then echo "$name skipped: no time left" | tee -a "$OUT/jobs.txt"; return; fi
   local start=$(date +%s%N)
-  "$BIN" train --device cuda --data "$data" --recipe "$recipe" --epochs "$epochs" \
+  timeout -s INT -k 20 "$left" "$BIN" train --device cuda --data "$data" --recipe "$recipe" --epochs "$epochs" \
     --out "$OUT/$name" --sample-interval 4000 --quiet "$@" > "$OUT/$name.log" 2>&1 &
   local pid=$!
   sleep 3
   # The shared libraries the process opened (cudarc loads CUDA's at run time).
-  grep -o '/[^ ]*\.so[^ ]*' "/proc/$pid/maps" 2>/dev/null | sort -u > "$OUT/$name.libraries.txt"
+  local trainer=$(pgrep -P "$pid" 2>/dev/null | head -1)
+  grep -o '/[^ ]*\.so[^ ]*' "/proc/${trainer:-$pid}/maps" 2>/dev/null | sort -u > "$OUT/$name.libraries.txt"
   wait $pid
   local rc=$?
   echo "$name rc=$rc wall=$(( ($(date +%s%N) - start) / 1000000 )) ms" | tee -a "$OUT/jobs.txt"
@@ -60,7 +68,7 @@ for spec in "$@"; do
     verify)
       python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('target-gpu/mcugan-tests.xz'), open('/tmp/mcugan-tests','wb'))"
       chmod +x /tmp/mcugan-tests
-      /tmp/mcugan-tests kernel_trainer --include-ignored --test-threads 1 > "$OUT/verify.log" 2>&1
+      timeout -k 10 $(( DEADLINE - $(date +%s) )) /tmp/mcugan-tests kernel_trainer --include-ignored --test-threads 1 > "$OUT/verify.log" 2>&1
       echo "verify rc=$?" | tee -a "$OUT/jobs.txt"
       tail -15 "$OUT/verify.log" ;;
     digits-kernels) train digits-kernels $DIGITS reference $epochs --engine kernels ;;
