@@ -37,6 +37,8 @@ tasks:
                                   PyTorch from PyPI into .venv-bench; not part of the tests)
   gpu-bundle                      build the CUDA binary (nvcc from PyPI wheels) and pack it with the
                                   data into target-gpu/ for bench/gpu-run.sh on a GPU machine
+  cuda-check                      compile and lint the host with --features cuda (nvcc from PyPI
+                                  wheels; part of `test`)
   setup                           install what demo and test need (qemu, target, npm, data)
 ";
 
@@ -61,6 +63,7 @@ fn main() -> Result<()> {
         Some("eval-shipped") => eval_shipped(&root),
         Some("bench-train") => bench_train(&root, &args[1..]),
         Some("gpu-bundle") => gpu_bundle(&root),
+        Some("cuda-check") => cuda_check(&root),
         _ => {
             eprint!("{USAGE}");
             if args.is_empty() {
@@ -605,85 +608,149 @@ fn seconds_after_first(epochs: &serde_json::Value) -> f64 {
 }
 
 /// A Python virtual environment `name` under the repository with `packages` installed from
-/// PyPI (made on first use); returns its interpreter.
+/// PyPI (made on first use, completed when an install was cut short or the list changed);
+/// returns its interpreter.
 fn python_venv(root: &Path, name: &str, purpose: &str, packages: &[&str]) -> Result<PathBuf> {
     let venv = root.join(name);
     let python = venv.join("bin/python");
-    if !python.is_file() {
+    let marker = venv.join("mcugan-packages.txt");
+    let wanted = packages.join("\n");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
         step(&format!("installing {purpose} from PyPI into {name}"));
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        if !python.is_file() {
+            run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        }
         run(Command::new(&python)
             .args(["-m", "pip", "install", "--quiet"])
             .args(packages))?;
+        std::fs::write(&marker, wanted)?;
     }
     Ok(python)
 }
 
-/// The CUDA build, made here (no GPU needed) and packed with the data for a GPU machine.
-fn gpu_bundle(root: &Path) -> Result<()> {
-    let python = python_venv(
-        root,
-        ".venv-cuda",
-        "nvcc and the CUDA 13.0 libraries",
-        &[
-            "nvidia-cuda-nvcc==13.0.*",
-            "nvidia-cuda-crt==13.0.*",
-            "nvidia-nvvm==13.0.*",
-            "nvidia-cuda-runtime==13.0.*",
-            "nvidia-cuda-cccl==13.0.*",
-            "nvidia-cublas==13.0.*",
-            "nvidia-cuda-nvrtc==13.0.*",
-            "nvidia-curand<10.5",
-        ],
-    )?;
-    let output = Command::new(&python)
-        .args(["-c", "import site; print(site.getsitepackages()[0])"])
-        .output()?;
-    let cuda_home =
-        PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).join("nvidia/cu13");
-    // Link-time libraries: the real ones from the wheels, and a stub libcuda (the driver,
-    // which only the GPU machine has) built from cudarc's list of driver functions.
-    let link = root.join("target/cuda-link");
-    std::fs::create_dir_all(&link)?;
-    let lib = cuda_home.join("lib");
-    for (name, file) in [
-        ("libcublas.so", "libcublas.so.13"),
-        ("libcublasLt.so", "libcublasLt.so.13"),
-        ("libcudart.so", "libcudart.so.13"),
-        ("libnvrtc.so", "libnvrtc.so.13"),
-        ("libcurand.so", "libcurand.so.10"),
-    ] {
-        let target = link.join(name);
-        let _ = std::fs::remove_file(&target);
-        std::os::unix::fs::symlink(lib.join(file), &target)?;
+/// nvcc and the CUDA headers (PyPI wheels, CUDA 13.0): enough to compile the `cuda` feature.
+const NVCC_PACKAGES: &[&str] = &[
+    "nvidia-cuda-nvcc==13.0.*",
+    "nvidia-cuda-crt==13.0.*",
+    "nvidia-nvvm==13.0.*",
+    "nvidia-cuda-runtime==13.0.*",
+    "nvidia-cuda-cccl==13.0.*",
+];
+
+/// The CUDA libraries the `cuda` build links against (PyPI wheels, CUDA 13.0).
+const CUDA_LIBRARY_PACKAGES: &[&str] = &[
+    "nvidia-cublas==13.0.*",
+    "nvidia-cuda-nvrtc==13.0.*",
+    "nvidia-curand<10.5",
+];
+
+/// The CUDA toolkit from PyPI wheels in a virtual environment, for cargo builds of the `cuda`
+/// feature on a machine without a GPU.
+struct CudaToolchain {
+    /// The wheels' `nvidia/cu13` folder: `bin/nvcc`, `include/`, `lib/`.
+    home: PathBuf,
+    /// A folder of link-time libraries, when the toolchain can link.
+    link: Option<PathBuf>,
+}
+
+impl CudaToolchain {
+    /// nvcc and headers only (in `.venv-nvcc`): `cargo check` and `cargo clippy`, no linking.
+    fn compiler(root: &Path) -> Result<Self> {
+        let python = python_venv(root, ".venv-nvcc", "nvcc (CUDA 13.0)", NVCC_PACKAGES)?;
+        Ok(Self {
+            home: cu13_home(&python)?,
+            link: None,
+        })
     }
-    let stub = link.join("libcuda-stub.c");
-    let mut source = String::new();
-    for symbol in CUDA_DRIVER_SYMBOLS.lines().filter(|l| !l.is_empty()) {
-        source += &format!("void {symbol}(void) {{}}\n");
+
+    /// nvcc and the libraries (in `.venv-cuda`), with a stub of the driver library: builds
+    /// binaries that run on a GPU machine.
+    fn with_libraries(root: &Path) -> Result<Self> {
+        let packages: Vec<&str> = NVCC_PACKAGES
+            .iter()
+            .chain(CUDA_LIBRARY_PACKAGES)
+            .copied()
+            .collect();
+        let python = python_venv(
+            root,
+            ".venv-cuda",
+            "nvcc and the CUDA 13.0 libraries",
+            &packages,
+        )?;
+        let home = cu13_home(&python)?;
+        // Link-time libraries: the real ones from the wheels, and a stub libcuda (the driver,
+        // which only the GPU machine has) built from cudarc's list of driver functions.
+        let link = root.join("target/cuda-link");
+        std::fs::create_dir_all(&link)?;
+        let lib = home.join("lib");
+        for (name, file) in [
+            ("libcublas.so", "libcublas.so.13"),
+            ("libcublasLt.so", "libcublasLt.so.13"),
+            ("libcudart.so", "libcudart.so.13"),
+            ("libnvrtc.so", "libnvrtc.so.13"),
+            ("libcurand.so", "libcurand.so.10"),
+        ] {
+            let target = link.join(name);
+            let _ = std::fs::remove_file(&target);
+            std::os::unix::fs::symlink(lib.join(file), &target)?;
+        }
+        let stub = link.join("libcuda-stub.c");
+        let mut source = String::new();
+        for symbol in CUDA_DRIVER_SYMBOLS.lines().filter(|l| !l.is_empty()) {
+            source += &format!("void {symbol}(void) {{}}\n");
+        }
+        std::fs::write(&stub, source)?;
+        run(Command::new("cc")
+            .args(["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o"])
+            .arg(link.join("libcuda.so"))
+            .arg(&stub))?;
+        Ok(Self {
+            home,
+            link: Some(link),
+        })
     }
-    std::fs::write(&stub, source)?;
-    run(Command::new("cc")
-        .args(["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o"])
-        .arg(link.join("libcuda.so"))
-        .arg(&stub))?;
-    let cuda_cargo = |args: &[&str]| {
+
+    /// `cargo ARGS` with this toolchain, for the H100 (sm_90), into `target/cuda`.
+    fn cargo(&self, root: &Path, args: &[&str]) -> Command {
         let mut command = cargo(args);
         command
-            .env("CUDA_HOME", &cuda_home)
+            .env("CUDA_HOME", &self.home)
             .env(
                 "PATH",
                 format!(
                     "{}:{}",
-                    cuda_home.join("bin").display(),
+                    self.home.join("bin").display(),
                     env::var("PATH").unwrap_or_default()
                 ),
             )
             .env("CUDA_COMPUTE_CAP", "90")
-            .env("LIBRARY_PATH", &link)
             .env("CARGO_TARGET_DIR", root.join("target/cuda"));
+        if let Some(link) = &self.link {
+            command.env("LIBRARY_PATH", link);
+        }
         command
-    };
+    }
+}
+
+/// The `nvidia/cu13` folder of the virtual environment whose interpreter is `python`.
+fn cu13_home(python: &Path) -> Result<PathBuf> {
+    let output = Command::new(python)
+        .args(["-c", "import site; print(site.getsitepackages()[0])"])
+        .output()?;
+    if !output.status.success() {
+        bail!("{} could not name its site-packages", python.display());
+    }
+    let home = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).join("nvidia/cu13");
+    if !home.join("bin/nvcc").is_file() {
+        bail!("no nvcc in {} (the nvidia-cuda-nvcc wheel)", home.display());
+    }
+    Ok(home)
+}
+
+/// The CUDA build, made here (no GPU needed) and packed with the data for a GPU machine.
+fn gpu_bundle(root: &Path) -> Result<()> {
+    let toolchain = CudaToolchain::with_libraries(root)?;
+    let cuda_cargo = |args: &[&str]| toolchain.cargo(root, args);
     step("building mcugan with --features cuda (sm_90; the first build compiles candle's kernels)");
     run(cuda_cargo(&[
         "build",
@@ -763,6 +830,26 @@ fn gpu_bundle(root: &Path) -> Result<()> {
 /// The CUDA driver functions cudarc may call, for the link-time stub of libcuda.
 const CUDA_DRIVER_SYMBOLS: &str = include_str!("cuda-driver-symbols.txt");
 
+/// Compiles and lints the host with `--features cuda` (nvcc from PyPI wheels; no GPU needed).
+fn cuda_check(root: &Path) -> Result<()> {
+    step("the cuda feature compiles and lints clean (nvcc from PyPI wheels; no GPU needed)");
+    run(CudaToolchain::compiler(root)?.cargo(
+        root,
+        &[
+            "clippy",
+            "-p",
+            "mcugan",
+            "--features",
+            "cuda",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    ))?;
+    Ok(())
+}
+
 fn test(root: &Path) -> Result<()> {
     let started = Instant::now();
     setup(root, true)?;
@@ -795,6 +882,7 @@ fn test(root: &Path) -> Result<()> {
     step("real boards build (Nucleo-F429ZI int8, nRF52840-DK int4; with and without display)");
     build_boards(root, &[])?;
     build_boards(root, &["display"])?;
+    cuda_check(root)?;
     step("shared builds without std for the chip");
     run(cargo(&[
         "build",
