@@ -197,6 +197,9 @@ fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+/// The largest image side [`parse_idx_images`] reads: a model header stores sides as `u16`.
+pub const MAX_IDX_SIDE: u32 = u16::MAX as u32;
+
 /// Parses an IDX file of images: magic `0x0803`, then count, rows and columns (big-endian).
 pub fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, Vec<u8>), DataError> {
     let magic = be_u32(bytes, 0).ok_or_else(|| invalid(path, "shorter than an IDX header"))?;
@@ -210,13 +213,25 @@ pub fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, Vec<
     let (Some(count), Some(rows), Some(cols)) = dims else {
         return Err(invalid(path, "truncated IDX header"));
     };
-    let (count, rows, cols) = (count as usize, rows as usize, cols as usize);
     if rows == 0 || cols == 0 {
         return Err(invalid(path, format!("empty images ({rows}x{cols})")));
     }
-    let expected = count
-        .checked_mul(rows * cols)
-        .ok_or_else(|| invalid(path, "image count overflows"))?;
+    // Images are at most u16::MAX on a side (what a model header can describe), and the sizes
+    // are multiplied with checks, so no header can wrap them into a small valid size.
+    if rows > MAX_IDX_SIDE || cols > MAX_IDX_SIDE {
+        return Err(invalid(
+            path,
+            format!("images of {rows}x{cols}: at most {MAX_IDX_SIDE} pixels a side are read"),
+        ));
+    }
+    if count == 0 {
+        return Err(invalid(path, "the header declares no images"));
+    }
+    let (count, rows, cols) = (count as usize, rows as usize, cols as usize);
+    let expected = rows
+        .checked_mul(cols)
+        .and_then(|pixels| pixels.checked_mul(count))
+        .ok_or_else(|| invalid(path, format!("{count} images of {rows}x{cols} overflow")))?;
     let body = &bytes[16..];
     if body.len() < expected {
         return Err(invalid(
@@ -543,6 +558,48 @@ mod tests {
         fs::write(dir.path().join("train-images-idx3-ubyte.gz"), b"not gzip").unwrap();
         let text = error_text(dir.path());
         assert!(text.contains("train-images-idx3-ubyte.gz"), "{text}");
+    }
+
+    /// An IDX image header with the given count, rows and columns and no pixels.
+    fn idx_header(count: u32, rows: u32, cols: u32) -> Vec<u8> {
+        let mut bytes = IDX3_UBYTE_MAGIC.to_be_bytes().to_vec();
+        for value in [count, rows, cols] {
+            bytes.extend_from_slice(&value.to_be_bytes());
+        }
+        bytes
+    }
+
+    /// Every size an IDX header declares is bounded and multiplied with checks: no header wraps
+    /// into a small valid size, and none makes the reader allocate what the file does not hold.
+    #[test]
+    fn idx_header_sizes_are_bounded() {
+        let path = Path::new("images-idx3-ubyte");
+        let err = |bytes: &[u8]| parse_idx_images(path, bytes).unwrap_err().to_string();
+        // 65536 x 65536 images: one more than a side may be.
+        let text = err(&idx_header(1, 65_536, 65_536));
+        assert!(
+            text.contains("65536x65536") && text.contains("at most 65535"),
+            "{text}"
+        );
+        assert!(err(&idx_header(1, 28, 70_000)).contains("at most 65535"));
+        // The largest sides, many images: count * rows * cols = 2^32 * 2^32 overflows 64 bits.
+        let text = err(&idx_header(u32::MAX, 65_535, 65_535));
+        assert!(
+            text.contains("truncated") || text.contains("overflow"),
+            "{text}"
+        );
+        // A product that fits but that the file does not hold: refused before any copy.
+        let text = err(&idx_header(1 << 20, 28, 28));
+        assert!(
+            text.contains("truncated") && text.contains("822083584 bytes"),
+            "{text}"
+        );
+        assert!(err(&idx_header(0, 28, 28)).contains("no images"));
+        assert!(err(&idx_header(3, 0, 28)).contains("empty images"));
+        // A one-pixel image, the smallest there is, still reads.
+        let mut one = idx_header(2, 1, 1);
+        one.extend_from_slice(&[7, 9]);
+        assert_eq!(parse_idx_images(path, &one).unwrap(), (1, 1, vec![7, 9]));
     }
 
     #[test]

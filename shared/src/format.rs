@@ -41,6 +41,10 @@ pub const MAX_LAYERS: usize = 8;
 /// The widest layer (inputs or outputs) a model may have: the size of each of the two
 /// activation buffers inference uses.
 pub const MAX_WIDTH: usize = 1024;
+/// The most pixels (bytes: one per channel per pixel) an image may have. The last layer writes
+/// one output per pixel, so this is [`MAX_WIDTH`]; it bounds what the firmware's pixel buffer
+/// and the host's image buffers hold for one image.
+pub const MAX_IMAGE_PIXELS: usize = MAX_WIDTH;
 /// The data section and every array in it start at a multiple of this many bytes from the start
 /// of the blob.
 pub const DATA_ALIGN: usize = 16;
@@ -225,9 +229,23 @@ pub struct ImageShape {
 }
 
 impl ImageShape {
-    /// Bytes of one image: one `u8` per channel per pixel.
-    pub fn pixel_count(&self) -> usize {
-        usize::from(self.width) * usize::from(self.height) * usize::from(self.channels)
+    /// Bytes of one image: one `u8` per channel per pixel. Computed in `u64`, where the product
+    /// of the three stored widths (at most 2^40) cannot overflow on any target; a shape that
+    /// [`Model::parse`] accepted has at most [`MAX_IMAGE_PIXELS`].
+    pub fn pixel_count(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height) * u64::from(self.channels)
+    }
+
+    /// [`ImageShape::pixel_count`] when it is `1..=MAX_IMAGE_PIXELS`, the shapes a model may
+    /// have; `None` for an empty or too large image.
+    pub fn checked_pixel_count(&self) -> Option<usize> {
+        let pixels = self.pixel_count();
+        if (1..=MAX_IMAGE_PIXELS as u64).contains(&pixels) {
+            // Bounded by MAX_IMAGE_PIXELS, so it fits any usize.
+            Some(pixels as usize)
+        } else {
+            None
+        }
     }
 }
 
@@ -349,6 +367,20 @@ pub enum FormatError {
         expected: u32,
         /// Width the layer declares.
         found: u32,
+    },
+    /// The image is empty or has more than [`MAX_IMAGE_PIXELS`] pixels.
+    #[error(
+        "image {width}x{height}x{channels} has {pixels} pixels, outside 1..={MAX_IMAGE_PIXELS}"
+    )]
+    BadImageSize {
+        /// Width from the header.
+        width: u16,
+        /// Height from the header.
+        height: u16,
+        /// Channels from the header.
+        channels: u8,
+        /// Their product, computed without overflow.
+        pixels: u64,
     },
     /// The last layer's outputs differ from the image's pixel count.
     #[error("the last layer makes {found} outputs but the image has {expected} pixels")]
@@ -524,6 +556,7 @@ pub struct Model<'a> {
     name: &'a str,
     latent_dim: usize,
     image: ImageShape,
+    pixel_count: usize,
     layers: Vec<Layer<'a>, MAX_LAYERS>,
     blob_len: usize,
 }
@@ -719,10 +752,19 @@ impl<'a> Model<'a> {
             }
         }
 
-        let pixels = header.image.pixel_count() as u32;
-        if fed != pixels {
+        let image = header.image;
+        let pixels = image
+            .checked_pixel_count()
+            .ok_or(FormatError::BadImageSize {
+                width: image.width,
+                height: image.height,
+                channels: image.channels,
+                pixels: image.pixel_count(),
+            })?;
+        // Both are at most MAX_WIDTH, so they compare exactly in u32.
+        if fed as usize != pixels {
             return Err(FormatError::ImageSizeMismatch {
-                expected: pixels,
+                expected: pixels as u32,
                 found: fed,
             });
         }
@@ -730,7 +772,8 @@ impl<'a> Model<'a> {
         Ok(Model {
             name: header.name,
             latent_dim: usize::from(header.latent_dim),
-            image: header.image,
+            image,
+            pixel_count: pixels,
             layers,
             blob_len,
         })
@@ -751,9 +794,9 @@ impl<'a> Model<'a> {
         self.image
     }
 
-    /// Bytes of one generated image.
+    /// Bytes of one generated image, `1..=MAX_IMAGE_PIXELS`.
     pub fn pixel_count(&self) -> usize {
-        self.image.pixel_count()
+        self.pixel_count
     }
 
     /// The layers, first to last.

@@ -5,7 +5,8 @@ use mcugan_shared::encode::{
     encode, reseal, set_version, EncodeError, LayerSpec, ModelSpec, OutputSpec,
 };
 use mcugan_shared::format::{
-    ArrayKind, ChannelRequant, WeightFormat, FORMAT_VERSION, MAX_WIDTH, OLDEST_FORMAT_VERSION,
+    ArrayKind, ChannelRequant, WeightFormat, FORMAT_VERSION, MAX_IMAGE_PIXELS, MAX_WIDTH,
+    OLDEST_FORMAT_VERSION,
 };
 use mcugan_shared::{generate, FormatError, ImageShape, Model, Requant};
 use proptest::prelude::*;
@@ -653,4 +654,113 @@ fn interleaved_rows_beyond_the_exact_bound_are_rejected() {
         encode(&spec),
         Err(EncodeError::RowTooLarge { layer: 0, row: 1 })
     ));
+}
+
+/// The fuzz corpus (`fuzz/corpus/parse_model`): every seed parses without a panic, and a model
+/// that parses runs. New crashes found by `cargo fuzz` land there as regression seeds.
+fn corpus_seeds() -> Vec<(String, Vec<u8>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/parse_model");
+    let mut seeds: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| {
+            let path = entry.expect("corpus entry").path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).expect("corpus seed reads"))
+        })
+        .collect();
+    seeds.sort();
+    seeds
+}
+
+#[test]
+fn every_fuzz_corpus_seed_parses_without_panic() {
+    let seeds = corpus_seeds();
+    assert!(!seeds.is_empty(), "the fuzz corpus is empty");
+    for (_, bytes) in &seeds {
+        parse_and_run(bytes);
+    }
+    // A small valid model is among them, so the fuzzer starts from something that parses.
+    assert!(seeds
+        .iter()
+        .any(|(name, bytes)| name.starts_with("tiny-valid") && Model::parse(bytes).is_ok()));
+}
+
+/// Issue 18: a header image of 33025 x 65026 x 2 = 2^32 + 4 pixels used to wrap to 4 in `u32`
+/// and pass as the output of a 1 -> 4 layer.
+#[test]
+fn an_image_whose_pixel_count_overflows_32_bits_is_refused() {
+    let (_, blob) = corpus_seeds()
+        .into_iter()
+        .find(|(name, _)| name == "image-pixels-overflow-u32.mcg")
+        .expect("the regression seed is in the corpus");
+    assert_eq!(blob.len(), 118);
+    let err = parse_err(&blob).expect("refused");
+    assert_eq!(
+        err,
+        FormatError::BadImageSize {
+            width: 33025,
+            height: 65026,
+            channels: 2,
+            pixels: (1 << 32) + 4,
+        }
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("33025x65026x2") && text.contains("4294967300"),
+        "{text}"
+    );
+}
+
+#[test]
+fn images_beyond_the_pixel_bound_or_empty_are_refused() {
+    // One channel more than the last layer's 1,024 outputs can fill.
+    let too_large = ImageShape {
+        width: 32,
+        height: 32,
+        channels: 2,
+    };
+    assert_eq!(
+        encode_one_layer(4, MAX_WIDTH as u16, too_large, 0).err(),
+        Some(EncodeError::Invalid(FormatError::BadImageSize {
+            width: 32,
+            height: 32,
+            channels: 2,
+            pixels: 2048,
+        }))
+    );
+    let empty = ImageShape {
+        width: 4,
+        height: 0,
+        channels: 1,
+    };
+    assert!(matches!(
+        encode_one_layer(4, 4, empty, 0),
+        Err(EncodeError::Invalid(FormatError::BadImageSize {
+            pixels: 0,
+            ..
+        }))
+    ));
+    // The largest image the format holds.
+    assert!(encode_one_layer(4, MAX_WIDTH as u16, square(32), 0).is_ok());
+    assert_eq!(MAX_IMAGE_PIXELS, MAX_WIDTH);
+}
+
+proptest! {
+    /// The size arithmetic is exact for every shape the header can hold (on 32-bit targets too:
+    /// CI runs these tests for i686), and accepts exactly the products in 1..=MAX_IMAGE_PIXELS.
+    #[test]
+    fn pixel_counts_are_exact_for_every_storable_shape(
+        width in any::<u16>(),
+        height in any::<u16>(),
+        channels in any::<u8>(),
+    ) {
+        let shape = ImageShape { width, height, channels };
+        let exact = u128::from(width) * u128::from(height) * u128::from(channels);
+        prop_assert_eq!(u128::from(shape.pixel_count()), exact);
+        let accepted = shape.checked_pixel_count();
+        prop_assert_eq!(accepted.is_some(), (1..=MAX_IMAGE_PIXELS as u128).contains(&exact));
+        if let Some(pixels) = accepted {
+            prop_assert_eq!(pixels as u128, exact);
+        }
+    }
 }

@@ -201,3 +201,26 @@ fn a_wrong_version_blob_is_rejected_by_host_and_chip() {
         "UnsupportedVersion",
     );
 }
+
+/// Issue 18: an image of 33025 x 65026 x 2 pixels (2^32 + 4) once wrapped to 4 in the chip's
+/// 32-bit arithmetic and parsed; the firmware now logs the named error and exits 1.
+#[test]
+fn an_image_size_that_overflows_32_bits_is_rejected_by_host_and_chip() {
+    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus/parse_model/image-pixels-overflow-u32.mcg");
+    let blob = std::fs::read(&seed).unwrap();
+    check_rejected(
+        "image-overflow",
+        &blob,
+        |e| {
+            matches!(
+                e,
+                FormatError::BadImageSize {
+                    pixels: 4_294_967_300,
+                    ..
+                }
+            )
+        },
+        "BadImageSize",
+    );
+}

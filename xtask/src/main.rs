@@ -850,6 +850,38 @@ fn cuda_check(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A 32-bit host target: the shared crate's size arithmetic runs there as on the chip, but
+/// with the dev profile's overflow checks, so a product that wraps on 32 bits panics a test.
+const HOST_32_BIT_TARGET: &str = "i686-unknown-linux-gnu";
+
+/// Runs the shared crate's tests for [`HOST_32_BIT_TARGET`], installing the target (rustup)
+/// and the 32-bit C runtime to link against (apt `gcc-multilib`) when missing.
+fn shared_tests_32_bit() -> Result<()> {
+    let targets = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running rustup")?;
+    if !String::from_utf8_lossy(&targets.stdout).contains(HOST_32_BIT_TARGET) {
+        eprintln!("installing the {HOST_32_BIT_TARGET} target");
+        run(Command::new("rustup").args(["target", "add", HOST_32_BIT_TARGET]))?;
+    }
+    let multilib = Command::new("dpkg")
+        .args(["-s", "gcc-multilib"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !multilib {
+        eprintln!("installing gcc-multilib (to link 32-bit test binaries)");
+        apt_install(&["gcc-multilib"])?;
+    }
+    run(cargo(&[
+        "test",
+        "-p",
+        "mcugan-shared",
+        "--target",
+        HOST_32_BIT_TARGET,
+    ]))
+}
+
 fn test(root: &Path) -> Result<()> {
     let started = Instant::now();
     setup(root, true)?;
@@ -893,6 +925,8 @@ fn test(root: &Path) -> Result<()> {
         "--target",
         FIRMWARE_TARGET,
     ]))?;
+    step("shared's tests on a 32-bit target (i686, overflow checks on)");
+    shared_tests_32_bit()?;
     step("tests (host, shared, and the firmware under QEMU)");
     run(cargo(&["test", "--workspace"]).env("MCUGAN_REQUIRE_DATASETS", "1"))?;
     eprintln!(
