@@ -1,7 +1,8 @@
 //! # mcugan (host)
 //!
 //! The workstation side of mcugan: data loading, training the reference MLP GAN with candle,
-//! quantizing its generator into the compact model format of `mcugan-shared`, simulating the
+//! quantizing its generator (or one imported from ONNX) into the compact model format of
+//! `mcugan-shared`, simulating the
 //! microcontroller with the very code it runs, and driving the firmware under QEMU.
 
 pub mod adam;
@@ -15,6 +16,7 @@ pub mod firmware;
 pub mod fsutil;
 pub mod fused;
 pub mod gan;
+pub mod generator_file;
 pub mod kernel_trainer;
 pub mod picture;
 pub mod quantize;

@@ -8,8 +8,8 @@ use candle_core::Device;
 use clap::{Parser, Subcommand};
 use mcugan::firmware::{self, QemuOptions};
 use mcugan::picture::{self, GridLayout};
-use mcugan::quantize::{self, FloatGenerator, QuantizeOptions};
-use mcugan::{report, simulate, train};
+use mcugan::quantize::{self, QuantizeOptions};
+use mcugan::{generator_file, report, simulate, train};
 use mcugan_shared::Model;
 
 #[derive(Parser)]
@@ -90,7 +90,8 @@ enum Command {
     },
     /// Quantize a trained generator into the int8 (or int4) model blob the firmware runs.
     Quantize {
-        /// The generator (`generator.safetensors`, or a training checkpoint).
+        /// The generator: `generator.safetensors`, a training checkpoint, or an ONNX graph
+        /// (`.onnx`, an MLP generator; see the README's "Bring your own model").
         #[arg(long)]
         generator: PathBuf,
         /// Where to write the blob.
@@ -137,7 +138,7 @@ enum Command {
     /// space, an Inception-Score analogue, class coverage; with calibration rows (real train
     /// images: near 0; noise: large).
     Eval {
-        /// What to measure, any number: a generator (`.safetensors`: the float model), a model
+        /// What to measure, any number: a generator (`.safetensors` or `.onnx`: the float model), a model
         /// blob (`.mcg`: the host simulation of the chip), a firmware ELF (run under QEMU), or a
         /// folder of 28x28 grayscale PNGs.
         #[arg(required = true)]
@@ -229,7 +230,7 @@ enum Command {
     /// Measure a model and its firmware: sizes, RAM, instructions per image, float-vs-int8
     /// PSNR; draw the chip's digits.
     Report {
-        /// The float generator.
+        /// The float generator (`.safetensors` or `.onnx`).
         #[arg(long)]
         generator: PathBuf,
         /// The int8 blob.
@@ -294,13 +295,14 @@ const DIGITS_LAYOUT: GridLayout = GridLayout {
     scale: 4,
 };
 
-fn save_digits(path: &Path, images: &[&[u8]], side: usize) -> Result<()> {
+fn save_digits(path: &Path, images: &[&[u8]], image: mcugan_shared::ImageShape) -> Result<()> {
     let columns = (images.len() as f64).sqrt().ceil().max(1.0) as usize;
     picture::save_png(
         path,
-        &picture::grid(
+        &picture::grid_of(
             images,
-            side,
+            usize::from(image.width) * usize::from(image.channels),
+            usize::from(image.height),
             GridLayout {
                 columns,
                 ..DIGITS_LAYOUT
@@ -365,17 +367,31 @@ fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<(Strin
             images.concat(),
         ));
     }
-    let generator = train::load_generator(path, &Device::Cpu).with_context(|| {
-        format!(
-            "{} is neither a generator, a model blob, a firmware ELF nor a folder",
-            path.display()
-        )
-    })?;
-    let float = FloatGenerator::fold(&generator)?;
-    let pixels = seeds
-        .iter()
-        .flat_map(|&seed| float.draw(seed).into_iter().map(|g| g.round() as u8))
-        .collect();
+    let float = if generator_file::is_onnx(path) {
+        generator_file::load_float_generator(path)?
+    } else {
+        let generator = train::load_generator(path, &Device::Cpu).with_context(|| {
+            format!(
+                "{} is neither a generator, a model blob, a firmware ELF nor a folder",
+                path.display()
+            )
+        })?;
+        quantize::fold(&generator)?
+    };
+    let image = float.image;
+    if (image.width, image.height, image.channels) != (28, 28, 1) {
+        bail!(
+            "{} draws {}x{}x{} images; eval reads 28x28 grayscale",
+            path.display(),
+            image.width,
+            image.height,
+            image.channels
+        );
+    }
+    let mut pixels = Vec::with_capacity(seeds.len() * 784);
+    for &seed in seeds {
+        pixels.extend(float.draw(seed)?.into_iter().map(|g| g.round() as u8));
+    }
     Ok((format!("float: {}", path.display()), pixels))
 }
 
@@ -646,7 +662,7 @@ fn main() -> Result<()> {
             row_major,
             no_bias_correction,
         } => {
-            let float = FloatGenerator::fold(&train::load_generator(&generator, &Device::Cpu)?)?;
+            let float = generator_file::load_float_generator(&generator)?;
             let options = QuantizeOptions {
                 name,
                 calibration_images,
@@ -668,7 +684,10 @@ fn main() -> Result<()> {
                         "layer {l}: {weights}, output scale {:.5} zero point {:4}, calibrated range [{:.3}, {:.3}]",
                         q.scale, q.zero_point, layer.calibrated_range.0, layer.calibrated_range.1
                     ),
-                    None => println!("layer {l}: {weights}, tanh to pixels through the lookup table"),
+                    None => println!(
+                        "layer {l}: {weights}, {:?} to pixels through the lookup table",
+                        float.output_activation()
+                    ),
                 }
             }
             let seeds = parse_seeds(&psnr_seeds)?;
@@ -707,7 +726,7 @@ fn main() -> Result<()> {
                         format!("LeakyReLU -> int8 (zero point {zero_point})")
                     }
                     mcugan_shared::LayerOutput::TanhPixels { lut } => {
-                        format!("tanh -> u8 pixels ({}-entry table)", lut.len())
+                        format!("pixel lookup table -> u8 ({} entries)", lut.len())
                     }
                 };
                 println!(
@@ -727,12 +746,13 @@ fn main() -> Result<()> {
                 let blob = read(path)?;
                 let parsed = Model::parse(&blob)
                     .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", path.display()))?;
-                let side = parsed.image().width as usize;
+                let image = parsed.image();
                 let images = simulate::simulate(&blob, &seeds)?;
                 let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
-                pictures.push(picture::grid(
+                pictures.push(picture::grid_of(
                     &refs,
-                    side,
+                    usize::from(image.width) * usize::from(image.channels),
+                    usize::from(image.height),
                     GridLayout {
                         columns,
                         ..DIGITS_LAYOUT
@@ -813,8 +833,8 @@ fn main() -> Result<()> {
                     run.wall.as_secs_f64()
                 );
             }
-            if let Some(model) = check {
-                let expected = simulate::simulate(&read(&model)?, &seeds)?;
+            if let Some(model) = &check {
+                let expected = simulate::simulate(&read(model)?, &seeds)?;
                 let same = run.images.len() == expected.len()
                     && run
                         .images
@@ -833,10 +853,20 @@ fn main() -> Result<()> {
                 );
             }
             if let Some(png) = png {
-                let side =
-                    (run.images.first().map_or(0, |i| i.pixels.len()) as f64).sqrt() as usize;
+                // The stream carries pixels, not the shape: the checked blob's, else square.
+                let len = run.images.first().map_or(0, |i| i.pixels.len());
+                let image = match &check {
+                    Some(path) => Model::parse(&read(path)?)?.image(),
+                    None => mcugan::quantize::FloatGenerator::square_image(len).unwrap_or(
+                        mcugan_shared::ImageShape {
+                            width: u16::try_from(len).unwrap_or(u16::MAX),
+                            height: 1,
+                            channels: 1,
+                        },
+                    ),
+                };
                 let refs: Vec<&[u8]> = run.images.iter().map(|i| i.pixels.as_slice()).collect();
-                save_digits(&png, &refs, side)?;
+                save_digits(&png, &refs, image)?;
                 println!("picture: {}", png.display());
             }
         }
@@ -850,7 +880,7 @@ fn main() -> Result<()> {
             out,
             png,
         } => {
-            let float = FloatGenerator::fold(&train::load_generator(&generator, &Device::Cpu)?)?;
+            let float = generator_file::load_float_generator(&generator)?;
             let blob = read(&model)?;
             let training = match train_summary {
                 Some(path) => Some(
@@ -871,9 +901,9 @@ fn main() -> Result<()> {
                 training,
                 qemu: &qemu,
             })?;
-            let side = Model::parse(&blob)?.image().width as usize;
+            let image = Model::parse(&blob)?.image();
             let refs: Vec<&[u8]> = run.images.iter().map(|i| i.pixels.as_slice()).collect();
-            save_digits(&png, &refs, side)?;
+            save_digits(&png, &refs, image)?;
             let markdown = format!(
                 "{}\n![digits drawn by the emulated chip]({})\n",
                 report.to_markdown(),

@@ -41,19 +41,36 @@ pub struct Picture {
 
 /// Lays `images` (each `side x side` gray levels) out in a grid.
 pub fn grid(images: &[&[u8]], side: usize, layout: GridLayout) -> Picture {
+    grid_of(images, side, side, layout)
+}
+
+/// Lays `images` (each `width x height` gray levels, row-major) out in a grid.
+pub fn grid_of(
+    images: &[&[u8]],
+    image_width: usize,
+    image_height: usize,
+    layout: GridLayout,
+) -> Picture {
     let columns = layout.columns.max(1);
     let rows = images.len().div_ceil(columns).max(1);
     let pad = layout.padding;
-    let width = columns * (side + pad) + pad;
-    let height = rows * (side + pad) + pad;
+    let width = columns * (image_width + pad) + pad;
+    let height = rows * (image_height + pad) + pad;
     let mut pixels = vec![layout.padding_value; width * height];
     for (n, image) in images.iter().enumerate() {
         let (gx, gy) = (n % columns, n / columns);
-        let (x0, y0) = (pad + gx * (side + pad), pad + gy * (side + pad));
-        // An image shorter than side x side leaves the rest of its cell blank.
-        for (y, row) in image.chunks_exact(side.max(1)).take(side).enumerate() {
+        let (x0, y0) = (
+            pad + gx * (image_width + pad),
+            pad + gy * (image_height + pad),
+        );
+        // An image shorter than width x height leaves the rest of its cell blank.
+        for (y, row) in image
+            .chunks_exact(image_width.max(1))
+            .take(image_height)
+            .enumerate()
+        {
             let at = (y0 + y) * width + x0;
-            pixels[at..at + side].copy_from_slice(row);
+            pixels[at..at + image_width].copy_from_slice(row);
         }
     }
     upscale(

@@ -14,154 +14,69 @@
 
 use anyhow::{bail, ensure, Context};
 use mcugan_shared::encode::{encode, fits_i8_blocked, LayerSpec, ModelSpec, OutputSpec};
-use mcugan_shared::format::{ChannelRequant, WeightFormat, MAX_ABS_BIAS, MAX_LUT_LEN};
-use mcugan_shared::latent::{sample_latent, LATENT_SCALE};
+use mcugan_shared::format::{
+    ChannelRequant, WeightFormat, MAX_ABS_BIAS, MAX_IMAGE_PIXELS, MAX_LAYERS, MAX_LUT_LEN,
+    MAX_WIDTH,
+};
+use mcugan_shared::latent::LATENT_SCALE;
 use mcugan_shared::requant::{MAX_SHIFT, MIN_SHIFT};
-use mcugan_shared::{ImageShape, Requant};
+use mcugan_shared::Requant;
 
 use crate::gan::{Generator, LEAKY_SLOPE};
 
-/// What a float layer applies after `W x + b`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Activation {
-    /// LeakyReLU with this negative slope.
-    LeakyRelu(f32),
-    /// Tanh.
-    Tanh,
-}
+pub use mcugan_float_model::{
+    latent_for_seed, tanh_output_to_gray, Activation, FloatGenerator, FloatLayer,
+};
 
-/// A dense float layer with BatchNorm already folded in.
-#[derive(Clone, Debug)]
-pub struct FloatLayer {
-    /// Input width.
-    pub inputs: usize,
-    /// Output width.
-    pub outputs: usize,
-    /// Row-major `[outputs][inputs]`.
-    pub weight: Vec<f32>,
-    /// `[outputs]`.
-    pub bias: Vec<f32>,
-    /// The activation.
-    pub activation: Activation,
-}
-
-impl FloatLayer {
-    /// `activation(W x + b)`, accumulated in f64.
-    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
-        self.weight
-            .chunks_exact(self.inputs)
-            .zip(&self.bias)
-            .map(|(row, &b)| {
-                let pre = row
-                    .iter()
-                    .zip(x)
-                    .map(|(&w, &v)| f64::from(w) * f64::from(v))
-                    .sum::<f64>()
-                    + f64::from(b);
-                match self.activation {
-                    Activation::LeakyRelu(slope) => {
-                        if pre >= 0.0 {
-                            pre as f32
-                        } else {
-                            (pre * f64::from(slope)) as f32
-                        }
-                    }
-                    Activation::Tanh => pre.tanh() as f32,
+/// The generator in evaluation mode as plain float layers: its BatchNorm layers (running
+/// statistics, eps 0.8) folded into the Linears before them.
+pub fn fold(generator: &Generator) -> anyhow::Result<FloatGenerator> {
+    let mut layers = Vec::new();
+    for (index, linear) in generator.linears.iter().enumerate() {
+        let weight = linear.weight.as_tensor().to_vec2::<f32>()?;
+        let mut bias = linear.bias.as_tensor().to_vec1::<f32>()?;
+        let (outputs, inputs) = (weight.len(), weight.first().map_or(0, Vec::len));
+        let mut weight: Vec<f32> = weight.into_iter().flatten().collect();
+        // Linears 1..=3 are followed by norms 0..=2.
+        if (1..=3).contains(&index) {
+            let norm = &generator.norms[index - 1];
+            let gamma = norm.weight.as_tensor().to_vec1::<f32>()?;
+            let beta = norm.bias.as_tensor().to_vec1::<f32>()?;
+            let mean = norm.running_mean.to_vec1::<f32>()?;
+            let var = norm.running_var.to_vec1::<f32>()?;
+            for o in 0..outputs {
+                let scale = f64::from(gamma[o]) / (f64::from(var[o]) + norm.eps).sqrt();
+                for w in &mut weight[o * inputs..(o + 1) * inputs] {
+                    *w = (f64::from(*w) * scale) as f32;
                 }
-            })
-            .collect()
-    }
-}
-
-/// The generator in evaluation mode as plain float layers (BatchNorm folded).
-#[derive(Clone, Debug)]
-pub struct FloatGenerator {
-    /// First to last.
-    pub layers: Vec<FloatLayer>,
-}
-
-impl FloatGenerator {
-    /// Folds the generator's BatchNorm layers (running statistics, eps 0.8) into its Linears.
-    pub fn fold(generator: &Generator) -> anyhow::Result<Self> {
-        let mut layers = Vec::new();
-        for (index, linear) in generator.linears.iter().enumerate() {
-            let weight = linear.weight.as_tensor().to_vec2::<f32>()?;
-            let mut bias = linear.bias.as_tensor().to_vec1::<f32>()?;
-            let (outputs, inputs) = (weight.len(), weight.first().map_or(0, Vec::len));
-            let mut weight: Vec<f32> = weight.into_iter().flatten().collect();
-            // Linears 1..=3 are followed by norms 0..=2.
-            if (1..=3).contains(&index) {
-                let norm = &generator.norms[index - 1];
-                let gamma = norm.weight.as_tensor().to_vec1::<f32>()?;
-                let beta = norm.bias.as_tensor().to_vec1::<f32>()?;
-                let mean = norm.running_mean.to_vec1::<f32>()?;
-                let var = norm.running_var.to_vec1::<f32>()?;
-                for o in 0..outputs {
-                    let scale = f64::from(gamma[o]) / (f64::from(var[o]) + norm.eps).sqrt();
-                    for w in &mut weight[o * inputs..(o + 1) * inputs] {
-                        *w = (f64::from(*w) * scale) as f32;
-                    }
-                    bias[o] = ((f64::from(bias[o]) - f64::from(mean[o])) * scale
-                        + f64::from(beta[o])) as f32;
-                }
+                bias[o] =
+                    ((f64::from(bias[o]) - f64::from(mean[o])) * scale + f64::from(beta[o])) as f32;
             }
-            let activation = if index == 4 {
-                Activation::Tanh
-            } else {
-                Activation::LeakyRelu(LEAKY_SLOPE as f32)
-            };
-            layers.push(FloatLayer {
-                inputs,
-                outputs,
-                weight,
-                bias,
-                activation,
-            });
         }
-        Ok(Self { layers })
+        let activation = if index == 4 {
+            Activation::Tanh
+        } else {
+            Activation::LeakyRelu(LEAKY_SLOPE as f32)
+        };
+        layers.push(FloatLayer {
+            inputs,
+            outputs,
+            weight,
+            bias,
+            activation,
+        });
     }
-
-    /// Latent vector length.
-    pub fn latent_dim(&self) -> usize {
-        self.layers.first().map_or(0, |l| l.inputs)
-    }
-
-    /// Runs the model; returns every layer's output (the last one is the image in `[-1, 1]`).
-    pub fn forward_all(&self, z: &[f32]) -> Vec<Vec<f32>> {
-        let mut outputs: Vec<Vec<f32>> = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            let input = outputs.last().map_or(z, |v| v.as_slice());
-            let out = layer.forward(input);
-            outputs.push(out);
-        }
-        outputs
-    }
-
-    /// The image for `z`, in `[-1, 1]`.
-    pub fn forward(&self, z: &[f32]) -> Vec<f32> {
-        self.forward_all(z).pop().unwrap_or_default()
-    }
-
-    /// The image the float model draws for `seed`, from the same latent vector the chip draws
-    /// (codes times [`LATENT_SCALE`]), as gray levels in `[0, 255]` (unrounded).
-    pub fn draw(&self, seed: u32) -> Vec<f32> {
-        self.forward(&latent_for_seed(seed, self.latent_dim()))
-            .into_iter()
-            .map(tanh_output_to_gray)
-            .collect()
-    }
+    let pixels = layers.last().map_or(0, |l| l.outputs);
+    let image = FloatGenerator::square_image(pixels)
+        .with_context(|| format!("the generator makes {pixels} pixels, not a square image"))?;
+    Ok(FloatGenerator::new(layers, image))
 }
 
-/// The real latent vector the chip draws for `seed`.
-pub fn latent_for_seed(seed: u32, dim: usize) -> Vec<f32> {
-    let mut codes = vec![0i8; dim];
-    sample_latent(seed, &mut codes);
-    codes.iter().map(|&c| f32::from(c) * LATENT_SCALE).collect()
-}
-
-/// Maps a tanh output in `[-1, 1]` to a gray level in `[0, 255]`.
-pub fn tanh_output_to_gray(value: f32) -> f32 {
-    ((value + 1.0) * 0.5 * 255.0).clamp(0.0, 255.0)
+/// A LeakyReLU slope stored as `f32` read as the decimal it was written as (0.2, not
+/// 0.200000003), so that a slope from an ONNX attribute and one from this crate's constant
+/// quantize to the same Q31 value.
+fn slope_as_written(slope: f32) -> f64 {
+    slope.to_string().parse().unwrap_or(f64::from(slope))
 }
 
 /// Settings of the quantizer.
@@ -403,21 +318,55 @@ pub fn choose_range(values: &[f32]) -> ActivationQuant {
 pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Result<Quantized> {
     let layers = &model.layers;
     ensure!(layers.len() >= 2, "the generator needs at least two layers");
+    let output_activation = model.output_activation();
     ensure!(
-        layers.last().map(|l| l.activation) == Some(Activation::Tanh),
-        "the last layer must end in Tanh"
+        output_activation.makes_pixels(),
+        "the last layer must end in Tanh or Sigmoid (the chip's pixel output)"
     );
+    let mut slopes = Vec::with_capacity(layers.len() - 1);
+    for (l, layer) in layers[..layers.len() - 1].iter().enumerate() {
+        match layer.activation {
+            Activation::LeakyRelu(slope) if (0.0..1.0).contains(&slope) => {
+                slopes.push(slope_q31(slope_as_written(slope)));
+            }
+            other => bail!(
+                "layer {l} ends in {other:?}; hidden layers must use LeakyReLU (slope in [0, 1)) \
+                 or ReLU"
+            ),
+        }
+    }
     ensure!(
         (2..=MAX_LUT_LEN).contains(&options.lut_len) && options.lut_len.is_multiple_of(2),
         "the lookup table length must be even and at most {MAX_LUT_LEN}"
     );
-    let side = (layers[layers.len() - 1].outputs as f64).sqrt() as usize;
     ensure!(
-        side * side == layers[layers.len() - 1].outputs,
-        "the generator must draw square grayscale images"
+        layers.len() <= MAX_LAYERS,
+        "the generator has {} layers; the model format holds at most {MAX_LAYERS}",
+        layers.len()
+    );
+    // Every width is stored as a u16 and must fit the chip's activation buffers: check them
+    // here, before any narrowing, so that no width can wrap into a smaller valid one.
+    for (l, layer) in layers.iter().enumerate() {
+        for (what, width) in [("inputs", layer.inputs), ("outputs", layer.outputs)] {
+            ensure!(
+                (1..=MAX_WIDTH).contains(&width),
+                "layer {l} has {width} {what}; the model format holds widths 1..={MAX_WIDTH}"
+            );
+        }
+    }
+    let pixels = layers[layers.len() - 1].outputs;
+    let image = model.image;
+    ensure!(
+        image.checked_pixel_count() == Some(pixels),
+        "the image {}x{}x{} does not hold the last layer's {pixels} outputs \
+         (at most {MAX_IMAGE_PIXELS} pixels)",
+        image.width,
+        image.height,
+        image.channels
     );
 
-    // Calibration: every hidden layer's outputs over the calibration images.
+    // Calibration: every hidden layer's outputs over the calibration images, from the
+    // model's float reference.
     let hidden = layers.len() - 1;
     let mut observed: Vec<Vec<f32>> = vec![Vec::new(); hidden];
     for i in 0..options.calibration_images {
@@ -425,20 +374,33 @@ pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Re
             options.calibration_seed_base.wrapping_add(i),
             model.latent_dim(),
         );
-        let outputs = model.forward_all(&z);
+        let outputs = model.forward_all(&z)?;
+        ensure!(
+            outputs.len() == layers.len(),
+            "the float reference returned {} layer outputs for {} layers",
+            outputs.len(),
+            layers.len()
+        );
         for (l, out) in outputs.iter().take(hidden).enumerate() {
+            ensure!(
+                out.len() == layers[l].outputs,
+                "the float reference's layer {l} output has {} values, the layer {}",
+                out.len(),
+                layers[l].outputs
+            );
             observed[l].extend_from_slice(out);
         }
     }
     let output_quants: Vec<ActivationQuant> = observed.iter().map(|v| choose_range(v)).collect();
 
-    let slope = slope_q31(LEAKY_SLOPE);
     let half = options.lut_len / 2;
     let lut_step = f64::from(options.lut_range) / half as f64;
     let lut: Vec<u8> = (0..options.lut_len)
         .map(|i| {
             let pre = (i as f64 - half as f64) * lut_step;
-            tanh_output_to_gray(pre.tanh() as f32).round() as u8
+            output_activation
+                .to_gray(output_activation.apply(pre) as f32)
+                .round() as u8
         })
         .collect();
 
@@ -538,7 +500,7 @@ pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Re
             } else {
                 OutputSpec::LeakyRelu {
                     zero_point: output_quants[l].zero_point,
-                    negative_slope_q31: slope,
+                    negative_slope_q31: slopes[l],
                 }
             },
         })
@@ -546,11 +508,7 @@ pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Re
     let blob = encode(&ModelSpec {
         name: &options.name,
         latent_dim: model.latent_dim() as u16,
-        image: ImageShape {
-            width: side as u16,
-            height: side as u16,
-            channels: 1,
-        },
+        image,
         layers: &specs,
     })?;
     Ok(Quantized {
@@ -633,7 +591,7 @@ mod tests {
                 .set(&Tensor::rand(-0.5f32, 0.5, n, &device).unwrap())
                 .unwrap();
         }
-        let folded = FloatGenerator::fold(&g).unwrap();
+        let folded = fold(&g).unwrap();
         let z = latent_for_seed(9, 100);
         let expected = g
             .forward_eval(&Tensor::from_slice(&z, (1, 100), &device).unwrap())
@@ -642,7 +600,7 @@ mod tests {
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
-        let got = folded.forward(&z);
+        let got = folded.forward(&z).unwrap();
         let worst = expected
             .iter()
             .zip(&got)

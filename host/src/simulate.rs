@@ -54,7 +54,7 @@ pub fn compare(float: &FloatGenerator, blob: &[u8], seeds: &[u32]) -> anyhow::Re
     let mut reference = Vec::new();
     let mut test = Vec::new();
     for (&seed, image) in seeds.iter().zip(&int8) {
-        reference.extend(float.draw(seed));
+        reference.extend(float.draw(seed)?);
         test.extend_from_slice(image);
     }
     let diffs: Vec<f64> = reference

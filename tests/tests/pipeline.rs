@@ -4,7 +4,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use mcugan::data::{write_split, Dataset, Split};
-use mcugan::quantize::{quantize, FloatGenerator, QuantizeOptions};
+use mcugan::quantize::{fold, quantize, QuantizeOptions};
 use mcugan::simulate::simulate;
 use mcugan::train::{load_generator, train, TrainConfig};
 
@@ -82,7 +82,7 @@ fn train_checkpoint_quantize_simulate() {
         .unwrap();
     assert_eq!(a, b);
 
-    let float = FloatGenerator::fold(&from_file).unwrap();
+    let float = fold(&from_file).unwrap();
     let quantized = quantize(&float, &QuantizeOptions::default()).unwrap();
     let images = simulate(&quantized.blob, &[0, 1, 2]).unwrap();
     assert_eq!(images.len(), 3);
@@ -161,7 +161,7 @@ fn the_small_data_recipe_exports_the_weight_average() {
     let same = (a - expected).unwrap().abs().unwrap().max_all().unwrap();
     assert_eq!(same.to_scalar::<f32>().unwrap(), 0.0);
 
-    let float = FloatGenerator::fold(&exported).unwrap();
+    let float = fold(&exported).unwrap();
     let quantized = quantize(&float, &QuantizeOptions::default()).unwrap();
     assert_eq!(simulate(&quantized.blob, &[3]).unwrap()[0].len(), 784);
 }

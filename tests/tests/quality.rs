@@ -6,7 +6,7 @@ use candle_core::Device;
 use mcugan::classifier::Classifier;
 use mcugan::data::{load_split, Split};
 use mcugan::eval::Evaluator;
-use mcugan::quantize::FloatGenerator;
+use mcugan::quantize::fold;
 use mcugan::simulate::simulate;
 use mcugan::train::load_generator;
 use mcugan_e2e::{repo_root, shipped_generator, shipped_model};
@@ -41,11 +41,10 @@ fn fid_is_calibrated_and_int8_is_within_5_percent_of_float() {
     let Some(test) = digits() else { return };
     let evaluator = Evaluator::new(classifier(), &test.pixels).unwrap();
     let seeds: Vec<u32> = (0..1000).collect();
-    let float =
-        FloatGenerator::fold(&load_generator(&shipped_generator(), &Device::Cpu).unwrap()).unwrap();
+    let float = fold(&load_generator(&shipped_generator(), &Device::Cpu).unwrap()).unwrap();
     let float_pixels: Vec<u8> = seeds
         .iter()
-        .flat_map(|&s| float.draw(s).into_iter().map(|g| g.round() as u8))
+        .flat_map(|&s| float.draw(s).unwrap().into_iter().map(|g| g.round() as u8))
         .collect();
     let blob = std::fs::read(shipped_model()).unwrap();
     let int8_pixels = simulate(&blob, &seeds).unwrap().concat();

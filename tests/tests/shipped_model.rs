@@ -1,14 +1,14 @@
 //! The model that ships in `models/`: valid, reproducible from its checkpoint, close to float.
 
 use candle_core::Device;
-use mcugan::quantize::{quantize, FloatGenerator, QuantizeOptions};
+use mcugan::quantize::{fold, quantize, FloatGenerator, QuantizeOptions};
 use mcugan::simulate::compare;
 use mcugan::train::load_generator;
 use mcugan_e2e::{shipped_generator, shipped_int4_model, shipped_model};
 use mcugan_shared::Model;
 
 fn float() -> FloatGenerator {
-    FloatGenerator::fold(&load_generator(&shipped_generator(), &Device::Cpu).unwrap()).unwrap()
+    fold(&load_generator(&shipped_generator(), &Device::Cpu).unwrap()).unwrap()
 }
 
 #[test]

@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Writes the ONNX fixtures of tests/fixtures/onnx/ (PyTorch, onnx and onnxruntime from PyPI; not
+used by CI, which only reads what this wrote and committed).
+
+  python bench/onnx_fixtures.py [--out tests/fixtures/onnx]
+
+`cargo xtask onnx-fixtures` makes the virtual environment (.venv-onnx) and runs this.
+
+Importable fixtures: MLP generators exported by torch.onnx.export with the TorchScript exporter
+(opsets 11, 13, 17) and the dynamo exporter (opset 18), among them the shipped digits generator
+(models/mnist-digits/generator.safetensors loaded into gan.py's Generator). Each comes with
+NAME.expected.json: fixed latent vectors and the outputs onnxruntime computed for them, which the
+tests compare with tract's.
+
+Refused fixtures (refuse-*.onnx): graphs that are not an MLP generator the chip can run; the tests
+check that the importer names their nodes.
+"""
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import torch.nn as nn
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def block(n_in, n_out, normalize=True, slope=0.2):
+    layers = [nn.Linear(n_in, n_out)]
+    if normalize:
+        # gan.py passes 0.8 positionally: it is eps, not momentum.
+        layers.append(nn.BatchNorm1d(n_out, 0.8))
+    layers.append(nn.LeakyReLU(slope, inplace=True))
+    return layers
+
+
+class GanPyGenerator(nn.Module):
+    """PyTorch-GAN's gan.py generator, with its `img.view(batch, *img_shape)` at the end."""
+
+    def __init__(self, latent=100, side=28):
+        super().__init__()
+        self.side = side
+        self.model = nn.Sequential(
+            *block(latent, 128, normalize=False),
+            *block(128, 256),
+            *block(256, 512),
+            *block(512, 1024),
+            nn.Linear(1024, side * side),
+            nn.Tanh(),
+        )
+
+    def forward(self, z):
+        img = self.model(z)
+        return img.view(img.size(0), 1, self.side, self.side)
+
+
+class SmallGemm(nn.Module):
+    """Linear + BatchNorm + LeakyReLU(0.1) twice, Linear + Tanh, flat 8x8 output."""
+
+    def __init__(self):
+        super().__init__()
+        self.model = nn.Sequential(
+            *block(16, 32, normalize=True, slope=0.1),
+            *block(32, 48, normalize=True, slope=0.1),
+            nn.Linear(48, 64),
+            nn.Tanh(),
+        )
+
+    def forward(self, z):
+        return self.model(z)
+
+
+class SmallMatMul(nn.Module):
+    """Explicit `x @ W + b` (MatMul + Add), ReLU, Identity, Sigmoid, Flatten and Unsqueeze:
+    a 1x12x12 image."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.w1 = nn.Parameter(torch.randn(20, 40, generator=g) * 0.3)
+        self.b1 = nn.Parameter(torch.randn(40, generator=g) * 0.1)
+        self.w2 = nn.Parameter(torch.randn(40, 144, generator=g) * 0.3)
+        self.b2 = nn.Parameter(torch.randn(144, generator=g) * 0.1)
+        self.identity = nn.Identity()
+
+    def forward(self, z):
+        h = torch.relu(self.identity(z @ self.w1 + self.b1))
+        img = torch.sigmoid(h @ self.w2 + self.b2)
+        return torch.flatten(img.view(-1, 12, 12), 1).view(-1, 12, 12).unsqueeze(1)
+
+
+class SmallDeconv(nn.Module):
+    """A DCGAN-style generator: not an MLP (ConvTranspose2d, BatchNorm2d)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4 * 4 * 4)
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(4, 2, 4, 2, 1),
+            nn.BatchNorm2d(2),
+            nn.ReLU(),
+            nn.ConvTranspose2d(2, 1, 4, 2, 1),
+            nn.Tanh(),
+        )
+
+    def forward(self, z):
+        return self.up(self.fc(z).view(-1, 4, 4, 4))
+
+
+class TwoOutputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 16)
+        self.b = nn.Linear(8, 4)
+
+    def forward(self, z):
+        return torch.tanh(self.a(z)), torch.tanh(self.b(z))
+
+
+def randomise_batchnorm(module, seed):
+    """Trained-looking BatchNorm statistics, so that folding them is exercised."""
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.2)
+            m.weight.data.copy_(1 + torch.randn(n, generator=g) * 0.2)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+
+
+def load_shipped(module):
+    from safetensors.torch import load_file
+
+    path = os.path.join(ROOT, "models/mnist-digits/generator.safetensors")
+    state = load_file(path)
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        sys.exit(f"{path}: keys do not match gan.py's generator: {missing} {unexpected}")
+
+
+def export(module, latent, path, opset, dynamo, inputs=None):
+    module.eval()
+    args = inputs if inputs is not None else (torch.randn(1, latent),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            torch.onnx.export(module, args, path, opset_version=opset, dynamo=True,
+                              external_data=False)
+        else:
+            torch.onnx.export(module, args, path, opset_version=opset, dynamo=False,
+                              input_names=["z"], output_names=["image"],
+                              dynamic_axes={"z": {0: "batch"}, "image": {0: "batch"}})
+    onnx.checker.check_model(onnx.load(path))
+
+
+def record(path, latent, count=4, seed=11):
+    """Runs onnxruntime on fixed latents; writes NAME.expected.json beside the model."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((count, latent)).astype(np.float32)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    outputs = [session.run(None, {name: z[i : i + 1]})[0] for i in range(count)]
+    shape = list(outputs[0].shape)
+    expected = {
+        "onnxruntime": ort.__version__,
+        "torch": torch.__version__,
+        "output_shape": shape,
+        "latents": z.tolist(),
+        "outputs": [o.reshape(-1).tolist() for o in outputs],
+    }
+    with open(path[: -len(".onnx")] + ".expected.json", "w") as f:
+        json.dump(expected, f)
+
+
+def handmade(path, nodes, inputs, outputs, initializers, opset=13):
+    graph = helper.make_graph(nodes, os.path.basename(path), inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.path.join(ROOT, "tests/fixtures/onnx"))
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    out = lambda name: os.path.join(args.out, name)
+    torch.manual_seed(0)
+
+    # The shipped generator as gan.py exports it (TorchScript exporter, opset 17).
+    gan = GanPyGenerator()
+    load_shipped(gan)
+    export(gan, 100, out("gan-digits-opset17.onnx"), 17, dynamo=False)
+    record(out("gan-digits-opset17.onnx"), 100)
+
+    small = SmallGemm()
+    randomise_batchnorm(small, 1)
+    export(small, 16, out("small-gemm-opset11.onnx"), 11, dynamo=False)
+    record(out("small-gemm-opset11.onnx"), 16)
+
+    matmul = SmallMatMul()
+    export(matmul, 20, out("small-matmul-sigmoid-opset13.onnx"), 13, dynamo=False)
+    record(out("small-matmul-sigmoid-opset13.onnx"), 20)
+
+    # The dynamo exporter on a small gan.py-shaped generator (latent 24, 16x16 images).
+    dyn = GanPyGenerator(latent=24, side=16)
+    dyn.model = nn.Sequential(
+        *block(24, 32, normalize=False),
+        *block(32, 64),
+        nn.Linear(64, 256),
+        nn.Tanh(),
+    )
+    randomise_batchnorm(dyn, 2)
+    export(dyn, 24, out("small-dynamo-opset18.onnx"), 18, dynamo=True)
+    record(out("small-dynamo-opset18.onnx"), 24)
+
+    # Refused: not an MLP; two outputs; a weight that is a graph input; a bad initializer.
+    deconv = SmallDeconv()
+    export(deconv, 8, out("refuse-convtranspose.onnx"), 13, dynamo=False)
+    two = TwoOutputs()
+    two.eval()
+    torch.onnx.export(two, (torch.randn(1, 8),), out("refuse-two-outputs.onnx"), opset_version=13,
+                      dynamo=False, input_names=["z"], output_names=["a", "b"])
+
+    f32 = TensorProto.FLOAT
+    rng = np.random.default_rng(5)
+    w = numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "b")
+    handmade(
+        out("refuse-weight-input.onnx"),
+        [helper.make_node("Gemm", ["z", "w_in", "b"], ["y"], name="gemm_with_input_weight",
+                          transB=1),
+         helper.make_node("Tanh", ["y"], ["image"], name="tanh")],
+        [helper.make_tensor_value_info("z", f32, [1, 8]),
+         helper.make_tensor_value_info("w_in", f32, [16, 8])],
+        [helper.make_tensor_value_info("image", f32, [1, 16])],
+        [b],
+    )
+    bad_w = numpy_helper.from_array(rng.standard_normal((16, 9)).astype(np.float32), "w")
+    handmade(
+        out("refuse-bad-initializer.onnx"),
+        [helper.make_node("Gemm", ["z", "w", "b"], ["y"], name="gemm_misfit", transB=1),
+         helper.make_node("Tanh", ["y"], ["image"], name="tanh")],
+        [helper.make_tensor_value_info("z", f32, [1, 8])],
+        [helper.make_tensor_value_info("image", f32, [1, 16])],
+        [bad_w, b],
+    )
+    # A hidden Softmax and an output Exp: two unsupported nodes, both to be listed.
+    handmade(
+        out("refuse-two-unsupported.onnx"),
+        [helper.make_node("Gemm", ["z", "w", "b"], ["h"], name="fc1", transB=1),
+         helper.make_node("Softmax", ["h"], ["s"], name="hidden_softmax", axis=1),
+         helper.make_node("Exp", ["s"], ["image"], name="output_exp")],
+        [helper.make_tensor_value_info("z", f32, [1, 8])],
+        [helper.make_tensor_value_info("image", f32, [1, 16])],
+        [w, b],
+    )
+    total = sum(os.path.getsize(out(n)) for n in os.listdir(args.out))
+    print(f"wrote {len(os.listdir(args.out))} files to {args.out}, {total:,} bytes")
+
+
+if __name__ == "__main__":
+    main()

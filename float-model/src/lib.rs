@@ -1,0 +1,288 @@
+//! The float description of an MLP generator: what the quantizer takes, whatever the network
+//! came from.
+//!
+//! A trained checkpoint (`generator.safetensors`, with its BatchNorm folded) and an imported
+//! ONNX graph both become a [`FloatGenerator`]: dense layers of `f32` weights and biases, each
+//! followed by an [`Activation`]. The quantizer needs nothing else, so quantizing, simulating
+//! and evaluating do not depend on how the network was trained. A generator may also carry a
+//! [`FloatReference`], the model's own float implementation (for ONNX: the graph run by
+//! tract), which then is the reference for calibration and comparisons instead of this
+//! crate's f64 forward pass.
+
+use std::fmt;
+use std::sync::Arc;
+
+use mcugan_shared::latent::{sample_latent, LATENT_SCALE};
+use mcugan_shared::ImageShape;
+
+/// What a layer applies after `W x + b`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    /// LeakyReLU with this negative slope (`0.0` is ReLU).
+    LeakyRelu(f32),
+    /// Tanh: an output layer whose values in `[-1, 1]` map to gray levels `0..=255`.
+    Tanh,
+    /// The logistic sigmoid: an output layer whose values in `[0, 1]` map to `0..=255`.
+    Sigmoid,
+}
+
+impl Activation {
+    /// The activation of a pre-activation, in f64.
+    pub fn apply(self, pre: f64) -> f64 {
+        match self {
+            Activation::LeakyRelu(slope) => {
+                if pre >= 0.0 {
+                    pre
+                } else {
+                    pre * f64::from(slope)
+                }
+            }
+            Activation::Tanh => pre.tanh(),
+            Activation::Sigmoid => 1.0 / (1.0 + (-pre).exp()),
+        }
+    }
+
+    /// Whether this activation makes pixels (the last layer's), rather than hidden features.
+    pub fn makes_pixels(self) -> bool {
+        matches!(self, Activation::Tanh | Activation::Sigmoid)
+    }
+
+    /// The gray level in `[0, 255]` (unrounded) of an output value of this pixel activation;
+    /// hidden activations have no gray level and map through Tanh's convention.
+    pub fn to_gray(self, value: f32) -> f32 {
+        match self {
+            Activation::Sigmoid => (value * 255.0).clamp(0.0, 255.0),
+            Activation::Tanh | Activation::LeakyRelu(_) => tanh_output_to_gray(value),
+        }
+    }
+}
+
+/// Maps a tanh output in `[-1, 1]` to a gray level in `[0, 255]`.
+pub fn tanh_output_to_gray(value: f32) -> f32 {
+    ((value + 1.0) * 0.5 * 255.0).clamp(0.0, 255.0)
+}
+
+/// A dense float layer (BatchNorm, if any, already folded in).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FloatLayer {
+    /// Input width.
+    pub inputs: usize,
+    /// Output width.
+    pub outputs: usize,
+    /// Row-major `[outputs][inputs]`.
+    pub weight: Vec<f32>,
+    /// `[outputs]`.
+    pub bias: Vec<f32>,
+    /// The activation.
+    pub activation: Activation,
+}
+
+impl FloatLayer {
+    /// `activation(W x + b)`, accumulated in f64.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        self.weight
+            .chunks_exact(self.inputs)
+            .zip(&self.bias)
+            .map(|(row, &b)| {
+                let pre = row
+                    .iter()
+                    .zip(x)
+                    .map(|(&w, &v)| f64::from(w) * f64::from(v))
+                    .sum::<f64>()
+                    + f64::from(b);
+                self.activation.apply(pre) as f32
+            })
+            .collect()
+    }
+}
+
+/// Why a float reference could not run.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReferenceError(pub String);
+
+/// A model's own float implementation, run on one latent vector.
+pub trait FloatReference: Send + Sync {
+    /// What runs it, for reports (e.g. `tract-onnx 0.23`).
+    fn describe(&self) -> String;
+
+    /// Every layer's output (after its activation) for the latent vector `z`; the last is the
+    /// image in the output activation's range.
+    fn forward_all(&self, z: &[f32]) -> Result<Vec<Vec<f32>>, ReferenceError>;
+}
+
+/// A generator as float layers, first to last, and the shape of the image the last draws.
+#[derive(Clone)]
+pub struct FloatGenerator {
+    /// First to last.
+    pub layers: Vec<FloatLayer>,
+    /// The shape of a generated image (its pixel count is the last layer's outputs).
+    pub image: ImageShape,
+    reference: Option<Arc<dyn FloatReference>>,
+}
+
+impl fmt::Debug for FloatGenerator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FloatGenerator")
+            .field("layers", &self.layers)
+            .field("image", &self.image)
+            .field("reference", &self.reference.as_ref().map(|r| r.describe()))
+            .finish()
+    }
+}
+
+impl FloatGenerator {
+    /// Layers whose float reference is this crate's f64 forward pass.
+    pub fn new(layers: Vec<FloatLayer>, image: ImageShape) -> Self {
+        Self {
+            layers,
+            image,
+            reference: None,
+        }
+    }
+
+    /// Layers whose float reference is `reference` (the model's own implementation).
+    pub fn with_reference(
+        layers: Vec<FloatLayer>,
+        image: ImageShape,
+        reference: Arc<dyn FloatReference>,
+    ) -> Self {
+        Self {
+            layers,
+            image,
+            reference: Some(reference),
+        }
+    }
+
+    /// A square grayscale image shape for `pixels` outputs, when `pixels` is a square that
+    /// fits the header's `u16` sides.
+    pub fn square_image(pixels: usize) -> Option<ImageShape> {
+        let side = (pixels as f64).sqrt().round() as usize;
+        let side16 = u16::try_from(side).ok()?;
+        (side * side == pixels).then_some(ImageShape {
+            width: side16,
+            height: side16,
+            channels: 1,
+        })
+    }
+
+    /// What computes the float reference: the model's own implementation, or this crate's f64
+    /// forward pass over the layers.
+    pub fn reference_name(&self) -> String {
+        match &self.reference {
+            Some(reference) => reference.describe(),
+            None => "f64 forward pass over the float layers".into(),
+        }
+    }
+
+    /// Latent vector length.
+    pub fn latent_dim(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.inputs)
+    }
+
+    /// The output layer's activation (`Tanh` for an empty generator).
+    pub fn output_activation(&self) -> Activation {
+        self.layers
+            .last()
+            .map_or(Activation::Tanh, |l| l.activation)
+    }
+
+    /// Runs this crate's f64 forward pass over the layers; returns every layer's output.
+    pub fn layers_forward_all(&self, z: &[f32]) -> Vec<Vec<f32>> {
+        let mut outputs: Vec<Vec<f32>> = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let input = outputs.last().map_or(z, |v| v.as_slice());
+            let out = layer.forward(input);
+            outputs.push(out);
+        }
+        outputs
+    }
+
+    /// Every layer's output for `z` from the float reference (see [`FloatGenerator::new`]).
+    pub fn forward_all(&self, z: &[f32]) -> Result<Vec<Vec<f32>>, ReferenceError> {
+        match &self.reference {
+            Some(reference) => reference.forward_all(z),
+            None => Ok(self.layers_forward_all(z)),
+        }
+    }
+
+    /// The image for `z`, in the output activation's range.
+    pub fn forward(&self, z: &[f32]) -> Result<Vec<f32>, ReferenceError> {
+        Ok(self.forward_all(z)?.pop().unwrap_or_default())
+    }
+
+    /// The image the float model draws for `seed`, from the same latent vector the chip draws
+    /// (codes times [`LATENT_SCALE`]), as gray levels in `[0, 255]` (unrounded).
+    pub fn draw(&self, seed: u32) -> Result<Vec<f32>, ReferenceError> {
+        let activation = self.output_activation();
+        Ok(self
+            .forward(&latent_for_seed(seed, self.latent_dim()))?
+            .into_iter()
+            .map(|v| activation.to_gray(v))
+            .collect())
+    }
+}
+
+/// The real latent vector the chip draws for `seed`.
+pub fn latent_for_seed(seed: u32, dim: usize) -> Vec<f32> {
+    let mut codes = vec![0i8; dim];
+    sample_latent(seed, &mut codes);
+    codes.iter().map(|&c| f32::from(c) * LATENT_SCALE).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Doubling;
+    impl FloatReference for Doubling {
+        fn describe(&self) -> String {
+            "doubling".into()
+        }
+        fn forward_all(&self, z: &[f32]) -> Result<Vec<Vec<f32>>, ReferenceError> {
+            Ok(vec![z.iter().map(|v| v * 2.0).collect()])
+        }
+    }
+
+    fn one_layer(activation: Activation) -> FloatGenerator {
+        let layer = FloatLayer {
+            inputs: 2,
+            outputs: 1,
+            weight: vec![1.0, -2.0],
+            bias: vec![0.5],
+            activation,
+        };
+        FloatGenerator::new(vec![layer], FloatGenerator::square_image(1).unwrap())
+    }
+
+    #[test]
+    fn activations_and_gray_levels() {
+        assert_eq!(Activation::LeakyRelu(0.2).apply(-1.0), -0.2);
+        assert_eq!(Activation::LeakyRelu(0.0).apply(-1.0), 0.0);
+        assert_eq!(Activation::Sigmoid.apply(0.0), 0.5);
+        assert_eq!(Activation::Tanh.to_gray(1.0), 255.0);
+        assert_eq!(Activation::Tanh.to_gray(-1.0), 0.0);
+        assert_eq!(Activation::Sigmoid.to_gray(1.0), 255.0);
+        assert_eq!(Activation::Sigmoid.to_gray(0.0), 0.0);
+        assert!(!Activation::LeakyRelu(0.2).makes_pixels());
+    }
+
+    #[test]
+    fn the_reference_replaces_the_layers_forward_pass() {
+        let plain = one_layer(Activation::Sigmoid);
+        // sigmoid(1 * 1 - 2 * 2 + 0.5) = sigmoid(-2.5)
+        let out = plain.forward(&[1.0, 2.0]).unwrap();
+        assert!((out[0] - 0.075_858_18).abs() < 1e-6, "{out:?}");
+        let referenced =
+            FloatGenerator::with_reference(plain.layers.clone(), plain.image, Arc::new(Doubling));
+        assert_eq!(referenced.forward(&[1.0, 2.0]).unwrap(), vec![2.0, 4.0]);
+        assert_eq!(referenced.reference_name(), "doubling");
+    }
+
+    #[test]
+    fn square_images_only() {
+        assert_eq!(FloatGenerator::square_image(784).unwrap().width, 28);
+        assert!(FloatGenerator::square_image(785).is_none());
+        assert!(FloatGenerator::square_image(0).is_none());
+    }
+}
