@@ -263,6 +263,19 @@ def main():
         [helper.make_tensor_value_info("image", f32, [1, 16])],
         [w, b],
     )
+    # A hidden Tanh: the chip's hidden layers are LeakyRelu/Relu only.
+    w2 = numpy_helper.from_array(rng.standard_normal((4, 16)).astype(np.float32), "w2")
+    b2 = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b2")
+    handmade(
+        out("refuse-hidden-tanh.onnx"),
+        [helper.make_node("Gemm", ["z", "w", "b"], ["h"], name="fc1", transB=1),
+         helper.make_node("Tanh", ["h"], ["t"], name="hidden_tanh"),
+         helper.make_node("Gemm", ["t", "w2", "b2"], ["y"], name="fc2", transB=1),
+         helper.make_node("Sigmoid", ["y"], ["image"], name="out")],
+        [helper.make_tensor_value_info("z", f32, [1, 8])],
+        [helper.make_tensor_value_info("image", f32, [1, 4])],
+        [w, b, w2, b2],
+    )
     total = sum(os.path.getsize(out(n)) for n in os.listdir(args.out))
     print(f"wrote {len(os.listdir(args.out))} files to {args.out}, {total:,} bytes")
 

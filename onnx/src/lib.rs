@@ -628,7 +628,8 @@ fn walk(model: &TypedModel, latent_dim: usize) -> Result<Walked, Refusal> {
             if !matches!(step, Step::Shape) {
                 return Err(Refusal::new(
                     node,
-                    "comes after the output activation; only reshapes may follow it",
+                    "follows a Tanh or Sigmoid: the chip applies those only to the last layer \
+                     (hidden layers use LeakyRelu or Relu), and only reshapes may follow it",
                 ));
             }
             current = out;

@@ -178,3 +178,10 @@ fn truncated_and_foreign_files_are_refused() {
     let err = import(Path::new("/nonexistent/g.onnx")).err().unwrap();
     assert!(matches!(err, ImportError::Io { .. }), "{err}");
 }
+
+#[test]
+fn a_hidden_tanh_is_refused_naming_what_follows_it() {
+    let text = refused("refuse-hidden-tanh.onnx");
+    assert!(text.contains("'fc2' (Gemm)"), "{text}");
+    assert!(text.contains("only to the last layer"), "{text}");
+}

@@ -39,6 +39,9 @@ tasks:
                                   data into target-gpu/ for bench/gpu-run.sh on a GPU machine
   cuda-check                      compile and lint the host with --features cuda (nvcc from PyPI
                                   wheels; part of `test`)
+  onnx-fixtures                   rewrite tests/fixtures/onnx with PyTorch's exporters and
+                                  onnxruntime's outputs (PyTorch, onnx, onnxruntime from PyPI into
+                                  .venv-onnx; not part of the tests, which read the committed files)
   setup                           install what demo and test need (qemu, target, npm, data)
 ";
 
@@ -64,6 +67,7 @@ fn main() -> Result<()> {
         Some("bench-train") => bench_train(&root, &args[1..]),
         Some("gpu-bundle") => gpu_bundle(&root),
         Some("cuda-check") => cuda_check(&root),
+        Some("onnx-fixtures") => onnx_fixtures(&root),
         _ => {
             eprint!("{USAGE}");
             if args.is_empty() {
@@ -880,6 +884,26 @@ fn shared_tests_32_bit() -> Result<()> {
         "--target",
         HOST_32_BIT_TARGET,
     ]))
+}
+
+/// Rewrites the ONNX fixtures: `bench/onnx_fixtures.py` in a virtual environment with
+/// PyTorch (and its exporters' onnxscript), onnx and onnxruntime.
+fn onnx_fixtures(root: &Path) -> Result<()> {
+    let python = python_venv(
+        root,
+        ".venv-onnx",
+        "PyTorch, onnx and onnxruntime, for the ONNX fixtures",
+        &[
+            "torch",
+            "onnx",
+            "onnxruntime",
+            "onnxscript",
+            "numpy",
+            "safetensors",
+        ],
+    )?;
+    step("writing tests/fixtures/onnx (bench/onnx_fixtures.py)");
+    run(Command::new(python).arg(root.join("bench/onnx_fixtures.py")))
 }
 
 fn test(root: &Path) -> Result<()> {

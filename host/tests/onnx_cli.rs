@@ -1,0 +1,99 @@
+//! The README's "bring your own model" commands through the real binary: an ONNX generator
+//! quantized, simulated and inspected; an unsupported graph refused with its nodes named.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::assert_success;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/onnx")
+        .join(name)
+}
+
+fn mcugan(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mcugan"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn an_onnx_generator_quantizes_simulates_and_inspects() {
+    let work = tempfile::tempdir().unwrap();
+    let blob = work.path().join("my.mcg");
+    let png = work.path().join("my.png");
+    let onnx = fixture("small-gemm-opset11.onnx");
+    let out = mcugan(&[
+        "quantize",
+        "--generator",
+        onnx.to_str().unwrap(),
+        "--out",
+        blob.to_str().unwrap(),
+    ]);
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("PSNR") && stdout.contains("Tanh to pixels"),
+        "{stdout}"
+    );
+    let out = mcugan(&[
+        "simulate",
+        "--model",
+        blob.to_str().unwrap(),
+        "--png",
+        png.to_str().unwrap(),
+    ]);
+    assert_success(&out);
+    assert!(png.is_file());
+    let out = mcugan(&["inspect", blob.to_str().unwrap()]);
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("latent 16 -> image 8x8x1"), "{stdout}");
+}
+
+#[test]
+fn an_unsupported_graph_is_refused_with_its_nodes_and_nothing_written() {
+    let work = tempfile::tempdir().unwrap();
+    let blob = work.path().join("never.mcg");
+    let onnx = fixture("refuse-convtranspose.onnx");
+    let out = mcugan(&[
+        "quantize",
+        "--generator",
+        onnx.to_str().unwrap(),
+        "--out",
+        blob.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refuse-convtranspose.onnx"), "{stderr}");
+    assert!(
+        stderr.contains("'/up/up.0/ConvTranspose' (ConvTranspose)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("supported: Gemm"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!blob.exists());
+
+    // A truncated file: named, not a panic.
+    let bytes = std::fs::read(fixture("small-gemm-opset11.onnx")).unwrap();
+    let cut = work.path().join("cut.onnx");
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let out = mcugan(&[
+        "quantize",
+        "--generator",
+        cut.to_str().unwrap(),
+        "--out",
+        blob.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cut.onnx") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
