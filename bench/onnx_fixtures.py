@@ -222,6 +222,22 @@ def main():
     export(dyn, 24, out("small-dynamo-opset18.onnx"), 18, dynamo=True)
     record(out("small-dynamo-opset18.onnx"), 24)
 
+    # Wider than the 1,024 the firmware's buffers held before they were sized from the model:
+    # 64x64 images (4,096 outputs). The last layer's weights are smooth bumps, so the images
+    # are shapes rather than noise.
+    wide = GanPyGenerator(latent=8, side=64)
+    wide.model = nn.Sequential(*block(8, 64, normalize=False), nn.Linear(64, 64 * 64), nn.Tanh())
+    with torch.no_grad():
+        yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+        g = torch.Generator().manual_seed(4)
+        centres = torch.rand(64, 2, generator=g) * 64
+        bumps = torch.exp(-((yy[None] - centres[:, 0, None, None]) ** 2
+                            + (xx[None] - centres[:, 1, None, None]) ** 2) / 60.0)
+        wide.model[2].weight.copy_(bumps.reshape(64, -1).T * 2.0)
+        wide.model[2].bias.fill_(-1.0)
+    export(wide, 8, out("wide-64x64-opset17.onnx"), 17, dynamo=False)
+    record(out("wide-64x64-opset17.onnx"), 8, count=2)
+
     # Refused: not an MLP; two outputs; a weight that is a graph input; a bad initializer.
     deconv = SmallDeconv()
     export(deconv, 8, out("refuse-convtranspose.onnx"), 13, dynamo=False)

@@ -20,7 +20,8 @@ use defmt_semihosting as _;
 #[used]
 pub static __INTERRUPTS: [usize; 1] = [0];
 
-// `MODEL`: the blob named by MCUGAN_MODEL at build time (see build.rs), in the `.model` section.
+// `MODEL`: the blob named by MCUGAN_MODEL at build time (see build.rs), in the `.model` section;
+// `ACTIVATION_WIDTH`, `IMAGE_PIXELS`: the RAM buffers it needs.
 include!(concat!(env!("OUT_DIR"), "/model.rs"));
 
 #[entry]
@@ -32,7 +33,8 @@ fn main() -> ! {
         .iter()
         .flat_map(|range| range.clone())
         .map(|seed| seed as u32);
-    let outcome = mcugan_firmware_app::run(&MODEL.0, seeds, &mut board);
+    let outcome =
+        mcugan_firmware_app::run::<ACTIVATION_WIDTH, IMAGE_PIXELS>(&MODEL.0, seeds, &mut board);
     board.finish(outcome)
 }
 

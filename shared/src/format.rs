@@ -38,9 +38,11 @@ pub const ROW_BLOCK: usize = 4;
 pub const COL_BLOCK: usize = 8;
 /// The most layers a model may have.
 pub const MAX_LAYERS: usize = 8;
-/// The widest layer (inputs or outputs) a model may have: the size of each of the two
-/// activation buffers inference uses.
-pub const MAX_WIDTH: usize = 1024;
+/// The widest layer (inputs or outputs) a model may have: 4,096, a 64x64 image. Inference
+/// needs two activation buffers of [`Model::activation_width`] entries, which the firmware
+/// sizes from the model it embeds (the shipped digits model: 1,024); the host's buffers hold
+/// this many.
+pub const MAX_WIDTH: usize = 4096;
 /// The most pixels (bytes: one per channel per pixel) an image may have. The last layer writes
 /// one output per pixel, so this is [`MAX_WIDTH`]; it bounds what the firmware's pixel buffer
 /// and the host's image buffers hold for one image.
@@ -792,6 +794,17 @@ impl<'a> Model<'a> {
     /// Shape of a generated image.
     pub fn image(&self) -> ImageShape {
         self.image
+    }
+
+    /// Entries each activation buffer of inference needs: the widest layer input (the latent
+    /// vector or a hidden layer's outputs), rounded up to a whole column block.
+    pub fn activation_width(&self) -> usize {
+        let widest = self
+            .layers
+            .iter()
+            .map(|l| l.inputs)
+            .fold(self.latent_dim, usize::max);
+        padded(widest, COL_BLOCK)
     }
 
     /// Bytes of one generated image, `1..=MAX_IMAGE_PIXELS`.

@@ -16,6 +16,14 @@ pub enum InferenceError {
         /// The buffer's length.
         found: usize,
     },
+    /// The activation buffers are narrower than the model's widest layer input.
+    #[error("activation buffers of {capacity} entries, the model needs {needed}")]
+    ActivationBuffers {
+        /// [`Model::activation_width`].
+        needed: usize,
+        /// The smaller buffer's length.
+        capacity: usize,
+    },
     /// The latent vector's length differs from the model's latent dimension.
     #[error("latent vector has {found} codes, the model takes {expected}")]
     LatentSize {
@@ -44,28 +52,64 @@ impl LayerObserver for () {
 
 /// Activations widened to `i16`, 8-byte aligned for the DSP kernels' double-word loads.
 #[repr(C, align(8))]
-struct WideActivations([i16; MAX_WIDTH]);
+struct WideActivations<const N: usize>([i16; N]);
+
+/// The two activation buffers inference works in, of `N` entries each (3·N bytes).
+struct Activations<const N: usize> {
+    narrow: [i8; N],
+    wide: WideActivations<N>,
+}
+
+impl<const N: usize> Activations<N> {
+    const fn new() -> Self {
+        Self {
+            narrow: [0; N],
+            wide: WideActivations([0; N]),
+        }
+    }
+}
 
 /// Draws the latent vector for `seed` and runs the model, writing one `u8` per pixel.
 ///
-/// Works in fixed stack buffers (one `i16` and one `i8` activation buffer of [`MAX_WIDTH`]
-/// entries, 3 KiB) and the borrowed model: no heap, no float. The host simulation and the
-/// firmware both call this function.
+/// Works in stack buffers for the widest model the format holds ([`MAX_WIDTH`] entries, 12
+/// KiB) and the borrowed model: no heap, no float. The host simulation calls this; the
+/// firmware calls [`generate_in`] with buffers sized for its model.
 pub fn generate(model: &Model<'_>, seed: u32, pixels: &mut [u8]) -> Result<(), InferenceError> {
-    run(model, pixels, &mut (), Latent::Seed(seed))
+    generate_in::<MAX_WIDTH>(model, seed, pixels, &mut ())
 }
 
 /// [`generate`], telling `observer` when each layer starts and ends.
-///
-/// Not generic (the observer is a trait object), so that the inference loop is compiled once,
-/// in this crate, with this crate's optimisation settings, whatever the caller's.
 pub fn generate_observed(
     model: &Model<'_>,
     seed: u32,
     pixels: &mut [u8],
     observer: &mut dyn LayerObserver,
 ) -> Result<(), InferenceError> {
-    run(model, pixels, observer, Latent::Seed(seed))
+    generate_in::<MAX_WIDTH>(model, seed, pixels, observer)
+}
+
+/// [`generate_observed`] in two stack buffers of `N` entries (3·N bytes), which must hold
+/// the model's [`Model::activation_width`] ([`InferenceError::ActivationBuffers`] otherwise).
+/// The firmware picks `N` from the model it embeds, so that its RAM fits that model.
+///
+/// Only this wrapper is generic; the inference loop takes slices and the observer as a trait
+/// object, so that it is compiled once, in this crate, with this crate's optimisation
+/// settings, whatever the caller's.
+pub fn generate_in<const N: usize>(
+    model: &Model<'_>,
+    seed: u32,
+    pixels: &mut [u8],
+    observer: &mut dyn LayerObserver,
+) -> Result<(), InferenceError> {
+    let mut activations = Activations::<N>::new();
+    run(
+        model,
+        pixels,
+        observer,
+        Latent::Seed(seed),
+        &mut activations.narrow,
+        &mut activations.wide.0,
+    )
 }
 
 /// Where the latent vector comes from.
@@ -91,28 +135,39 @@ pub fn run_from_latent(
             found: latent.len(),
         });
     }
-    run(model, pixels, &mut (), Latent::Codes(latent))
+    let mut activations = Activations::<MAX_WIDTH>::new();
+    run(
+        model,
+        pixels,
+        &mut (),
+        Latent::Codes(latent),
+        &mut activations.narrow,
+        &mut activations.wide.0,
+    )
 }
 
 /// Copies `narrow` into the front of `wide` and zeroes the rest up to the next column block.
 #[inline]
-fn widen(narrow: &[i8], wide: &mut [i16; MAX_WIDTH]) {
+fn widen(narrow: &[i8], wide: &mut [i16]) {
     for (w, &n) in wide.iter_mut().zip(narrow) {
         *w = i16::from(n);
     }
-    let padded_end = padded(narrow.len(), COL_BLOCK).min(MAX_WIDTH);
+    let padded_end = padded(narrow.len(), COL_BLOCK).min(wide.len());
     if let Some(tail) = wide.get_mut(narrow.len()..padded_end) {
         tail.fill(0);
     }
 }
 
-/// Runs the layers on the latent vector `latent` stands for.
+/// Runs the layers on the latent vector `latent` stands for, in the buffers `narrow` and
+/// `wide` (`wide` 8-byte aligned for the DSP kernels).
 #[inline(never)]
 fn run(
     model: &Model<'_>,
     pixels: &mut [u8],
     observer: &mut dyn LayerObserver,
     latent: Latent<'_>,
+    narrow: &mut [i8],
+    wide: &mut [i16],
 ) -> Result<(), InferenceError> {
     if pixels.len() != model.pixel_count() {
         return Err(InferenceError::PixelBufferSize {
@@ -120,13 +175,18 @@ fn run(
             found: pixels.len(),
         });
     }
-    let mut narrow = [0i8; MAX_WIDTH];
-    let mut wide = WideActivations([0i16; MAX_WIDTH]);
-    let mut width = model.latent_dim().min(MAX_WIDTH);
+    let capacity = narrow.len().min(wide.len());
+    if model.activation_width() > capacity {
+        return Err(InferenceError::ActivationBuffers {
+            needed: model.activation_width(),
+            capacity,
+        });
+    }
+    let mut width = model.latent_dim().min(capacity);
     match latent {
         Latent::Seed(seed) => sample_latent(seed, &mut narrow[..width]),
         Latent::Codes(codes) => {
-            for (slot, &code) in narrow[..width].iter_mut().zip(codes) {
+            for (slot, &code) in narrow[..width].iter_mut().zip(codes.iter()) {
                 *slot = code;
             }
         }
@@ -134,9 +194,9 @@ fn run(
 
     for (index, layer) in model.layers().iter().enumerate() {
         // The previous layer's int8 outputs become this layer's i16 inputs.
-        widen(&narrow[..width], &mut wide.0);
+        widen(&narrow[..width], wide);
         observer.layer_started(index);
-        let inputs = &wide.0[..];
+        let inputs = &wide[..];
         match layer.output {
             LayerOutput::LeakyRelu {
                 zero_point,
@@ -155,7 +215,7 @@ fn run(
                         }
                     },
                 );
-                width = layer.outputs.min(MAX_WIDTH);
+                width = layer.outputs.min(capacity);
             }
             LayerOutput::TanhPixels { lut } => {
                 let mut out = pixels.iter_mut();

@@ -6,8 +6,9 @@
 //! bit-for-bit the same on the workstation and on the chip.
 //!
 //! The crate is `#![no_std]` and needs no allocator to read or run a model: [`Model::parse`]
-//! borrows the blob (which lives in flash on a microcontroller) and [`generate`] works in two
-//! fixed stack buffers of [`MAX_WIDTH`] bytes. Writing blobs (the host's quantizer) needs the
+//! borrows the blob (which lives in flash on a microcontroller) and inference works in two
+//! fixed stack buffers ([`generate_in`]: the firmware sizes them from the model it embeds;
+//! [`generate`] uses [`format::MAX_WIDTH`]). Writing blobs (the host's quantizer) needs the
 //! `alloc` feature.
 //!
 //! ```text
@@ -37,5 +38,5 @@ pub mod requant;
 pub mod stream;
 
 pub use format::{FormatError, ImageShape, Layer, LayerOutput, Model};
-pub use infer::{generate, generate_observed, InferenceError, LayerObserver};
+pub use infer::{generate, generate_in, generate_observed, InferenceError, LayerObserver};
 pub use requant::Requant;

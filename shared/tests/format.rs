@@ -713,19 +713,19 @@ fn an_image_whose_pixel_count_overflows_32_bits_is_refused() {
 
 #[test]
 fn images_beyond_the_pixel_bound_or_empty_are_refused() {
-    // One channel more than the last layer's 1,024 outputs can fill.
+    // One channel more than the last layer's 4,096 outputs can fill.
     let too_large = ImageShape {
-        width: 32,
-        height: 32,
+        width: 64,
+        height: 64,
         channels: 2,
     };
     assert_eq!(
         encode_one_layer(4, MAX_WIDTH as u16, too_large, 0).err(),
         Some(EncodeError::Invalid(FormatError::BadImageSize {
-            width: 32,
-            height: 32,
+            width: 64,
+            height: 64,
             channels: 2,
-            pixels: 2048,
+            pixels: 8192,
         }))
     );
     let empty = ImageShape {
@@ -741,7 +741,7 @@ fn images_beyond_the_pixel_bound_or_empty_are_refused() {
         }))
     ));
     // The largest image the format holds.
-    assert!(encode_one_layer(4, MAX_WIDTH as u16, square(32), 0).is_ok());
+    assert!(encode_one_layer(4, MAX_WIDTH as u16, square(64), 0).is_ok());
     assert_eq!(MAX_IMAGE_PIXELS, MAX_WIDTH);
 }
 
@@ -763,4 +763,45 @@ proptest! {
             prop_assert_eq!(pixels as u128, exact);
         }
     }
+}
+
+/// Inference in caller-sized buffers: enough for the model's widest input runs and draws what
+/// `generate` draws; too few entries is a named error, not a panic.
+#[test]
+fn activation_buffers_must_hold_the_widest_layer_input() {
+    use mcugan_shared::{generate_in, InferenceError};
+    let blob = small_blob(); // 8 -> 12 -> 16
+    let model = Model::parse(&blob).unwrap();
+    assert_eq!(model.activation_width(), 16); // 12 rounded up to a column block
+    let mut want = vec![0u8; 16];
+    generate(&model, 3, &mut want).unwrap();
+    let mut got = vec![0u8; 16];
+    generate_in::<16>(&model, 3, &mut got, &mut ()).unwrap();
+    assert_eq!(got, want);
+    assert_eq!(
+        generate_in::<8>(&model, 3, &mut got, &mut ()),
+        Err(InferenceError::ActivationBuffers {
+            needed: 16,
+            capacity: 8
+        })
+    );
+}
+
+/// Hidden layers wider than the 1,024 entries the buffers once had: the host's `generate`
+/// holds them; buffers sized for a narrower model refuse by name.
+#[test]
+fn hidden_layers_up_to_max_width_run() {
+    use mcugan_shared::{generate_in, InferenceError};
+    let blob = model_blob(&[8, 2048, 16], square(4), 5);
+    let model = Model::parse(&blob).unwrap();
+    assert_eq!(model.activation_width(), 2048);
+    let mut pixels = vec![0u8; 16];
+    generate(&model, 1, &mut pixels).unwrap();
+    let mut again = vec![0u8; 16];
+    generate_in::<2048>(&model, 1, &mut again, &mut ()).unwrap();
+    assert_eq!(pixels, again);
+    assert!(matches!(
+        generate_in::<1024>(&model, 1, &mut again, &mut ()),
+        Err(InferenceError::ActivationBuffers { needed: 2048, .. })
+    ));
 }

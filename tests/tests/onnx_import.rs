@@ -20,6 +20,7 @@ const IMPORTABLE: &[&str] = &[
     "small-gemm-opset11.onnx",
     "small-matmul-sigmoid-opset13.onnx",
     "small-dynamo-opset18.onnx",
+    "wide-64x64-opset17.onnx",
 ];
 
 fn options(name: &str) -> QuantizeOptions {
@@ -69,6 +70,35 @@ fn an_imported_model_runs_under_qemu_as_the_host_simulates_it() {
         assert_eq!(&drawn.pixels, want, "seed {}", drawn.seed);
     }
     assert_ne!(run.images[0].pixels, run.images[1].pixels);
+}
+
+/// A 64x64 generator (a 4,096-wide last layer, four times the 1,024-byte image buffer the
+/// firmware once had): the firmware sizes its buffers from the embedded model (a 4,096-byte
+/// image, activations of 64 entries), draws the host's bytes, and its peak stack shows it.
+#[test]
+fn a_64x64_imported_model_runs_under_qemu_in_buffers_sized_for_it() {
+    let work = tempfile::tempdir().unwrap();
+    let float = load_float_generator(&fixture("wide-64x64-opset17.onnx")).unwrap();
+    let quantized = quantize(&float, &options("onnx-wide-64x64")).unwrap();
+    let model = Model::parse(&quantized.blob).unwrap();
+    assert_eq!((model.image().width, model.image().height), (64, 64));
+    assert_eq!(model.activation_width(), 64);
+    let blob_path = work.path().join("wide.mcg");
+    std::fs::write(&blob_path, &quantized.blob).unwrap();
+    let elf = build_firmware(&blob_path, &work.path().join("fw.elf")).unwrap();
+    let seeds: Vec<u32> = vec![0, 1, 7];
+    let run = run_qemu(&elf, &seeds, &QemuOptions::with_timeout(120)).unwrap();
+    assert!(run.succeeded(), "firmware failed:\n{}", run.log.join("\n"));
+    let expected = simulate(&quantized.blob, &seeds).unwrap();
+    for (drawn, want) in run.images.iter().zip(&expected) {
+        assert_eq!(drawn.pixels.len(), 4096);
+        assert_eq!(&drawn.pixels, want, "seed {}", drawn.seed);
+    }
+    let stack = run.stats.get("stack_peak_bytes").copied().unwrap_or(0);
+    assert!(
+        (4096..16 * 1024).contains(&stack),
+        "peak stack {stack} bytes for a 4,096-pixel image"
+    );
 }
 
 /// The shipped generator, exported to ONNX by `bench/onnx_fixtures.py` and imported, against

@@ -3,7 +3,6 @@
 //! then draw a new seed whenever the board says so (a button press or a timer).
 
 use cortex_m::peripheral::{DCB, DWT};
-use mcugan_shared::format::MAX_WIDTH;
 use mcugan_shared::stream::StatKey;
 
 use crate::{draw, log_art, validate, Board, SinkError};
@@ -100,8 +99,9 @@ pub fn halt() -> ! {
 }
 
 /// Validates `blob` (halting with the error logged if it is invalid), then draws seed 0, 1,
-/// 2, … — the next one each time `next()` returns (a button press or a timeout).
-pub fn serve<S: Screen>(
+/// 2, … — the next one each time `next()` returns (a button press or a timeout). `A` and `P`
+/// size the RAM buffers, as for [`crate::run`].
+pub fn serve<S: Screen, const A: usize, const P: usize>(
     blob: &[u8],
     board: &mut CycleCountedBoard<S>,
     mut next: impl FnMut(&mut CycleCountedBoard<S>),
@@ -111,11 +111,11 @@ pub fn serve<S: Screen>(
         Err(_) => halt(),
     };
     board.image_width = usize::from(model.image().width).max(1);
-    let mut buffer = [0u8; MAX_WIDTH];
-    let pixels = &mut buffer[..model.pixel_count().min(MAX_WIDTH)];
+    let mut buffer = [0u8; P];
+    let pixels = &mut buffer[..model.pixel_count().min(P)];
     let mut seed = 0u32;
     loop {
-        if let Err(err) = draw(&model, seed, pixels, board) {
+        if let Err(err) = draw::<A>(&model, seed, pixels, board) {
             defmt::error!("drawing failed: {}", err);
             halt();
         }

@@ -1,6 +1,7 @@
 //! Build-script helpers shared by every mcugan firmware binary (the QEMU board and the real
 //! boards): put the crate's `memory.x` on the linker's path, and embed the model blob named by
-//! `MCUGAN_MODEL` (or the board's default) as `MODEL`, 16-byte aligned in the `.model` section.
+//! `MCUGAN_MODEL` (or the board's default) as `MODEL`, 16-byte aligned in the `.model` section,
+//! with the sizes of the RAM buffers that model needs.
 
 use std::env;
 use std::fs;
@@ -73,17 +74,38 @@ pub fn embed_model_in(default: &str, section: Option<&str>) {
         Some(section) => format!("#[link_section = {section:?}]\n"),
         None => String::new(),
     };
+    let (activation_width, image_pixels) = buffer_sizes(&model);
     let source = format!(
         "/// The model blob, in flash, 16-byte aligned.\n\
          {placement}\
          #[used]\n\
-         pub static MODEL: mcugan_firmware_app::Aligned<[u8; {len}]> = mcugan_firmware_app::Aligned(*include_bytes!({path:?}));\n",
+         pub static MODEL: mcugan_firmware_app::Aligned<[u8; {len}]> = mcugan_firmware_app::Aligned(*include_bytes!({path:?}));\n\
+         /// Entries of each activation buffer the embedded model needs.\n\
+         pub const ACTIVATION_WIDTH: usize = {activation_width};\n\
+         /// Bytes of one image of the embedded model.\n\
+         pub const IMAGE_PIXELS: usize = {image_pixels};\n",
         path = model.display().to_string(),
     );
     if let Err(err) = fs::write(out.join("model.rs"), source) {
         eprintln!("error: cannot write model.rs: {err}");
         std::process::exit(1);
     }
+}
+
+/// The activation-buffer width and image size of the blob at `model`, so that the firmware's
+/// RAM fits the model it embeds (a 64x64 generator needs 4,096-entry buffers, the digits model
+/// 1,024). A blob that does not parse gets the smallest buffers: the firmware refuses it at
+/// start-up anyway, with the error logged (the tests build such firmware on purpose).
+fn buffer_sizes(model: &Path) -> (usize, usize) {
+    const FOR_A_BAD_BLOB: (usize, usize) = (8, 1);
+    let Ok(bytes) = fs::read(model) else {
+        return FOR_A_BAD_BLOB;
+    };
+    let sizes = match mcugan_shared::Model::parse(&bytes) {
+        Ok(parsed) => (parsed.activation_width(), parsed.pixel_count()),
+        Err(_) => FOR_A_BAD_BLOB,
+    };
+    sizes
 }
 
 fn absolute(path: &Path, base: &Path) -> PathBuf {
