@@ -7,6 +7,7 @@ use mcugan::data::{write_split, Dataset, Split};
 
 /// `n` images of bright vertical or horizontal bars (labelled by orientation) as a training
 /// split in `dir`.
+#[allow(dead_code)] // not every test binary trains
 pub fn bars(dir: &Path, n: usize) {
     let mut pixels = Vec::with_capacity(n * 784);
     let mut labels = Vec::with_capacity(n);
