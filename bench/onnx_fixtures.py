@@ -292,6 +292,16 @@ def main():
         [helper.make_tensor_value_info("image", f32, [1, 4])],
         [w, b, w2, b2],
     )
+    # An image-shaped input (an autoencoder's decoder fed a 4x4 map): not one latent vector.
+    handmade(
+        out("refuse-image-input.onnx"),
+        [helper.make_node("Flatten", ["z"], ["f"], name="flatten"),
+         helper.make_node("Gemm", ["f", "w16", "b"], ["y"], name="fc", transB=1),
+         helper.make_node("Tanh", ["y"], ["image"], name="tanh")],
+        [helper.make_tensor_value_info("z", f32, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("image", f32, [1, 16])],
+        [numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), "w16"), b],
+    )
     total = sum(os.path.getsize(out(n)) for n in os.listdir(args.out))
     print(f"wrote {len(os.listdir(args.out))} files to {args.out}, {total:,} bytes")
 

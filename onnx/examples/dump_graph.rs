@@ -18,7 +18,11 @@ fn main() -> TractResult<()> {
         .into_decluttered()?;
     for id in model.eval_order()? {
         let node = model.node(id);
-        let facts: Vec<String> = node.outputs.iter().map(|o| format!("{:?}", o.fact)).collect();
+        let facts: Vec<String> = node
+            .outputs
+            .iter()
+            .map(|o| format!("{:?}", o.fact))
+            .collect();
         println!(
             "{id:3} {:40} {:12} inputs {:?} -> {}",
             node.name,

@@ -185,3 +185,12 @@ fn a_hidden_tanh_is_refused_naming_what_follows_it() {
     assert!(text.contains("'fc2' (Gemm)"), "{text}");
     assert!(text.contains("only to the last layer"), "{text}");
 }
+
+#[test]
+fn an_input_that_is_not_one_latent_vector_is_refused() {
+    let text = refused("refuse-image-input.onnx");
+    assert!(
+        text.contains("input 'z' is not a single float vector"),
+        "{text}"
+    );
+}
