@@ -9,7 +9,7 @@ fn main() -> TractResult<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (path, latent) = match args.as_slice() {
         [path, latent] => (path, latent.parse::<usize>()?),
-        _ => bail!("usage: dump_graph MODEL.onnx LATENT_DIM"),
+        _ => return Err(TractError::msg("usage: dump_graph MODEL.onnx LATENT_DIM")),
     };
     let model = tract_onnx::onnx()
         .model_for_path(path)?
