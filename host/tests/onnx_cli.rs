@@ -22,19 +22,23 @@ fn mcugan(args: &[&str]) -> std::process::Output {
         .expect("the binary runs")
 }
 
-#[test]
-fn an_onnx_generator_quantizes_simulates_and_inspects() {
-    let work = tempfile::tempdir().unwrap();
-    let blob = work.path().join("my.mcg");
-    let png = work.path().join("my.png");
-    let onnx = fixture("small-gemm-opset11.onnx");
-    let out = mcugan(&[
+/// `mcugan quantize --generator ONNX --out BLOB`.
+fn quantize(onnx: &Path, blob: &Path) -> std::process::Output {
+    mcugan(&[
         "quantize",
         "--generator",
         onnx.to_str().unwrap(),
         "--out",
         blob.to_str().unwrap(),
-    ]);
+    ])
+}
+
+#[test]
+fn an_onnx_generator_quantizes_simulates_and_inspects() {
+    let work = tempfile::tempdir().unwrap();
+    let blob = work.path().join("my.mcg");
+    let png = work.path().join("my.png");
+    let out = quantize(&fixture("small-gemm-opset11.onnx"), &blob);
     assert_success(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -60,14 +64,7 @@ fn an_onnx_generator_quantizes_simulates_and_inspects() {
 fn an_unsupported_graph_is_refused_with_its_nodes_and_nothing_written() {
     let work = tempfile::tempdir().unwrap();
     let blob = work.path().join("never.mcg");
-    let onnx = fixture("refuse-convtranspose.onnx");
-    let out = mcugan(&[
-        "quantize",
-        "--generator",
-        onnx.to_str().unwrap(),
-        "--out",
-        blob.to_str().unwrap(),
-    ]);
+    let out = quantize(&fixture("refuse-convtranspose.onnx"), &blob);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refuse-convtranspose.onnx"), "{stderr}");
@@ -83,13 +80,7 @@ fn an_unsupported_graph_is_refused_with_its_nodes_and_nothing_written() {
     let bytes = std::fs::read(fixture("small-gemm-opset11.onnx")).unwrap();
     let cut = work.path().join("cut.onnx");
     std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
-    let out = mcugan(&[
-        "quantize",
-        "--generator",
-        cut.to_str().unwrap(),
-        "--out",
-        blob.to_str().unwrap(),
-    ]);
+    let out = quantize(&cut, &blob);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -146,6 +146,19 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     apt(&install)
 }
 
+/// Adds the rustup target `target` when it is not installed.
+fn rustup_target(target: &str) -> Result<()> {
+    let targets = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running rustup")?;
+    if !String::from_utf8_lossy(&targets.stdout).contains(target) {
+        eprintln!("installing the {target} target");
+        run(Command::new("rustup").args(["target", "add", target]))?;
+    }
+    Ok(())
+}
+
 /// Installs what is missing. `with_data`: also make the offline digits.
 fn setup(root: &Path, with_data: bool) -> Result<()> {
     step("checking prerequisites");
@@ -153,14 +166,7 @@ fn setup(root: &Path, with_data: bool) -> Result<()> {
         eprintln!("installing qemu-system-arm");
         apt_install(&["qemu-system-arm"])?;
     }
-    let targets = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .context("running rustup")?;
-    if !String::from_utf8_lossy(&targets.stdout).contains(FIRMWARE_TARGET) {
-        eprintln!("installing the {FIRMWARE_TARGET} target");
-        run(Command::new("rustup").args(["target", "add", FIRMWARE_TARGET]))?;
-    }
+    rustup_target(FIRMWARE_TARGET)?;
     if !have("flip-link") {
         eprintln!("installing flip-link (the firmware's linker wrapper)");
         run(cargo(&["install", "flip-link", "--locked"]))?;
@@ -861,14 +867,7 @@ const HOST_32_BIT_TARGET: &str = "i686-unknown-linux-gnu";
 /// Runs the shared crate's tests for [`HOST_32_BIT_TARGET`], installing the target (rustup)
 /// and the 32-bit C runtime to link against (apt `gcc-multilib`) when missing.
 fn shared_tests_32_bit() -> Result<()> {
-    let targets = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .context("running rustup")?;
-    if !String::from_utf8_lossy(&targets.stdout).contains(HOST_32_BIT_TARGET) {
-        eprintln!("installing the {HOST_32_BIT_TARGET} target");
-        run(Command::new("rustup").args(["target", "add", HOST_32_BIT_TARGET]))?;
-    }
+    rustup_target(HOST_32_BIT_TARGET)?;
     let multilib = Command::new("dpkg")
         .args(["-s", "gcc-multilib"])
         .output()
