@@ -521,6 +521,7 @@ pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Re
 mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
+    use mcugan_shared::ImageShape;
     use rand::SeedableRng;
 
     #[test]
@@ -608,9 +609,88 @@ mod tests {
         assert!(worst < 1e-4, "folded model differs by {worst}");
     }
 
+    fn dense(inputs: usize, outputs: usize, activation: Activation) -> FloatLayer {
+        FloatLayer {
+            inputs,
+            outputs,
+            weight: vec![0.01; inputs * outputs],
+            bias: vec![0.0; outputs],
+            activation,
+        }
+    }
+
+    fn quantize_err(layers: Vec<FloatLayer>, image: ImageShape) -> String {
+        let model = FloatGenerator::new(layers, image);
+        let options = QuantizeOptions {
+            calibration_images: 2,
+            ..QuantizeOptions::default()
+        };
+        quantize(&model, &options).unwrap_err().to_string()
+    }
+
+    /// Widths are checked against the format before they are narrowed to `u16`: 65,536 + 16
+    /// outputs would otherwise wrap to a valid 16.
+    #[test]
+    fn widths_and_images_beyond_the_format_are_refused_before_narrowing() {
+        let image = |w: u16, h: u16| ImageShape {
+            width: w,
+            height: h,
+            channels: 1,
+        };
+        let text = quantize_err(
+            vec![
+                dense(2, 65_536 + 16, Activation::LeakyRelu(0.2)),
+                dense(65_536 + 16, 16, Activation::Tanh),
+            ],
+            image(4, 4),
+        );
+        assert!(
+            text.contains("65552 outputs") && text.contains("1..=4096"),
+            "{text}"
+        );
+        let text = quantize_err(
+            vec![
+                dense(2, 8, Activation::LeakyRelu(0.2)),
+                dense(8, 4097, Activation::Tanh),
+            ],
+            image(4097, 1),
+        );
+        assert!(text.contains("4097 outputs"), "{text}");
+        // An image shape that does not hold the last layer's outputs.
+        let text = quantize_err(
+            vec![
+                dense(2, 8, Activation::LeakyRelu(0.2)),
+                dense(8, 16, Activation::Tanh),
+            ],
+            image(5, 5),
+        );
+        assert!(
+            text.contains("5x5x1") && text.contains("16 outputs"),
+            "{text}"
+        );
+        // A hidden Tanh, a LeakyReLU slope of 1 or more.
+        let text = quantize_err(
+            vec![
+                dense(2, 8, Activation::Tanh),
+                dense(8, 16, Activation::Tanh),
+            ],
+            image(4, 4),
+        );
+        assert!(text.contains("hidden layers must use LeakyReLU"), "{text}");
+        let text = quantize_err(
+            vec![
+                dense(2, 8, Activation::LeakyRelu(1.5)),
+                dense(8, 16, Activation::Sigmoid),
+            ],
+            image(4, 4),
+        );
+        assert!(text.contains("layer 0"), "{text}");
+    }
+
     #[test]
     fn lut_and_slope_constants() {
         assert_eq!(slope_q31(0.2), 429_496_730);
+        assert_eq!(slope_q31(slope_as_written(0.2f32)), 429_496_730);
         assert_eq!(tanh_output_to_gray(-1.0), 0.0);
         assert_eq!(tanh_output_to_gray(1.0), 255.0);
     }
