@@ -680,23 +680,12 @@ fn walk(model: &TypedModel, latent_dim: usize) -> Result<Walked, Refusal> {
                         weight[o * inputs_width + k] = w;
                     }
                 }
-                if layers.is_empty()
-                    && offset.iter().all(|&b| b == 0.0)
-                    && weight.iter().all(|&w| w == 1.0)
-                {
-                    return Err(Refusal::new(
-                        node,
-                        "an activation straight on the latent input",
-                    ));
-                }
-                if !activation.makes_pixels() {
-                    if let Activation::LeakyRelu(slope) = activation {
-                        if !(0.0..1.0).contains(&slope) {
-                            return Err(Refusal::new(
-                                node,
-                                format!("LeakyRelu alpha {slope} is outside [0, 1)"),
-                            ));
-                        }
+                if let Activation::LeakyRelu(slope) = activation {
+                    if !(0.0..1.0).contains(&slope) {
+                        return Err(Refusal::new(
+                            node,
+                            format!("LeakyRelu alpha {slope} is outside [0, 1)"),
+                        ));
                     }
                 }
                 layers.push(FloatLayer {
