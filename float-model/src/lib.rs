@@ -159,7 +159,7 @@ impl FloatGenerator {
     pub fn square_image(pixels: usize) -> Option<ImageShape> {
         let side = (pixels as f64).sqrt().round() as usize;
         let side16 = u16::try_from(side).ok()?;
-        (side * side == pixels).then_some(ImageShape {
+        (pixels > 0 && side * side == pixels).then_some(ImageShape {
             width: side16,
             height: side16,
             channels: 1,
@@ -257,7 +257,7 @@ mod tests {
 
     #[test]
     fn activations_and_gray_levels() {
-        assert_eq!(Activation::LeakyRelu(0.2).apply(-1.0), -0.2);
+        assert_eq!(Activation::LeakyRelu(0.2).apply(-1.0), -f64::from(0.2f32));
         assert_eq!(Activation::LeakyRelu(0.0).apply(-1.0), 0.0);
         assert_eq!(Activation::Sigmoid.apply(0.0), 0.5);
         assert_eq!(Activation::Tanh.to_gray(1.0), 255.0);
