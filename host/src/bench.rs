@@ -150,9 +150,8 @@ pub fn bench_firmware(
     let run = run_qemu(elf, seeds, options)?;
     if !run.succeeded() {
         bail!(
-            "the firmware failed (exit {:?}{}):\n{}",
-            run.exit_code,
-            if run.timed_out { ", timed out" } else { "" },
+            "the firmware failed ({}):\n{}",
+            run.outcome(),
             run.log.join("\n")
         );
     }

@@ -213,6 +213,7 @@ impl Classifier {
             ProgressBar::hidden()
         };
         let mut order: Vec<u32> = (0..train.len() as u32).collect();
+        let started = std::time::Instant::now();
         for epoch in 0..settings.epochs {
             order.shuffle(&mut rng);
             // Cosine decay of the learning rate over the run.
@@ -234,6 +235,15 @@ impl Classifier {
                 bar.inc(1);
             }
             bar.set_message(format!("epoch {}/{}", epoch + 1, settings.epochs));
+            if settings.progress && bar.is_hidden() {
+                // No terminal (a log file, CI): a line per epoch instead of the bar.
+                eprintln!(
+                    "classifier: epoch {}/{} ({:.0} s)",
+                    epoch + 1,
+                    settings.epochs,
+                    started.elapsed().as_secs_f64()
+                );
+            }
         }
         bar.finish_and_clear();
         classifier
@@ -257,7 +267,7 @@ impl Classifier {
             .collect();
         let mut meta = self.meta.clone();
         meta.insert("format".into(), "mcugan-classifier-1".into());
-        let bytes = safetensors::serialize(tensors, Some(meta))?;
+        let bytes = crate::fsutil::safetensors_bytes(tensors, meta)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }

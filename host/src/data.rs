@@ -167,22 +167,39 @@ pub fn find_file(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
     })
 }
 
+/// The largest IDX file (after decompression) that is read: 1 GiB, 20 times the full MNIST
+/// training split; a larger one, or a gzip stream that expands beyond it, is refused.
+pub const MAX_IDX_BYTES: u64 = 1 << 30;
+
 /// Reads a file whole, decompressing it if its name ends in `.gz`.
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let io = |source| DataError::Io {
+    let raw = fs::read(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let raw = fs::read(path).map_err(io)?;
+    })?;
     if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(io)?;
-        Ok(out)
+        decode_gz(path, &raw)
+    } else if raw.len() as u64 > MAX_IDX_BYTES {
+        Err(invalid(path, format!("larger than {MAX_IDX_BYTES} bytes")))
     } else {
         Ok(raw)
     }
+}
+
+/// Decompresses the gzip file `raw` (read from `path`), refusing more than [`MAX_IDX_BYTES`].
+pub fn decode_gz(path: &Path, raw: &[u8]) -> Result<Vec<u8>, DataError> {
+    let mut out = Vec::new();
+    GzDecoder::new(raw)
+        .take(MAX_IDX_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| invalid(path, format!("damaged gzip data: {e}")))?;
+    if out.len() as u64 > MAX_IDX_BYTES {
+        return Err(invalid(
+            path,
+            format!("expands to more than {MAX_IDX_BYTES} bytes"),
+        ));
+    }
+    Ok(out)
 }
 
 fn invalid(path: &Path, problem: impl Into<String>) -> DataError {

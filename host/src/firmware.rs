@@ -58,6 +58,10 @@ pub struct DrawnImage {
     pub pixels: Vec<u8>,
 }
 
+/// The most seeds one firmware run takes: the length of the firmware's seed list
+/// (`mcugan_firmware_app::MAX_SEEDS`).
+pub const MAX_SEEDS_PER_RUN: usize = 256;
+
 /// What a firmware run produced.
 #[derive(Clone, Debug)]
 pub struct FirmwareRun {
@@ -80,6 +84,16 @@ pub struct FirmwareRun {
 }
 
 impl FirmwareRun {
+    /// How the run ended, in words: "exit status 1", "timed out", "killed by a signal".
+    pub fn outcome(&self) -> String {
+        match (self.timed_out, self.exit_code) {
+            (true, _) => "timed out (see --timeout)".to_string(),
+            (false, Some(0)) => "exit status 0".to_string(),
+            (false, Some(code)) => format!("exit status {code}"),
+            (false, None) => "killed by a signal".to_string(),
+        }
+    }
+
     /// Whether QEMU exited with status 0 in time.
     pub fn succeeded(&self) -> bool {
         self.exit_code == Some(0) && !self.timed_out
@@ -139,6 +153,16 @@ pub fn seeds_argument(seeds: &[u32]) -> Vec<String> {
 
 /// Runs `elf` under QEMU, drawing `seeds`.
 pub fn run_qemu(elf: &Path, seeds: &[u32], options: &QemuOptions) -> anyhow::Result<FirmwareRun> {
+    if seeds.is_empty() {
+        anyhow::bail!("no seeds to draw");
+    }
+    if seeds.len() > MAX_SEEDS_PER_RUN {
+        anyhow::bail!(
+            "one firmware run draws at most {MAX_SEEDS_PER_RUN} seeds (the firmware's seed list); \
+             {} were asked for",
+            seeds.len()
+        );
+    }
     let elf = &std::fs::canonicalize(elf).with_context(|| format!("finding {}", elf.display()))?;
     let elf_bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
     let work = tempfile::tempdir().context("creating a temporary directory")?;

@@ -1,4 +1,5 @@
-//! Writing files so that a crash or a kill never leaves a half-written one behind.
+//! Writing files so that a crash or a kill never leaves a half-written one behind, and so that
+//! the same content always gives the same bytes.
 
 use std::fs;
 use std::io::{self, Write};
@@ -35,9 +36,54 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// `safetensors::serialize` with the header's keys in sorted order. The crate writes the
+/// `__metadata__` map in `HashMap` order, which changes from process to process; re-encoding the
+/// JSON header (serde_json's maps are sorted) makes the same tensors and metadata give the same
+/// bytes, so two runs of a command with the same seed write identical files.
+pub fn safetensors_bytes<V: safetensors::View>(
+    tensors: impl IntoIterator<Item = (String, V)>,
+    metadata: std::collections::HashMap<String, String>,
+) -> anyhow::Result<Vec<u8>> {
+    let bytes = safetensors::serialize(tensors, Some(metadata))?;
+    let header_len = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        .ok_or_else(|| anyhow::anyhow!("safetensors wrote no header"))?;
+    let header_end = 8 + usize::try_from(header_len)?;
+    let header: serde_json::Value = serde_json::from_slice(
+        bytes
+            .get(8..header_end)
+            .ok_or_else(|| anyhow::anyhow!("safetensors wrote a short header"))?,
+    )?;
+    let mut sorted = serde_json::to_vec(&header)?;
+    while !sorted.len().is_multiple_of(8) {
+        sorted.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + sorted.len() + bytes.len() - header_end);
+    out.extend_from_slice(&(sorted.len() as u64).to_le_bytes());
+    out.extend_from_slice(&sorted);
+    out.extend_from_slice(&bytes[header_end..]);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn safetensors_metadata_is_written_in_one_order() {
+        let tensor = candle_core::Tensor::new(&[1f32, 2.0], &candle_core::Device::Cpu).unwrap();
+        let meta: std::collections::HashMap<String, String> = (0..20)
+            .map(|i| (format!("key{i}"), i.to_string()))
+            .collect();
+        let a = safetensors_bytes([("t".to_string(), tensor.clone())], meta.clone()).unwrap();
+        // Another HashMap of the same entries iterates in another order.
+        let other: std::collections::HashMap<String, String> = meta.into_iter().collect();
+        let b = safetensors_bytes([("t".to_string(), tensor)], other).unwrap();
+        assert_eq!(a, b);
+        let loaded = safetensors::SafeTensors::deserialize(&a).unwrap();
+        assert_eq!(loaded.names().len(), 1);
+    }
 
     #[test]
     fn replaces_the_file_and_leaves_no_temporary() {

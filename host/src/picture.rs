@@ -165,9 +165,17 @@ pub fn save_png(path: &Path, picture: &Picture) -> anyhow::Result<()> {
 /// Reads an 8-bit grayscale PNG (for tests and tools).
 pub fn load_png(path: &Path) -> anyhow::Result<Picture> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info()?;
-    let mut pixels = vec![0; reader.output_buffer_size().context("PNG too large")?];
-    let info = reader.next_frame(&mut pixels)?;
+    let name = || path.display().to_string();
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .with_context(|| format!("{} is not a readable PNG", name()))?;
+    let size = reader
+        .output_buffer_size()
+        .with_context(|| format!("{} is too large a PNG", name()))?;
+    let mut pixels = vec![0; size];
+    let info = reader
+        .next_frame(&mut pixels)
+        .with_context(|| format!("{}: damaged PNG image data", name()))?;
     anyhow::ensure!(
         info.color_type == png::ColorType::Grayscale && info.bit_depth == png::BitDepth::Eight,
         "{} is not 8-bit grayscale",

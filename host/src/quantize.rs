@@ -31,6 +31,24 @@ pub use mcugan_float_model::{
 /// The generator in evaluation mode as plain float layers: its BatchNorm layers (running
 /// statistics, eps 0.8) folded into the Linears before them.
 pub fn fold(generator: &Generator) -> anyhow::Result<FloatGenerator> {
+    // Every stored tensor by the name it has in the file, checked before any arithmetic.
+    for (name, tensor) in generator.state()? {
+        if tensor.dtype() != candle_core::DType::F32 {
+            continue;
+        }
+        let values = tensor.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            bail!("the tensor {name} holds {bad}: the generator is broken and cannot be used");
+        }
+        if name.ends_with("running_var") {
+            if let Some(bad) = values.iter().find(|&&v| v < 0.0) {
+                bail!(
+                    "the tensor {name} holds the negative variance {bad}: the generator is \
+                     broken and cannot be used"
+                );
+            }
+        }
+    }
     let mut layers = Vec::new();
     for (index, linear) in generator.linears.iter().enumerate() {
         let weight = linear.weight.as_tensor().to_vec2::<f32>()?;
@@ -318,6 +336,19 @@ pub fn choose_range(values: &[f32]) -> ActivationQuant {
 pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Result<Quantized> {
     let layers = &model.layers;
     ensure!(layers.len() >= 2, "the generator needs at least two layers");
+    for (l, layer) in layers.iter().enumerate() {
+        for (what, values) in [("weights", &layer.weight), ("biases", &layer.bias)] {
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                bail!(
+                    "layer {l} ({} -> {}): its {what} hold {} at index {i}: the generator is \
+                     broken (a diverged training?) and cannot be quantized",
+                    layer.inputs,
+                    layer.outputs,
+                    values[i]
+                );
+            }
+        }
+    }
     let output_activation = model.output_activation();
     ensure!(
         output_activation.makes_pixels(),

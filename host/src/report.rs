@@ -100,9 +100,8 @@ pub fn build_report(inputs: &ReportInputs<'_>) -> anyhow::Result<(Report, Firmwa
     let run = firmware::run_qemu(inputs.elf, inputs.firmware_seeds, inputs.qemu)?;
     if !run.succeeded() {
         anyhow::bail!(
-            "the firmware failed under QEMU (exit {:?}, timed out: {}):\n{}",
-            run.exit_code,
-            run.timed_out,
+            "the firmware failed under QEMU ({}):\n{}",
+            run.outcome(),
             run.log.join("\n")
         );
     }

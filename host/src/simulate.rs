@@ -20,6 +20,22 @@ pub fn simulate(blob: &[u8], seeds: &[u32]) -> anyhow::Result<Vec<Vec<u8>>> {
         .collect()
 }
 
+/// Draws each of `seeds` with the chip's code and hands it to `sink` as it is drawn, holding
+/// one image at a time: for any number of seeds.
+pub fn simulate_each(
+    blob: &[u8],
+    seeds: impl Iterator<Item = u32>,
+    mut sink: impl FnMut(u32, &[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let model = Model::parse(blob).context("invalid model blob")?;
+    let mut pixels = vec![0u8; model.pixel_count()];
+    for seed in seeds {
+        generate(&model, seed, &mut pixels)?;
+        sink(seed, &pixels)?;
+    }
+    Ok(())
+}
+
 /// Peak signal-to-noise ratio in dB of `test` against `reference`, both gray levels
 /// (peak 255). Infinite for identical images.
 pub fn psnr(reference: &[f32], test: &[u8]) -> f64 {

@@ -40,6 +40,10 @@ pub const GENERATOR_FILE: &str = "generator.safetensors";
 pub const LOSS_LOG_FILE: &str = "losses.csv";
 /// File name of the run summary.
 pub const SUMMARY_FILE: &str = "train-summary.json";
+/// Directory of the sample grids saved during training.
+pub const SAMPLES_DIR: &str = "samples";
+/// Directory of the generators kept every `save_every` epochs.
+pub const GENERATORS_DIR: &str = "generators";
 
 /// What to train and how.
 #[derive(Clone, Debug)]
@@ -198,6 +202,18 @@ impl TrainState {
     /// A fresh state: generator then discriminator initialised from `seed`.
     pub fn new(seed: u64, adam: AdamConfig, device: &Device) -> anyhow::Result<Self> {
         Self::with_recipe(seed, adam, Recipe::REFERENCE, device)
+    }
+
+    /// The state `checkpoint` holds, on the CPU: what `--resume` restores (every tensor's
+    /// name and shape checked). Also the target of the checkpoint fuzzer.
+    pub fn from_checkpoint(checkpoint: &Checkpoint) -> anyhow::Result<Self> {
+        let settings = checkpoint.settings()?;
+        let mut state =
+            Self::with_recipe(settings.seed, settings.adam, settings.recipe, &Device::Cpu)?;
+        state
+            .restore(checkpoint)
+            .context("restoring the checkpoint")?;
+        Ok(state)
     }
 
     /// A fresh state trained with `recipe`.
@@ -359,7 +375,7 @@ impl TrainState {
         meta.insert("rng_word_pos".into(), self.rng.get_word_pos().to_string());
         meta.insert("config".into(), config_json.to_string());
         meta.insert("recipe".into(), serde_json::to_string(&self.recipe)?);
-        Ok(safetensors::serialize(tensors, Some(meta))?)
+        crate::fsutil::safetensors_bytes(tensors, meta)
     }
 
     /// Restores a state written by [`TrainState::to_checkpoint`] into this freshly built one
@@ -432,7 +448,12 @@ impl Checkpoint {
     /// Reads `path`; a file that is not a complete training checkpoint is an error.
     pub fn read(path: &Path) -> anyhow::Result<Self> {
         let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Decodes the checkpoint `bytes` read from `path` (named in errors).
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> anyhow::Result<Self> {
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
             .with_context(|| format!("{} is not a safetensors file", path.display()))?;
         let meta = header.metadata().clone().unwrap_or_default();
         match meta.get("format").map(String::as_str) {
@@ -443,7 +464,7 @@ impl Checkpoint {
             ),
             None => bail!("{} is not an mcugan training checkpoint", path.display()),
         }
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
             .with_context(|| format!("reading the tensors of {}", path.display()))?;
         Ok(Self { tensors, meta })
     }
@@ -461,8 +482,13 @@ impl Checkpoint {
 /// The settings of a run that a resumed run must keep, as saved in its checkpoint.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct RunSettings {
-    /// The data directory.
+    /// The data directory, absolute (checkpoints before this field was added store the path as
+    /// given, relative to where the run was started).
     pub data_dir: PathBuf,
+    /// SHA-256 of the training images and labels (after `limit`), in hex: a resumed run refuses
+    /// data that differs, wherever it lies.
+    #[serde(default)]
+    pub data_hash: Option<String>,
     /// Training images (after `limit`).
     pub images: usize,
     /// The first N images only.
@@ -499,6 +525,18 @@ impl TrainConfig {
         config.resume = true;
         Ok(config)
     }
+}
+
+/// SHA-256 of a data set's images and labels, in hex: what identifies the training data of a
+/// run, wherever its files lie and however they are compressed.
+pub fn content_hash(data: &Dataset) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update((data.rows as u64).to_le_bytes());
+    hasher.update((data.cols as u64).to_le_bytes());
+    hasher.update(&data.pixels);
+    hasher.update(&data.labels);
+    hex(&hasher.finalize())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -555,7 +593,7 @@ pub fn save_generator(
     path: &Path,
     meta: HashMap<String, String>,
 ) -> anyhow::Result<()> {
-    let bytes = safetensors::serialize(generator.state()?, Some(meta))?;
+    let bytes = crate::fsutil::safetensors_bytes(generator.state()?, meta)?;
     crate::fsutil::write_atomically(path, &bytes)
         .with_context(|| format!("writing {}", path.display()))
 }
@@ -583,6 +621,53 @@ pub struct Interrupted {
     pub batches_done: u64,
     /// The epoch it stopped in, from 1.
     pub epoch: usize,
+}
+
+/// The largest loss a sound run reports: the reference's `BCELoss` clamps the log at −100, so
+/// it can never report more than 100; a larger loss (or one that is not finite) means the run
+/// diverged.
+pub const MAX_PLAUSIBLE_LOSS: f32 = 100.0;
+
+/// The largest parameter magnitude a sound run reaches (the reference's weights stay below 10).
+pub const MAX_PLAUSIBLE_WEIGHT: f32 = 1.0e6;
+
+/// Where a diverged run can go on from: its last checkpoint, if one was written.
+fn last_good(checkpoint: &Path) -> String {
+    if checkpoint.is_file() {
+        format!(
+            "the last good checkpoint is {} (resume it with a lower --lr)",
+            checkpoint.display()
+        )
+    } else {
+        "no checkpoint was written yet (it diverged in the first epoch): start again with a \
+         lower --lr"
+            .to_string()
+    }
+}
+
+/// Refuses a state with a parameter that is not finite or has exploded, naming the tensor; run
+/// before a checkpoint is written, so the last checkpoint stays a good one.
+fn check_parameters(state: &TrainState, checkpoint: &Path) -> anyhow::Result<()> {
+    let mut tensors = state.generator.state()?;
+    for (name, var) in state.discriminator.vars() {
+        tensors.push((format!("discriminator.{name}"), var.as_tensor().clone()));
+    }
+    for (name, tensor) in tensors {
+        if tensor.dtype() != candle_core::DType::F32 {
+            continue;
+        }
+        let values = tensor.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(bad) = values
+            .iter()
+            .find(|v| !v.is_finite() || v.abs() > MAX_PLAUSIBLE_WEIGHT)
+        {
+            bail!(
+                "the parameter {name} reached {bad}: training diverged and was stopped; {}",
+                last_good(checkpoint)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Batches whose losses are read back together: reading a loss waits for the device, so on a
@@ -633,14 +718,20 @@ impl PendingLosses {
             );
         }
         for (((epoch, batch, done), d), g) in self.rows.iter().zip(&d).zip(&g) {
-            if !d.is_finite() || !g.is_finite() {
+            let diverged = if !d.is_finite() || !g.is_finite() {
+                Some("is not finite")
+            } else if d.abs() > MAX_PLAUSIBLE_LOSS || g.abs() > MAX_PLAUSIBLE_LOSS {
+                Some("exploded")
+            } else {
+                None
+            };
+            if let Some(how) = diverged {
                 log.flush()?;
                 bail!(
-                    "the loss is not finite at epoch {}, batch {batch} (D {d}, G {g}): training \
-                     diverged and was stopped; the last good checkpoint is {} (resume it with a \
-                     lower --lr)",
+                    "the loss {how} at epoch {}, batch {batch} (D {d}, G {g}): training diverged \
+                     and was stopped; {}",
                     epoch + 1,
-                    checkpoint.display()
+                    last_good(checkpoint)
                 );
             }
             writeln!(log, "{epoch},{batch},{done},{d},{g}")?;
@@ -696,9 +787,13 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
     if data.len() < 2 {
         bail!("need at least 2 training images, found {}", data.len());
     }
+    if config.epochs == 0 {
+        bail!("--epochs must be at least 1");
+    }
     if config.batch_size < 2 {
         bail!("batch size must be at least 2 (BatchNorm needs two samples)");
     }
+    let data_hash = content_hash(&data);
     let device = &config.device;
     if matches!(config.engine, Engine::Fused { .. }) && !device.is_cpu() {
         bail!(
@@ -709,7 +804,7 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
     let images = dataset_tensor(&data, device)?;
     let out = &config.out_dir;
     let checkpoint_path = out.join(CHECKPOINT_FILE);
-    fs::create_dir_all(out.join("samples"))
+    fs::create_dir_all(out.join(SAMPLES_DIR))
         .with_context(|| format!("creating {}", out.display()))?;
 
     let mut state = TrainState::with_recipe(config.seed, config.adam, config.recipe, device)?;
@@ -717,6 +812,18 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
     if config.resume {
         let checkpoint = Checkpoint::read(&checkpoint_path)?;
         let settings = checkpoint.settings()?;
+        if let Some(stored) = &settings.data_hash {
+            if *stored != data_hash {
+                bail!(
+                    "the training images in {} differ from the ones the run was trained on (content \
+                     hash {} there, {} here): resume needs the same data; point --data at a copy \
+                     of it",
+                    config.data_dir.display(),
+                    &stored[..stored.len().min(16)],
+                    &data_hash[..16]
+                );
+            }
+        }
         if settings.images != data.len() {
             bail!(
                 "the checkpoint was trained on {} images, {} has {}",
@@ -728,12 +835,23 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         position = state
             .restore(&checkpoint)
             .context("restoring the checkpoint")?;
+        if state.epoch >= config.epochs {
+            bail!(
+                "the run in {} has trained {} of its {} epochs already: nothing to resume; give \
+                 --epochs more than {} to train it further",
+                out.display(),
+                state.epoch,
+                settings.epochs,
+                state.epoch
+            );
+        }
         if position.next_batch > 0 && position.order.len() != data.len() {
             bail!("the checkpoint's epoch order does not match the data");
         }
     }
     let settings = RunSettings {
-        data_dir: config.data_dir.clone(),
+        data_dir: std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone()),
+        data_hash: Some(data_hash),
         images: data.len(),
         limit: config.limit,
         epochs: config.epochs,
@@ -825,7 +943,9 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
             let offset = latent_offsets[batch_index - first_batch];
             let sample =
                 config.sample_interval > 0 && state.batches_done % config.sample_interval == 0;
-            let sample_path = out.join(format!("samples/{}.png", state.batches_done));
+            let sample_path = out
+                .join(SAMPLES_DIR)
+                .join(format!("{}.png", state.batches_done));
             pending.rows.push((epoch, batch_index, state.batches_done));
             match (&mut stepper, &latent_tensor) {
                 (Stepper::Fused(fused), _) => {
@@ -921,7 +1041,7 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
             &checkpoint_path,
         )?;
         if config.save_every > 0 && state.epoch % config.save_every == 0 {
-            let dir = out.join("generators");
+            let dir = out.join(GENERATORS_DIR);
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let path = dir.join(format!("epoch-{}.safetensors", state.epoch));
             let exported = state.exported_generator()?;
@@ -1026,6 +1146,7 @@ fn save_checkpoint(
     path: &Path,
 ) -> anyhow::Result<()> {
     stepper.store_into(state)?;
+    check_parameters(state, path)?;
     let checkpoint = state.to_checkpoint(config_json, position)?;
     crate::fsutil::write_atomically(path, &checkpoint).context("writing the checkpoint")
 }

@@ -5,8 +5,9 @@ use alloc::vec::Vec;
 
 use crate::format::{padded, COL_BLOCK, ROW_BLOCK};
 use crate::format::{
-    ArrayRef, Header, ImageShape, LayerHeader, OutputStageHeader, Preamble, WeightFormat,
-    CHANNEL_RECORD_LEN, CRC32, CRC_LEN, DATA_ALIGN, FORMAT_VERSION, MAGIC, MAX_LAYERS,
+    trailer_len, ArrayRef, Header, ImageShape, LayerHeader, OutputStageHeader, Preamble,
+    WeightFormat, WordSums, CHANNEL_RECORD_LEN, CRC32, DATA_ALIGN, FORMAT_VERSION, MAGIC,
+    MAX_LAYERS, WORD_SUMS_LEN,
 };
 use crate::format::{ChannelRequant, FormatError, Model};
 use crate::kernels::MAX_ODD_ROW_L1;
@@ -188,15 +189,15 @@ pub fn encode(spec: &ModelSpec<'_>) -> Result<Vec<u8>, EncodeError> {
             blob.push(0);
         }
         blob.extend_from_slice(&data.bytes);
-        let total = blob.len() + CRC_LEN;
+        let total = blob.len() + WORD_SUMS_LEN;
         if total == blob_len {
             break blob;
         }
         blob_len = total;
     };
     let mut blob = blob;
-    let crc = CRC32.checksum(&blob);
-    blob.extend_from_slice(&crc.to_le_bytes());
+    let sums = WordSums::of(&blob);
+    blob.extend_from_slice(&sums.to_bytes());
     Model::parse(&blob)?;
     Ok(blob)
 }
@@ -287,23 +288,58 @@ pub fn fits_i8_blocked(weights: &[i8], inputs: usize) -> bool {
         .all(|row| odd_row_l1(weights, inputs, row) <= MAX_ODD_ROW_L1)
 }
 
-/// Recomputes the CRC trailer of `blob` in place, for tools and tests that edit a blob on
-/// purpose. Does nothing to a blob shorter than the trailer.
+/// Recomputes the checksum trailer of `blob` in place (the CRC-32 or the word sums, by the
+/// version its preamble states), for tools and tests that edit a blob on purpose. Does nothing
+/// to a blob whose preamble does not decode or that is shorter than its trailer.
 pub fn reseal(blob: &mut [u8]) {
-    if let Some(body_len) = blob.len().checked_sub(CRC_LEN) {
-        let crc = CRC32.checksum(&blob[..body_len]);
-        blob[body_len..].copy_from_slice(&crc.to_le_bytes());
+    let Ok((preamble, _)) = postcard::take_from_bytes::<Preamble>(blob) else {
+        return;
+    };
+    let Some(body_len) = blob.len().checked_sub(trailer_len(preamble.version)) else {
+        return;
+    };
+    let (body, trailer) = blob.split_at_mut(body_len);
+    if preamble.version >= 3 {
+        trailer.copy_from_slice(&WordSums::of(body).to_bytes());
+    } else {
+        trailer.copy_from_slice(&CRC32.checksum(body).to_le_bytes());
     }
 }
 
-/// Rewrites the format version in the preamble of an encoded blob (and reseals it). For tests
-/// and for migration tools; the version is the varint right after the magic, and this keeps its
-/// encoded size, so it only handles versions below 128.
-pub fn set_version(blob: &mut [u8], version: u8) -> bool {
-    if version >= 0x80 || blob.len() <= MAGIC.len() || blob[MAGIC.len()] >= 0x80 {
+/// Rewrites the format version of an encoded blob: the preamble's version and length, and the
+/// trailer of the new version (CRC-32 below version 3, word sums from it), resealed. For tests
+/// and for migrating blobs between versions 2 and 3, whose contents are the same. Returns
+/// `false`, leaving `blob` as it was, when the preamble does not decode or would change size
+/// (which would move the 16-aligned data section), or `version` is 128 or more.
+pub fn set_version(blob: &mut Vec<u8>, version: u8) -> bool {
+    let Ok((old, rest)) = postcard::take_from_bytes::<Preamble>(blob) else {
+        return false;
+    };
+    let old_len = blob.len() - rest.len();
+    let Some(body_len) = blob.len().checked_sub(trailer_len(old.version)) else {
+        return false;
+    };
+    if version >= 0x80 || body_len < old_len {
         return false;
     }
-    blob[MAGIC.len()] = version;
+    let new_version = u16::from(version);
+    let Ok(blob_len) = u32::try_from(body_len + trailer_len(new_version)) else {
+        return false;
+    };
+    let preamble = Preamble {
+        magic: old.magic,
+        version: new_version,
+        blob_len,
+    };
+    let Ok(bytes) = postcard::to_allocvec(&preamble) else {
+        return false;
+    };
+    if bytes.len() != old_len {
+        return false;
+    }
+    blob.truncate(body_len);
+    blob[..old_len].copy_from_slice(&bytes);
+    blob.resize(body_len + trailer_len(new_version), 0);
     reseal(blob);
     true
 }

@@ -4,9 +4,9 @@
 //!
 //! ```text
 //! ┌──────────────────────────┬───────────────────────────┬─────┬────────────────────┬────────┐
-//! │ preamble (postcard)      │ header (postcard)         │ pad │ data section       │ CRC-32 │
-//! │ magic "MCGN", version,   │ name, latent dim, image,  │ to  │ raw little-endian  │ LE u32 │
-//! │ total blob length        │ layers with array refs    │ 16  │ arrays, 16-aligned │        │
+//! │ preamble (postcard)      │ header (postcard)         │ pad │ data section       │ check  │
+//! │ magic "MCGN", version,   │ name, latent dim, image,  │ to  │ raw little-endian  │ sums,  │
+//! │ total blob length        │ layers with array refs    │ 16  │ arrays, 16-aligned │ 16 B   │
 //! └──────────────────────────┴───────────────────────────┴─────┴────────────────────┴────────┘
 //! ```
 //!
@@ -15,7 +15,9 @@
 //! data section, and they are read straight from the blob — weights in one of the layouts of
 //! [`WeightFormat`], 12-byte per-channel records ([`ChannelParams`]) and `u8` lookup tables.
 //!
-//! [`Model::parse`] checks everything before any inference runs: magic, version, length, CRC,
+//! The trailer is the [`WordSums`] of everything before it (versions 1 and 2: a CRC-32).
+//!
+//! [`Model::parse`] checks everything before any inference runs: magic, version, length, checksum,
 //! the header, every array's bounds, alignment, length and overlap, the chain of layer shapes,
 //! and every requantization parameter, so that [`crate::generate`] cannot fail or panic on a
 //! model that parsed. It never panics on any input.
@@ -28,8 +30,9 @@ use crate::requant::Requant;
 /// The four bytes every model blob starts with.
 pub const MAGIC: [u8; 4] = *b"MCGN";
 /// The format version this crate writes. Version 2 added the blocked int8 and int4 weight
-/// layouts; a version-1 blob (row-major int8 only) is still read.
-pub const FORMAT_VERSION: u16 = 2;
+/// layouts; version 3 replaced the CRC-32 trailer by [`WordSums`] (a boot check 16 times
+/// cheaper on the chip). Blobs of versions 1 (row-major int8 only) and 2 are still read.
+pub const FORMAT_VERSION: u16 = 3;
 /// The oldest format version this crate reads.
 pub const OLDEST_FORMAT_VERSION: u16 = 1;
 /// Output rows that one block of a blocked weight layout holds.
@@ -56,49 +59,18 @@ pub const CHANNEL_RECORD_LEN: usize = 12;
 pub const MAX_LUT_LEN: usize = 4096;
 /// The largest accumulator bias a model may carry: keeps `bias + Σ w·x` inside `i32`.
 pub const MAX_ABS_BIAS: i32 = 1 << 30;
-/// Bytes of the CRC trailer.
+/// Bytes of the CRC-32 trailer of format versions 1 and 2.
 pub const CRC_LEN: usize = 4;
 
-/// The checksum over everything before the trailer: CRC-32 (ISO-HDLC, as zlib and PNG use it).
-pub const CRC32: Crc32 = Crc32;
+pub use crate::checksum::{Crc32, WordSums, CRC32, WORD_SUMS_LEN};
 
-/// CRC-32/ISO-HDLC (reflected polynomial `0xEDB88320`, initial value and final XOR all ones)
-/// with a 16-entry nibble table: 64 bytes of flash instead of the usual 1 KiB table, at two
-/// table steps per byte.
-#[derive(Clone, Copy, Debug)]
-pub struct Crc32;
-
-/// `CRC_NIBBLE_TABLE[n]`: the CRC register after shifting the nibble `n` through it.
-const CRC_NIBBLE_TABLE: [u32; 16] = {
-    let mut table = [0u32; 16];
-    let mut n = 0;
-    while n < 16 {
-        let mut crc = n as u32;
-        let mut bit = 0;
-        while bit < 4 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        table[n] = crc;
-        n += 1;
-    }
-    table
-};
-
-impl Crc32 {
-    /// The checksum of `bytes`.
-    pub fn checksum(&self, bytes: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &byte in bytes {
-            crc ^= u32::from(byte);
-            crc = (crc >> 4) ^ CRC_NIBBLE_TABLE[(crc & 0xF) as usize];
-            crc = (crc >> 4) ^ CRC_NIBBLE_TABLE[(crc & 0xF) as usize];
-        }
-        !crc
+/// Bytes of the checksum trailer of a blob of format `version`: the CRC-32 of versions 1 and 2,
+/// the [`WordSums`] of version 3.
+pub const fn trailer_len(version: u16) -> usize {
+    if version >= 3 {
+        WORD_SUMS_LEN
+    } else {
+        CRC_LEN
     }
 }
 
@@ -310,7 +282,22 @@ pub enum FormatError {
         /// Length of the slice given.
         actual: usize,
     },
-    /// The checksum does not match: the blob is corrupted.
+    /// The word sums (format version 3) do not match: the blob is corrupted.
+    #[error(
+        "checksum mismatch: stored sums {stored_sum:#x}/{stored_weighted:#x}, computed \
+         {computed_sum:#x}/{computed_weighted:#x} (corrupted blob)"
+    )]
+    ChecksumMismatch {
+        /// The trailer's `sum`.
+        stored_sum: u64,
+        /// The trailer's `weighted`.
+        stored_weighted: u64,
+        /// The bytes' `sum`.
+        computed_sum: u64,
+        /// The bytes' `weighted`.
+        computed_weighted: u64,
+    },
+    /// The CRC-32 (format versions 1 and 2) does not match: the blob is corrupted.
     #[error("CRC mismatch: stored {stored:#010x}, computed {computed:#010x} (corrupted blob)")]
     CrcMismatch {
         /// The CRC in the trailer.
@@ -585,6 +572,29 @@ fn align_up(value: usize, align: usize) -> Option<usize> {
     value.checked_add(align - 1).map(|v| v / align * align)
 }
 
+/// Checks the trailer `stored` of a blob of format `version` against the `body` before it.
+fn check_trailer(version: u16, body: &[u8], stored: &[u8]) -> Result<(), FormatError> {
+    if version >= 3 {
+        let computed = WordSums::of(body);
+        let stored = WordSums::from_bytes(stored).ok_or(FormatError::MalformedPreamble)?;
+        if stored != computed {
+            return Err(FormatError::ChecksumMismatch {
+                stored_sum: stored.sum,
+                stored_weighted: stored.weighted,
+                computed_sum: computed.sum,
+                computed_weighted: computed.weighted,
+            });
+        }
+    } else {
+        let stored = read_i32(stored, 0) as u32;
+        let computed = CRC32.checksum(body);
+        if stored != computed {
+            return Err(FormatError::CrcMismatch { stored, computed });
+        }
+    }
+    Ok(())
+}
+
 impl<'a> Model<'a> {
     /// Validates `blob` and borrows its arrays. Checks everything that [`crate::generate`]
     /// relies on, in the order magic, preamble, version, length, CRC, header, arrays, shapes,
@@ -617,20 +627,17 @@ impl<'a> Model<'a> {
             }
             core::cmp::Ordering::Equal => {}
         }
+        let trailer = trailer_len(preamble.version);
         let body_len = blob
             .len()
-            .checked_sub(CRC_LEN)
+            .checked_sub(trailer)
             .ok_or(FormatError::MalformedPreamble)?;
-        let (body, trailer) = blob.split_at(body_len);
-        let stored = read_i32(trailer, 0) as u32;
-        let computed = CRC32.checksum(body);
-        if stored != computed {
-            return Err(FormatError::CrcMismatch { stored, computed });
-        }
+        let (body, stored) = blob.split_at(body_len);
+        check_trailer(preamble.version, body, stored)?;
 
         let after_header_len = {
             let body_after_preamble = after_preamble
-                .get(..after_preamble.len().saturating_sub(CRC_LEN))
+                .get(..after_preamble.len().saturating_sub(trailer))
                 .ok_or(FormatError::MalformedHeader)?;
             let (header, rest) = postcard::take_from_bytes::<Header<'a>>(body_after_preamble)
                 .map_err(|_| FormatError::MalformedHeader)?;

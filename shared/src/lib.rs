@@ -19,13 +19,14 @@
 //! Features: `alloc` (encoding), `defmt` (firmware logs), `dsp` (Cortex-M DSP-extension
 //! assembly for the blocked weight layouts; ignored on other targets, same bytes either way).
 #![no_std]
-// The only unsafe code is the FFI call into the DSP assembly (`dsp`, behind its feature).
+// The only unsafe code is the FFI calls into the DSP assembly (`dsp`, behind its feature).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod checksum;
 #[cfg(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target))]
 pub mod dsp;
 #[cfg(feature = "alloc")]

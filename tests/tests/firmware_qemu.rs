@@ -174,8 +174,8 @@ fn a_flipped_byte_is_rejected_by_host_and_chip() {
     check_rejected(
         "flipped",
         &blob,
-        |e| matches!(e, FormatError::CrcMismatch { .. }),
-        "CrcMismatch",
+        |e| matches!(e, FormatError::ChecksumMismatch { .. }),
+        "ChecksumMismatch",
     );
 }
 

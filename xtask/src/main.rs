@@ -42,8 +42,14 @@ tasks:
   onnx-fixtures                   rewrite tests/fixtures/onnx with PyTorch's exporters and
                                   onnxruntime's outputs (PyTorch, onnx, onnxruntime from PyPI into
                                   .venv-onnx; not part of the tests, which read the committed files)
+  fuzz [--seconds N] [TARGET...]  a fuzzing campaign: every cargo-fuzz target in fuzz/ (or those
+                                  named) for N seconds each (default 60) from its seeds; installs
+                                  the nightly toolchain and cargo-fuzz; findings in fuzz/artifacts/
   setup                           install what demo and test need (qemu, target, npm, data)
 ";
+
+/// The cargo-fuzz targets in fuzz/, each with its seed folder fuzz/corpus/<target>.
+const FUZZ_TARGETS: [&str; 4] = ["parse_model", "stream_records", "idx_reader", "checkpoint"];
 
 /// The demo's default schedule; see the README for what it draws and how long it takes.
 const DEMO_EPOCHS: usize = 50;
@@ -68,6 +74,7 @@ fn main() -> Result<()> {
         Some("gpu-bundle") => gpu_bundle(&root),
         Some("cuda-check") => cuda_check(&root),
         Some("onnx-fixtures") => onnx_fixtures(&root),
+        Some("fuzz") => fuzz(&root, &args[1..]),
         _ => {
             eprint!("{USAGE}");
             if args.is_empty() {
@@ -375,6 +382,8 @@ fn demo(root: &Path, args: &[String]) -> Result<()> {
             &recipe,
             "--out",
             &out_str,
+            // The demo's own directory: a new demo replaces the last one.
+            "--force",
         ],
     ))?;
     step("quantizing the generator to int8");
@@ -521,6 +530,8 @@ fn bench_train(root: &Path, args: &[String]) -> Result<()> {
                 "--out",
                 &run_dir.to_string_lossy(),
                 "--quiet",
+                // The benchmark's own scratch runs: replaced on every benchmark.
+                "--force",
             ],
         )
         .output()
@@ -956,5 +967,120 @@ fn test(root: &Path) -> Result<()> {
         "\nall checks passed in {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// `cargo xtask fuzz`: runs each target from its committed seeds (new inputs go to
+/// target/fuzz-corpus, so the seed folders stay as committed) and prints a line per target
+/// with libFuzzer's executions, speed and findings.
+fn fuzz(root: &Path, args: &[String]) -> Result<()> {
+    let mut seconds = 60u64;
+    let mut targets: Vec<String> = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--seconds" => {
+                seconds = rest
+                    .next()
+                    .context("--seconds needs a number")?
+                    .parse()
+                    .context("--seconds")?
+            }
+            name if FUZZ_TARGETS.contains(&name) => targets.push(name.to_string()),
+            other => bail!(
+                "unknown option or target {other:?} (targets: {})\n{USAGE}",
+                FUZZ_TARGETS.join(", ")
+            ),
+        }
+    }
+    if targets.is_empty() {
+        targets = FUZZ_TARGETS.iter().map(|t| t.to_string()).collect();
+    }
+    step("checking the fuzzing tools (nightly toolchain, cargo-fuzz)");
+    let toolchains = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .context("running rustup")?;
+    if !String::from_utf8_lossy(&toolchains.stdout).contains("nightly") {
+        eprintln!("installing the nightly toolchain (cargo-fuzz needs it)");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    let has_fuzz = Command::new("rustup")
+        .args(["run", "nightly", "cargo", "fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_fuzz {
+        eprintln!("installing cargo-fuzz");
+        run(cargo(&["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let fuzz_dir = root.join("fuzz");
+    let mut summary = Vec::new();
+    for target in &targets {
+        step(&format!("fuzzing {target} for {seconds} s"));
+        let work = root.join("target/fuzz-corpus").join(target);
+        let artifacts = fuzz_dir.join("artifacts").join(target);
+        std::fs::create_dir_all(&work)?;
+        std::fs::create_dir_all(&artifacts)?;
+        let output = Command::new("rustup")
+            .args(["run", "nightly", "cargo", "fuzz", "run", target])
+            .arg(&work)
+            .arg(fuzz_dir.join("corpus").join(target))
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
+            .arg("-max_len=65536")
+            .arg("-rss_limit_mb=4096")
+            .current_dir(&fuzz_dir)
+            .env_remove("CARGO")
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .output()
+            .context("running cargo fuzz")?;
+        let log = String::from_utf8_lossy(&output.stderr);
+        let done = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("DONE") || l.starts_with("Done "))
+            .unwrap_or("")
+            .to_string();
+        let findings = std::fs::read_dir(&artifacts).map_or(0, |d| d.count());
+        let line = format!(
+            "{target}: {} ({}), {findings} finding(s) in {}",
+            if output.status.success() {
+                "passed"
+            } else {
+                "FAILED"
+            },
+            done.trim(),
+            artifacts.display()
+        );
+        if !output.status.success() {
+            eprintln!(
+                "{}",
+                log.lines()
+                    .rev()
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        eprintln!("{line}");
+        summary.push((output.status.success(), line));
+    }
+    step("fuzzing summary");
+    for (_, line) in &summary {
+        println!("{line}");
+    }
+    if summary.iter().any(|(ok, _)| !ok) {
+        bail!("a fuzz target failed; the input that broke it is in fuzz/artifacts/");
+    }
     Ok(())
 }

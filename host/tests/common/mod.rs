@@ -9,6 +9,16 @@ use mcugan::data::{write_split, Dataset, Split};
 /// split in `dir`.
 #[allow(dead_code)] // not every test binary trains
 pub fn bars(dir: &Path, n: usize) {
+    write_split(dir, Split::Train, &bars_dataset(n)).unwrap();
+}
+
+/// The same images as [`bars`], as the test split.
+#[allow(dead_code)]
+pub fn bars_test_split(dir: &Path, n: usize) {
+    write_split(dir, Split::Test, &bars_dataset(n)).unwrap();
+}
+
+fn bars_dataset(n: usize) -> Dataset {
     let mut pixels = Vec::with_capacity(n * 784);
     let mut labels = Vec::with_capacity(n);
     for i in 0..n {
@@ -26,13 +36,12 @@ pub fn bars(dir: &Path, n: usize) {
         }
         labels.push(u8::from(vertical));
     }
-    let data = Dataset {
+    Dataset {
         rows: 28,
         cols: 28,
         pixels,
         labels,
-    };
-    write_split(dir, Split::Train, &data).unwrap();
+    }
 }
 
 /// Requires a command to have succeeded, showing its stderr when it did not.
