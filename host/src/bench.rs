@@ -66,7 +66,7 @@ pub struct FirmwareBench {
     pub sizes: ElfSizes,
     /// Peak stack by painting, activation buffers included.
     pub stack_peak_bytes: u32,
-    /// Instructions `Model::parse` took (CRC over the blob included).
+    /// Instructions `Model::parse` took (the checksum over the whole blob included).
     pub validation_instructions: f64,
     /// Images drawn and checked against the host simulation.
     pub images_checked: usize,

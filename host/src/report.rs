@@ -38,7 +38,7 @@ pub struct FirmwareFacts {
     pub instructions_per_image: f64,
     /// Instructions per multiply-accumulate.
     pub instructions_per_mac: f64,
-    /// Instructions `Model::parse` took (CRC included).
+    /// Instructions `Model::parse` took (the checksum over the whole blob included).
     pub validation_instructions: f64,
     /// Peak stack, bytes.
     pub stack_peak_bytes: u32,
@@ -227,7 +227,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| instructions to validate the blob (CRC included) | {:.0} |",
+            "| instructions to validate the blob (checksum and layout checks) | {:.0} |",
             f.validation_instructions
         );
         let _ = writeln!(

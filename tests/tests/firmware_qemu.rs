@@ -102,6 +102,13 @@ fn the_firmware_reports_its_measurements() {
         per_image > 1_503_744.0 && per_image < 20.0 * 1_503_744.0,
         "instructions per image {per_image}"
     );
+    // The boot check (format version 3's word sums, then the layout checks) costs no more
+    // than one image: instructions are counted, not timed, so this is exact.
+    let validation = f64::from(run.stats["validation_ticks"]) * per_tick;
+    assert!(
+        validation <= per_image && validation <= 1.6e6,
+        "validating the blob took {validation} instructions, an image {per_image}"
+    );
     let stack = run.stats["stack_peak_bytes"];
     assert!(stack > 2048 && stack < 16 * 1024, "stack {stack}");
     // The RAM budget: statics, activations and stack within 8 KiB.

@@ -74,7 +74,7 @@ impl From<SinkError> for AppError {
     }
 }
 
-/// Validates `blob` (magic, version, CRC, every array and parameter), logging the outcome.
+/// Validates `blob` (magic, version, checksum, every array and parameter), logging the outcome.
 pub fn validate<'a>(blob: &'a [u8], board: &mut impl Board) -> Result<Model<'a>, AppError> {
     defmt::info!(
         "mcugan firmware ({=str} kernels): model blob of {=usize} bytes",
