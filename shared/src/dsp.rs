@@ -114,12 +114,25 @@ extern "C" {
     fn mcugan_group_sums_i4x16(sums: *mut [i32; 4], weights: *const u8, x: *const i16, blocks: u32);
 }
 
+/// Column blocks one call of the int8 kernel takes at most: 63 blocks, 504 columns. The odd row
+/// of a pair is carried shifted left by 8 bits, which is exact while `|Σ w·x| < 2²³`; with
+/// `|w|, |x| ≤ 128` that holds for any weights over at most 511 columns, so wider layers are
+/// summed in chunks and no weight needs checking (the boot check reads no weights but the
+/// checksum's).
+pub const I8_CHUNK_BLOCKS: u32 = 63;
+
+/// The most int8 chunks a layer has: [`crate::format::MAX_WIDTH`] columns in chunks of
+/// [`I8_CHUNK_BLOCKS`] blocks.
+const MAX_I8_CHUNKS: usize =
+    (crate::format::MAX_WIDTH / COL_BLOCK).div_ceil(I8_CHUNK_BLOCKS as usize);
+
 /// A blocked layer's row-group kernel, checked once per layer.
 #[derive(Clone, Copy)]
 pub struct GroupKernel<'a> {
     kernel: unsafe extern "C" fn(*mut [i32; 4], *const u8, *const i16, u32),
     int4: bool,
-    sum_x: i32,
+    /// `Σ x` over each int8 chunk's columns.
+    chunk_sum_x: [i32; MAX_I8_CHUNKS],
     blocks: u32,
     group_len: usize,
     x: &'a [i16],
@@ -131,11 +144,12 @@ impl<'a> GroupKernel<'a> {
     /// or of mismatched length); the caller then uses the portable kernel, which gives the
     /// same sums.
     #[inline]
-    pub fn new(format: WeightFormat, weights: &[u8], x: &'a [i16], sum_x: i32) -> Option<Self> {
+    pub fn new(format: WeightFormat, weights: &[u8], x: &'a [i16]) -> Option<Self> {
         let blocks = x.len() / COL_BLOCK;
         let block_bytes = ROW_BLOCK * COL_BLOCK * format.bits() as usize / 8;
         let group_len = blocks * block_bytes;
         let suits = blocks > 0
+            && blocks <= crate::format::MAX_WIDTH / COL_BLOCK
             && x.len() == blocks * COL_BLOCK
             && weights.len().is_multiple_of(group_len)
             && (weights.as_ptr() as usize).is_multiple_of(4)
@@ -148,10 +162,17 @@ impl<'a> GroupKernel<'a> {
             WeightFormat::I4Blocked => mcugan_group_sums_i4x16 as _,
             WeightFormat::I8RowMajor => return None,
         };
+        let mut chunk_sum_x = [0i32; MAX_I8_CHUNKS];
+        for (sum, chunk) in chunk_sum_x
+            .iter_mut()
+            .zip(x.chunks(I8_CHUNK_BLOCKS as usize * COL_BLOCK))
+        {
+            *sum = chunk.iter().map(|&v| i32::from(v)).sum();
+        }
         Some(Self {
             kernel,
             int4: format == WeightFormat::I4Blocked,
-            sum_x,
+            chunk_sum_x,
             blocks: blocks as u32,
             group_len,
             x,
@@ -172,23 +193,46 @@ impl<'a> GroupKernel<'a> {
         if group.len() != self.group_len {
             return sums;
         }
-        // SAFETY: `new` checked that `x` holds `blocks` column blocks and is 4-byte aligned;
-        // `group` holds `blocks` blocks (checked above) and starts 4-byte aligned, as every row
-        // group of a 4-byte-aligned weight array of whole groups does. The kernel reads exactly
-        // those bytes, writes the four words of `sums`, and saves and restores every
-        // callee-saved register it uses (AAPCS).
-        unsafe { (self.kernel)(&mut sums, group.as_ptr(), self.x.as_ptr(), self.blocks) };
         if self.int4 {
+            // SAFETY: `new` checked that `x` holds `blocks` column blocks and is 4-byte
+            // aligned; `group` holds `blocks` blocks (checked above) and starts 4-byte aligned,
+            // as every row group of a 4-byte-aligned weight array of whole groups does. The
+            // kernel reads exactly those bytes, writes the four words of `sums`, and saves and
+            // restores every callee-saved register it uses (AAPCS).
+            unsafe { (self.kernel)(&mut sums, group.as_ptr(), self.x.as_ptr(), self.blocks) };
             // Every product was 16× the true one; the division is exact.
             for sum in &mut sums {
                 *sum >>= 4;
             }
-            sums
-        } else {
-            let (s0, s1) = pair_sums(sums[0], sums[1], self.sum_x);
-            let (s2, s3) = pair_sums(sums[2], sums[3], self.sum_x);
-            [s0, s1, s2, s3]
+            return sums;
         }
+        let block_bytes = ROW_BLOCK * COL_BLOCK;
+        let mut start = 0u32;
+        for &sum_x in &self.chunk_sum_x {
+            if start >= self.blocks {
+                break;
+            }
+            let n = (self.blocks - start).min(I8_CHUNK_BLOCKS);
+            let mut raw = [0i32; ROW_BLOCK];
+            // SAFETY: as above, for the `n` blocks from block `start`: both offsets stay inside
+            // `group` and `x` (`start + n <= blocks`) and keep their 4-byte alignment (a block
+            // is 32 bytes of weights and 16 of activations).
+            unsafe {
+                (self.kernel)(
+                    &mut raw,
+                    group.as_ptr().add(start as usize * block_bytes),
+                    self.x.as_ptr().add(start as usize * COL_BLOCK),
+                    n,
+                )
+            };
+            let (s0, s1) = pair_sums(raw[0], raw[1], sum_x);
+            let (s2, s3) = pair_sums(raw[2], raw[3], sum_x);
+            for (total, part) in sums.iter_mut().zip([s0, s1, s2, s3]) {
+                *total = total.wrapping_add(part);
+            }
+            start += n;
+        }
+        sums
     }
 }
 

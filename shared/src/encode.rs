@@ -10,7 +10,6 @@ use crate::format::{
     MAX_LAYERS, WORD_SUMS_LEN,
 };
 use crate::format::{ChannelRequant, FormatError, Model};
-use crate::kernels::MAX_ODD_ROW_L1;
 
 /// One layer to encode.
 #[derive(Clone, Debug)]
@@ -91,15 +90,6 @@ pub enum EncodeError {
         value: i8,
         /// The format.
         format: WeightFormat,
-    },
-    /// An odd row's `Σ|w|` exceeds [`MAX_ODD_ROW_L1`], which the interleaved int8 layout
-    /// needs to stay exact; store the layer row-major instead.
-    #[error("layer {layer}, row {row}: weights too large for the blocked int8 layout")]
-    RowTooLarge {
-        /// Layer index.
-        layer: usize,
-        /// The row.
-        row: usize,
     },
     /// The encoded blob does not validate (the spec is inconsistent).
     #[error("the encoded model does not validate: {0}")]
@@ -235,12 +225,6 @@ fn layout_weights(index: usize, layer: &LayerSpec<'_>) -> Result<Vec<u8>, Encode
     match format {
         WeightFormat::I8RowMajor => bytes.extend(layer.weights.iter().map(|&w| w as u8)),
         WeightFormat::I8Blocked => {
-            if let Some(row) = (1..outputs)
-                .step_by(2)
-                .find(|&row| odd_row_l1(layer.weights, inputs, row) > MAX_ODD_ROW_L1)
-            {
-                return Err(EncodeError::RowTooLarge { layer: index, row });
-            }
             for group in (0..rows).step_by(ROW_BLOCK) {
                 for block in (0..columns).step_by(COL_BLOCK) {
                     for pair in [group, group + 2] {
@@ -270,22 +254,6 @@ fn layout_weights(index: usize, layer: &LayerSpec<'_>) -> Result<Vec<u8>, Encode
         }
     }
     Ok(bytes)
-}
-
-/// `Σ|w|` over row `row` of row-major weights with `inputs` columns.
-fn odd_row_l1(weights: &[i8], inputs: usize, row: usize) -> u32 {
-    weights
-        .get(row * inputs..(row + 1) * inputs)
-        .map_or(0, |r| r.iter().map(|&w| u32::from(w.unsigned_abs())).sum())
-}
-
-/// Whether `weights` (row-major, `inputs` columns) suit [`WeightFormat::I8Blocked`]: every odd
-/// row has `Σ|w|` of at most [`MAX_ODD_ROW_L1`].
-pub fn fits_i8_blocked(weights: &[i8], inputs: usize) -> bool {
-    let rows = weights.len() / inputs.max(1);
-    (1..rows)
-        .step_by(2)
-        .all(|row| odd_row_l1(weights, inputs, row) <= MAX_ODD_ROW_L1)
 }
 
 /// Recomputes the checksum trailer of `blob` in place (the CRC-32 or the word sums, by the

@@ -34,10 +34,6 @@ pub fn high_nibble(byte: u8) -> i32 {
     i32::from((byte as i8) >> 4)
 }
 
-/// The largest `Σ|w|` an odd row of an [`WeightFormat::I8Blocked`] layer may have: with
-/// activations of at most 128 in magnitude, `256 · Σ w·x` then stays inside `i32`.
-pub const MAX_ODD_ROW_L1: u32 = 65_535;
-
 /// The row sums of a row pair from its raw accumulators: the even row is `Σ u·x − 128·Σ x`,
 /// the odd row `(packed − even) / 256` (exact: the difference is 256 times an integer).
 #[inline(always)]
@@ -51,8 +47,8 @@ pub fn pair_sums(even: i32, packed: i32, sum_x: i32) -> (i32, i32) {
 /// The four row sums of one row group of [`WeightFormat::I8Blocked`] weights, portable.
 ///
 /// `group` holds `4 * padded_inputs` bytes, `activations` the `padded_inputs` inputs. Computes
-/// the sums directly; they equal the DSP kernel's shifted ones because `Model::parse` checks
-/// the odd rows' bound ([`MAX_ODD_ROW_L1`]).
+/// the sums directly; they equal the DSP kernel's shifted ones for any weights because that
+/// kernel sums wide layers in chunks short enough to stay exact (`dsp::I8_CHUNK_BLOCKS`).
 pub fn group_sums_i8_portable(group: &[u8], activations: &[i16]) -> [i32; 4] {
     let mut sums = [0i32; 4];
     for (block, x) in group
@@ -123,10 +119,7 @@ fn for_each_group(
 ) {
     // One call site for `per_group`, so that it inlines into the loop.
     #[cfg(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target))]
-    let kernel = {
-        let sum_x = x.iter().map(|&v| i32::from(v)).sum::<i32>();
-        crate::dsp::GroupKernel::new(format, weights, x, sum_x)
-    };
+    let kernel = crate::dsp::GroupKernel::new(format, weights, x);
     for group in weights.chunks_exact(group_len) {
         #[cfg(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target))]
         // `Model::parse` rejects, on DSP builds, weights the assembly cannot read (see

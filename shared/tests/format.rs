@@ -734,26 +734,54 @@ fn the_checksum_is_standard_crc32() {
     );
 }
 
+/// Heavy interleaved rows (1024 inputs of -128 in the odd rows, Σ|w| = 131,072, twice what
+/// one pass of the DSP kernel's shifted sums holds) parse and sum exactly: the DSP kernel takes
+/// wide layers in chunks (`dsp::I8_CHUNK_BLOCKS`); the firmware test draws such a model under
+/// QEMU byte for byte.
 #[test]
-fn interleaved_rows_beyond_the_exact_bound_are_rejected() {
-    // 1024 inputs of -127 in an odd row: Σ|w| = 130,048 > 65,535.
-    let widths = [1024u16, 4, 1];
-    let small = model_blob_as(&widths, square(1), 5, WeightFormat::I8Blocked, -7..=7);
-    let model = Model::parse(&small).expect("valid");
-    let start = model.layers()[0].weights.as_ptr() as usize - small.as_ptr() as usize;
-    let len = model.layers()[0].weights.len();
-    let mut blob = small.clone();
-    // Odd bytes of the interleaved layout are the odd rows' weights.
-    for at in (start + 1..start + len).step_by(2) {
-        blob[at] = (-127i8) as u8;
-    }
-    reseal(&mut blob);
-    assert!(matches!(
-        Model::parse(&blob),
-        Err(FormatError::RowTooLarge { layer: 0, row: 1 })
-    ));
-    // The encoder refuses such weights too.
-    let weights = vec![-127i8; 1024 * 4];
+fn heavy_interleaved_rows_parse_and_sum_exactly() {
+    let blob = heavy_rows_blob();
+    let model = Model::parse(&blob).expect("valid");
+    let layer = &model.layers()[0];
+    let x: Vec<i16> = (0..1024)
+        .map(|i| if i % 3 == 0 { -128 } else { 127 })
+        .collect();
+    let mut sums = Vec::new();
+    mcugan_shared::kernels::dense(
+        layer.weight_format,
+        layer.weights,
+        layer.channels,
+        1024,
+        &x,
+        |_, acc| sums.push(acc),
+    );
+    let weights = heavy_weights();
+    let naive: Vec<i32> = (0..4)
+        .map(|r| {
+            (0..1024)
+                .map(|c| i32::from(weights[r * 1024 + c]) * i32::from(x[c]))
+                .sum()
+        })
+        .collect();
+    assert_eq!(sums, naive);
+}
+
+fn heavy_weights() -> Vec<i8> {
+    (0..4 * 1024)
+        .map(|i| {
+            if (i / 1024) % 2 == 1 {
+                -128
+            } else {
+                ((i % 255) as i16 - 127) as i8
+            }
+        })
+        .collect()
+}
+
+/// A 1024 -> 4 -> image 2x2 model whose odd rows are all -128 (which the encoder does not
+/// write: it is patched in, as a hostile or foreign encoder could).
+pub fn heavy_rows_blob() -> Vec<u8> {
+    let weights: Vec<i8> = heavy_weights().iter().map(|&w| w.max(-127)).collect();
     let channel = ChannelRequant {
         bias: 0,
         requant: Requant {
@@ -767,7 +795,7 @@ fn interleaved_rows_beyond_the_exact_bound_are_rejected() {
         weights: &weights,
         weight_format: WeightFormat::I8Blocked,
         channels: &[channel; 4],
-        output: OutputSpec::TanhPixels { lut: &[0, 0] },
+        output: OutputSpec::TanhPixels { lut: &[0, 255] },
     }];
     let spec = ModelSpec {
         name: "heavy",
@@ -779,10 +807,21 @@ fn interleaved_rows_beyond_the_exact_bound_are_rejected() {
         },
         layers: &layers,
     };
-    assert!(matches!(
-        encode(&spec),
-        Err(EncodeError::RowTooLarge { layer: 0, row: 1 })
-    ));
+    let mut blob = encode(&spec).expect("encodes");
+    let (start, len) = {
+        let model = Model::parse(&blob).expect("valid");
+        let weights = model.layers()[0].weights;
+        (
+            weights.as_ptr() as usize - blob.as_ptr() as usize,
+            weights.len(),
+        )
+    };
+    // Odd bytes of the interleaved layout are the odd rows' weights.
+    for at in (start + 1..start + len).step_by(2) {
+        blob[at] = (-128i8) as u8;
+    }
+    reseal(&mut blob);
+    blob
 }
 
 /// The fuzz corpus (`fuzz/corpus/parse_model`): every seed parses without a panic, and a model
