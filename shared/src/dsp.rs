@@ -114,12 +114,23 @@ extern "C" {
     fn mcugan_group_sums_i4x16(sums: *mut [i32; 4], weights: *const u8, x: *const i16, blocks: u32);
 }
 
-/// Column blocks one call of the int8 kernel takes at most: 63 blocks, 504 columns. The odd row
-/// of a pair is carried shifted left by 8 bits, which is exact while `|Σ w·x| < 2²³`; with
-/// `|w|, |x| ≤ 128` that holds for any weights over at most 511 columns, so wider layers are
-/// summed in chunks and no weight needs checking (the boot check reads no weights but the
-/// checksum's).
-pub const I8_CHUNK_BLOCKS: u32 = 63;
+/// Column blocks one call of the int8 kernel takes at most: 64 blocks, 512 columns. The odd row
+/// of a pair is carried shifted left by 8 bits in an `i32`, which holds `256·S` for
+/// `S = Σ w·x` in `[−2²³, 2²³)`. Over 512 columns of `w, x ∈ [−128, 127]`, `S` lies in
+/// `[512·(−16,256), 512·16,384] = [−8,323,072, 2²³]`: only `S = 2²³` (every product `(−128)²`)
+/// wraps, and it comes back as `−2²³`, which no true sum can be, so [`odd_sum`] maps it back.
+/// Wider layers are summed in chunks; no weight needs checking at boot, whatever its value.
+pub const I8_CHUNK_BLOCKS: u32 = 64;
+
+/// The odd row's sum from the shifted accumulators of one chunk (see [`I8_CHUNK_BLOCKS`]).
+#[inline(always)]
+fn odd_sum(recovered: i32) -> i32 {
+    if recovered == -(1 << 23) {
+        1 << 23
+    } else {
+        recovered
+    }
+}
 
 /// The most int8 chunks a layer has: [`crate::format::MAX_WIDTH`] columns in chunks of
 /// [`I8_CHUNK_BLOCKS`] blocks.
@@ -206,13 +217,20 @@ impl<'a> GroupKernel<'a> {
             }
             return sums;
         }
+        if self.blocks <= I8_CHUNK_BLOCKS {
+            // SAFETY: as for int4 above.
+            unsafe { (self.kernel)(&mut sums, group.as_ptr(), self.x.as_ptr(), self.blocks) };
+            let sum_x = self.chunk_sum_x[0];
+            let (s0, s1) = pair_sums(sums[0], sums[1], sum_x);
+            let (s2, s3) = pair_sums(sums[2], sums[3], sum_x);
+            return [s0, odd_sum(s1), s2, odd_sum(s3)];
+        }
         let block_bytes = ROW_BLOCK * COL_BLOCK;
         let mut start = 0u32;
-        for &sum_x in &self.chunk_sum_x {
-            if start >= self.blocks {
-                break;
-            }
+        let mut chunk = 0;
+        while start < self.blocks {
             let n = (self.blocks - start).min(I8_CHUNK_BLOCKS);
+            let sum_x = self.chunk_sum_x.get(chunk).copied().unwrap_or(0);
             let mut raw = [0i32; ROW_BLOCK];
             // SAFETY: as above, for the `n` blocks from block `start`: both offsets stay inside
             // `group` and `x` (`start + n <= blocks`) and keep their 4-byte alignment (a block
@@ -227,10 +245,12 @@ impl<'a> GroupKernel<'a> {
             };
             let (s0, s1) = pair_sums(raw[0], raw[1], sum_x);
             let (s2, s3) = pair_sums(raw[2], raw[3], sum_x);
-            for (total, part) in sums.iter_mut().zip([s0, s1, s2, s3]) {
-                *total = total.wrapping_add(part);
-            }
+            sums[0] = sums[0].wrapping_add(s0);
+            sums[1] = sums[1].wrapping_add(odd_sum(s1));
+            sums[2] = sums[2].wrapping_add(s2);
+            sums[3] = sums[3].wrapping_add(odd_sum(s3));
             start += n;
+            chunk += 1;
         }
         sums
     }

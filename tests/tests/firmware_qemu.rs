@@ -231,3 +231,97 @@ fn an_image_size_that_overflows_32_bits_is_rejected_by_host_and_chip() {
         "BadImageSize",
     );
 }
+
+/// The DSP int8 kernel at the edge of its shifted sums: a layer of 1024 inputs, all -128 (the
+/// first layer saturates every output to -128), into odd rows of -128 weights, so each
+/// 512-column chunk sums to exactly 2²³, the one value that wraps (see
+/// `mcugan_shared::dsp::I8_CHUNK_BLOCKS`). The chip must draw the host's (portable, exact)
+/// pixels: 255 where the odd rows' sums are +2²⁴, not 0.
+#[test]
+fn the_dsp_kernel_is_exact_at_the_edge_of_its_shifted_sums() {
+    use mcugan_shared::encode::{encode, reseal, LayerSpec, ModelSpec, OutputSpec};
+    use mcugan_shared::format::{ChannelRequant, WeightFormat};
+    use mcugan_shared::{ImageShape, Requant};
+    let saturate = ChannelRequant {
+        bias: -(1 << 30),
+        requant: Requant {
+            multiplier: 1 << 30,
+            shift: 0,
+        },
+    };
+    let to_lut = ChannelRequant {
+        bias: 0,
+        requant: Requant {
+            multiplier: 1 << 30,
+            shift: 16,
+        },
+    };
+    let zeros = vec![0i8; 1024 * 1024];
+    let heavy: Vec<i8> = (0..4 * 1024)
+        .map(|i| {
+            if (i / 1024) % 2 == 1 {
+                -127
+            } else {
+                ((i % 200) as i16 - 100) as i8
+            }
+        })
+        .collect();
+    let lut: Vec<u8> = (0..=255).collect();
+    let layers = [
+        LayerSpec {
+            inputs: 1024,
+            outputs: 1024,
+            weights: &zeros,
+            weight_format: WeightFormat::I8Blocked,
+            channels: &vec![saturate; 1024],
+            output: OutputSpec::LeakyRelu {
+                zero_point: -128,
+                negative_slope_q31: 1 << 30,
+            },
+        },
+        LayerSpec {
+            inputs: 1024,
+            outputs: 4,
+            weights: &heavy,
+            weight_format: WeightFormat::I8Blocked,
+            channels: &[to_lut; 4],
+            output: OutputSpec::TanhPixels { lut: &lut },
+        },
+    ];
+    let spec = ModelSpec {
+        name: "edge",
+        latent_dim: 1024,
+        image: ImageShape {
+            width: 2,
+            height: 2,
+            channels: 1,
+        },
+        layers: &layers,
+    };
+    let mut blob = encode(&spec).unwrap();
+    // The encoder writes weights in -127..=127; -128, which a foreign encoder may write, is
+    // patched into the odd bytes (the odd rows) of the last layer.
+    let (start, len) = {
+        let model = Model::parse(&blob).unwrap();
+        let weights = model.layers()[1].weights;
+        (
+            weights.as_ptr() as usize - blob.as_ptr() as usize,
+            weights.len(),
+        )
+    };
+    for at in (start + 1..start + len).step_by(2) {
+        blob[at] = (-128i8) as u8;
+    }
+    reseal(&mut blob);
+    let host = simulate(&blob, &[0, 1]).unwrap();
+    assert_eq!(host[0][1], 255, "the host's odd row: {:?}", host[0]);
+    assert_eq!(host[0][3], 255, "the host's odd row: {:?}", host[0]);
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("edge.mcg");
+    std::fs::write(&path, &blob).unwrap();
+    let elf = build_firmware(&path, &work.path().join("edge.elf")).unwrap();
+    let run = run_qemu(&elf, &[0, 1], &qemu()).unwrap();
+    assert!(run.succeeded(), "{}", run.log.join("\n"));
+    let chip: Vec<Vec<u8>> = run.images.iter().map(|i| i.pixels.clone()).collect();
+    assert_eq!(chip, host);
+}
