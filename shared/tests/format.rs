@@ -973,3 +973,24 @@ fn hidden_layers_up_to_max_width_run() {
         Err(InferenceError::ActivationBuffers { needed: 2048, .. })
     ));
 }
+
+/// The seeds of the stream fuzzer (`fuzz/corpus/stream_records`) decode into records or stop at
+/// a clean error.
+#[test]
+fn the_stream_corpus_decodes_or_stops_cleanly() {
+    use mcugan_shared::stream::RecordReader;
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/stream_records");
+    let mut complete = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let records: Vec<_> = RecordReader::new(&bytes).unwrap().collect();
+        if records.iter().all(Result::is_ok) {
+            complete += 1;
+        }
+    }
+    assert_eq!(
+        complete, 1,
+        "one seed is whole, one is cut inside its image"
+    );
+}

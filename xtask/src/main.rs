@@ -43,13 +43,17 @@ tasks:
                                   onnxruntime's outputs (PyTorch, onnx, onnxruntime from PyPI into
                                   .venv-onnx; not part of the tests, which read the committed files)
   fuzz [--seconds N] [TARGET...]  a fuzzing campaign: every cargo-fuzz target in fuzz/ (or those
-                                  named) for N seconds each (default 60) from its seeds; installs
-                                  the nightly toolchain and cargo-fuzz; findings in fuzz/artifacts/
+                                  named: parse_model, stream_records, idx_reader, checkpoint) for N
+                                  seconds each (default 60) from its seeds; installs the nightly
+                                  toolchain and cargo-fuzz; findings in fuzz/artifacts/
   setup                           install what demo and test need (qemu, target, npm, data)
 ";
 
 /// The cargo-fuzz targets in fuzz/, each with its seed folder fuzz/corpus/<target>.
 const FUZZ_TARGETS: [&str; 4] = ["parse_model", "stream_records", "idx_reader", "checkpoint"];
+/// The targets that need the fuzz crate's `host` feature (the host crate: candle and tract,
+/// a long build under the sanitizer).
+const HOST_FUZZ_TARGETS: [&str; 2] = ["idx_reader", "checkpoint"];
 
 /// The demo's default schedule; see the README for what it draws and how long it takes.
 const DEMO_EPOCHS: usize = 50;
@@ -1027,8 +1031,12 @@ fn fuzz(root: &Path, args: &[String]) -> Result<()> {
         let artifacts = fuzz_dir.join("artifacts").join(target);
         std::fs::create_dir_all(&work)?;
         std::fs::create_dir_all(&artifacts)?;
-        let output = Command::new("rustup")
-            .args(["run", "nightly", "cargo", "fuzz", "run", target])
+        let mut command = Command::new("rustup");
+        command.args(["run", "nightly", "cargo", "fuzz", "run", target]);
+        if HOST_FUZZ_TARGETS.contains(&target.as_str()) {
+            command.args(["--features", "host"]);
+        }
+        let output = command
             .arg(&work)
             .arg(fuzz_dir.join("corpus").join(target))
             .arg("--")
