@@ -7,6 +7,7 @@
 //!   CI runs this.
 //! - `bench-firmware`: the firmware benchmark — int8 and int4 models, DSP and portable
 //!   kernels, under QEMU with instruction counting — and the real-board builds' sizes.
+//! - `fuzz`: a fuzzing campaign over the cargo-fuzz targets in `fuzz/` (nightly, installed).
 //! - `setup`: only install what the other two need.
 //!
 //! What it installs when missing: `qemu-system-arm` (apt), the `thumbv7em-none-eabihf` target
