@@ -319,6 +319,21 @@ fn eval_shows_the_blob_readers_own_error() {
     assert_refused(&output, &["a.png"]);
 }
 
+/// `mcugan train --resume --out RUN --epochs 2 --quiet EXTRA...`, run in `dir`.
+fn resume_in(dir: &Path, run: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--resume",
+        "--out",
+        s(run),
+        "--epochs",
+        "2",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    mcugan_in(dir, &args)
+}
+
 #[test]
 fn a_run_resumes_from_another_directory_with_its_data_moved() {
     let work = tempfile::tempdir().unwrap();
@@ -349,19 +364,7 @@ fn a_run_resumes_from_another_directory_with_its_data_moved() {
     let run = work.path().join("run");
 
     // Without --data, the stored (absolute) path no longer exists: the error says where.
-    let output = mcugan_in(
-        &elsewhere,
-        &[
-            "train",
-            "--resume",
-            "--out",
-            s(&run),
-            "--epochs",
-            "2",
-            "--quiet",
-        ],
-    );
-    assert_refused(&output, &["data"]);
+    assert_refused(&resume_in(&elsewhere, &run, &[]), &["data"]);
 
     // Other data: refused by content.
     let other = work.path().join("other-data");
@@ -370,40 +373,14 @@ fn a_run_resumes_from_another_directory_with_its_data_moved() {
     let last = pixels.len() - 1;
     pixels[last] ^= 1;
     std::fs::write(other.join("train-images-idx3-ubyte"), pixels).unwrap();
-    let output = mcugan_in(
-        &elsewhere,
-        &[
-            "train",
-            "--resume",
-            "--out",
-            s(&run),
-            "--epochs",
-            "2",
-            "--quiet",
-            "--data",
-            s(&other),
-        ],
-    );
+    let output = resume_in(&elsewhere, &run, &["--data", s(&other)]);
     assert_refused(&output, &["differ", "same data"]);
 
     // The moved copy: resumes, and the ignored settings are reported.
-    let output = mcugan_in(
+    let output = resume_in(
         &elsewhere,
-        &[
-            "train",
-            "--resume",
-            "--out",
-            s(&run),
-            "--epochs",
-            "2",
-            "--quiet",
-            "--data",
-            s(&moved),
-            "--seed",
-            "7",
-            "--batch-size",
-            "32",
-        ],
+        &run,
+        &["--data", s(&moved), "--seed", "7", "--batch-size", "32"],
     );
     assert_success(&output);
     let text = stderr(&output);
@@ -413,20 +390,7 @@ fn a_run_resumes_from_another_directory_with_its_data_moved() {
     );
 
     // Nothing left to train: an error, not a silent success.
-    let output = mcugan_in(
-        &elsewhere,
-        &[
-            "train",
-            "--resume",
-            "--out",
-            s(&run),
-            "--epochs",
-            "2",
-            "--quiet",
-            "--data",
-            s(&moved),
-        ],
-    );
+    let output = resume_in(&elsewhere, &run, &["--data", s(&moved)]);
     assert_refused(&output, &["nothing to resume"]);
 }
 
