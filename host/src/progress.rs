@@ -5,6 +5,9 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Jobs shorter than this many steps print no progress lines (they end before one matters).
+const MIN_LINED_TOTAL: u64 = 100;
+
 /// The progress of one job of `total` steps.
 pub struct Progress {
     bar: ProgressBar,
@@ -33,8 +36,8 @@ impl Progress {
         );
         Self {
             // Lines are printed only for a job that shows progress but has no terminal.
-            next_line: if show && bar.is_hidden() {
-                total.div_ceil(10).max(1)
+            next_line: if show && bar.is_hidden() && total >= MIN_LINED_TOTAL {
+                total.div_ceil(10)
             } else {
                 u64::MAX
             },

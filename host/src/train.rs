@@ -888,7 +888,8 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
     let progress = progress_bar(config, batches_per_epoch);
     progress.set_position((state.epoch * batches_per_epoch + position.next_batch) as u64);
     progress.reset_eta();
-    let mut epoch_seconds = Vec::with_capacity(config.epochs);
+    // Not `with_capacity(epochs)`: a huge --epochs must not allocate up front.
+    let mut epoch_seconds = Vec::new();
     let (mut last_d, mut last_g) = (f32::NAN, f32::NAN);
     let mut pending = PendingLosses::new();
     let mut images_trained = 0usize;
