@@ -723,21 +723,20 @@ fn main() -> Result<()> {
                 bail!("--epochs must be at least 1");
             }
             let mut config = if resume {
+                // The run's own settings, as `resume` took them from its checkpoint.
                 let mut config = train::TrainConfig::resume(out.clone(), epochs)?;
-                let checkpoint = train::Checkpoint::read(&out.join(train::CHECKPOINT_FILE))?;
-                let kept = checkpoint.settings()?;
                 for (id, flag) in KEPT_ON_RESUME {
                     if given(id) {
                         eprintln!(
                             "note: --resume keeps the run's own {} ({}); {flag} is ignored",
                             flag.trim_start_matches("--"),
                             match id {
-                                "seed" => kept.seed.to_string(),
-                                "limit" => kept
+                                "seed" => config.seed.to_string(),
+                                "limit" => config
                                     .limit
                                     .map_or_else(|| "none".to_string(), |l| l.to_string()),
-                                "batch_size" => kept.batch_size.to_string(),
-                                _ => kept.recipe.name().to_string(),
+                                "batch_size" => config.batch_size.to_string(),
+                                _ => config.recipe.name().to_string(),
                             }
                         );
                     }
