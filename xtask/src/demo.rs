@@ -7,7 +7,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::{build_firmware, cargo, make_data, mcugan, quiet, run, setup, step, Profile, USAGE};
+use crate::{
+    build_firmware, cargo, make_data, mcugan, quiet, read_json, run, setup, step, Profile, USAGE,
+};
 
 /// The demo's default schedule; see the README for what it draws and how long it takes.
 const DEMO_EPOCHS: usize = 50;
@@ -152,11 +154,6 @@ struct Times {
     training: f64,
     /// The whole demo.
     total: f64,
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 fn number(value: &Value, path: &[&str]) -> Result<f64> {

@@ -22,6 +22,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 mod demo;
+mod fid_curve;
 mod quiet;
 
 const USAGE: &str = "\
@@ -36,6 +37,10 @@ tasks:
                                   int4 models with DSP and portable kernels (QEMU), and board sizes
   eval-shipped                    FID / IS / class coverage of the shipped digits models: float,
                                   int8 and int4 host simulation, int8 firmware under QEMU
+  fid-curve --out DIR [--every K] [TRAIN OPTIONS]
+                                  quality against training time: trains (any `mcugan train` options),
+                                  evaluates the generator kept every K epochs (default 10), writes
+                                  DIR/fid-curve.csv (epoch, training seconds, FID, classes covered)
   bench-train [--epochs N] [--threads T]
                                   training speed, ours beside the PyTorch reference script (installs
                                   PyTorch from PyPI into .venv-bench; not part of the tests)
@@ -73,6 +78,7 @@ fn main() -> Result<()> {
         Some("setup") => setup(&root, true),
         Some("bench-firmware") => bench_firmware(&root),
         Some("eval-shipped") => eval_shipped(&root),
+        Some("fid-curve") => fid_curve::fid_curve(&root, &args[1..]),
         Some("bench-train") => bench_train(&root, &args[1..]),
         Some("gpu-bundle") => gpu_bundle(&root),
         Some("cuda-check") => cuda_check(&root),
@@ -87,6 +93,12 @@ fn main() -> Result<()> {
             }
         }
     }
+}
+
+/// Reads a JSON file that a command of ours wrote.
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 fn repo_root() -> Result<PathBuf> {
