@@ -429,6 +429,12 @@ pub const CHECKPOINT_FORMAT: &str = "mcugan-checkpoint-2";
 /// The checkpoint tensor that holds the current epoch's image order.
 const EPOCH_ORDER_TENSOR: &str = "epoch_order";
 
+/// The least time between two end-of-epoch checkpoints. A checkpoint (about 30 MB: both
+/// networks and their Adam moments) takes a noticeable share of a short epoch to store; the
+/// first and the last epoch and an interrupted one are always saved, so a `kill -9` costs at
+/// most this much training.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Where a run is inside an epoch: the epoch's image order and the next batch to train.
 #[derive(Clone, Debug, Default)]
 struct EpochPosition {
@@ -770,7 +776,8 @@ fn open_loss_log(path: &Path, resume_at: Option<u64>) -> anyhow::Result<fs::File
 
 /// Trains per `config` (or resumes, when `config.resume`); returns the run's summary.
 ///
-/// A checkpoint is written atomically after every epoch and when [`request_interrupt`] stops
+/// A checkpoint is written atomically after the first and the last epoch, after any epoch that
+/// ends [`CHECKPOINT_INTERVAL`] or more after the last one, and when [`request_interrupt`] stops
 /// the run; a loss that is not finite stops it with an error and leaves the last checkpoint
 /// as it was.
 pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
@@ -894,6 +901,7 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
     let mut pending = PendingLosses::new();
     let mut images_trained = 0usize;
     let run_start = Instant::now();
+    let mut last_checkpoint: Option<Instant> = None;
 
     while state.epoch < config.epochs {
         let epoch = state.epoch;
@@ -1034,13 +1042,17 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         let seconds = epoch_start.elapsed().as_secs_f64();
         epoch_seconds.push(seconds);
         log.flush()?;
-        save_checkpoint(
-            &mut state,
-            &mut stepper,
-            &config_json,
-            &position,
-            &checkpoint_path,
-        )?;
+        let due = last_checkpoint.is_none_or(|at| at.elapsed() >= CHECKPOINT_INTERVAL);
+        if due || state.epoch == config.epochs || INTERRUPT_REQUESTED.load(Ordering::SeqCst) {
+            save_checkpoint(
+                &mut state,
+                &mut stepper,
+                &config_json,
+                &position,
+                &checkpoint_path,
+            )?;
+            last_checkpoint = Some(Instant::now());
+        }
         if config.save_every > 0 && state.epoch % config.save_every == 0 {
             let dir = out.join(GENERATORS_DIR);
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
