@@ -29,9 +29,10 @@ const USAGE: &str = "\
 usage: cargo xtask <task> [options]
 
 tasks:
-  demo [--epochs N] [--recipe R] [--out DIR]
+  demo [--epochs N] [--recipe R] [--lr X] [--seed S] [--out DIR]
                                   train -> quantize -> run on the emulated chip -> picture + report
-                                  (default: 50 epochs of the small-data recipe into runs/demo)
+                                  (default: 70 epochs of the small-data recipe at lr 0.0004, seed 0,
+                                  into runs/demo)
   test                            formatting, lints, and every test (firmware under QEMU included)
   bench-firmware                  instructions per layer and per MAC, flash and RAM, for the int8 and
                                   int4 models with DSP and portable kernels (QEMU), and board sizes
