@@ -1043,6 +1043,7 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         epoch_seconds.push(seconds);
         log.flush()?;
         let due = last_checkpoint.is_none_or(|at| at.elapsed() >= CHECKPOINT_INTERVAL);
+        let keep_generator = config.save_every > 0 && state.epoch % config.save_every == 0;
         if due || state.epoch == config.epochs || INTERRUPT_REQUESTED.load(Ordering::SeqCst) {
             save_checkpoint(
                 &mut state,
@@ -1052,8 +1053,11 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
                 &checkpoint_path,
             )?;
             last_checkpoint = Some(Instant::now());
+        } else if keep_generator {
+            // The fused and kernel engines hold the live weights; bring them into `state`.
+            stepper.store_into(&mut state)?;
         }
-        if config.save_every > 0 && state.epoch % config.save_every == 0 {
+        if keep_generator {
             let dir = out.join(GENERATORS_DIR);
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let path = dir.join(format!("epoch-{}.safetensors", state.epoch));

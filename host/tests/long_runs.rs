@@ -238,3 +238,40 @@ fn resume_refuses_what_it_cannot_continue() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn every_kept_generator_holds_the_weights_of_its_own_epoch() {
+    // Checkpoints are not written after every epoch; the generators kept by --save-every must
+    // still come from the live weights of their epoch, whichever engine trains.
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    common::bars(&data, 96);
+    for engine in ["fused", "candle"] {
+        let out = work.path().join(engine);
+        let mut args = train_args(&data, &out);
+        let at = args.iter().position(|a| a == "--epochs").unwrap();
+        args[at + 1] = "3".into();
+        args.extend(["--save-every", "1", "--engine", engine].map(String::from));
+        assert_success(&run(&args));
+        let kept =
+            |epoch: usize| tensors(&out.join(format!("generators/epoch-{epoch}.safetensors")));
+        let (first, second) = (kept(1), kept(2));
+        let name = "model.0.weight";
+        let change = (&first[name] - &second[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            change > 0.0,
+            "{engine}: epochs 1 and 2 kept the same {name}"
+        );
+        assert_same_tensors(
+            &out.join("generators/epoch-3.safetensors"),
+            &out.join("generator.safetensors"),
+        );
+    }
+}
