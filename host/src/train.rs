@@ -1044,7 +1044,9 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         log.flush()?;
         let due = last_checkpoint.is_none_or(|at| at.elapsed() >= CHECKPOINT_INTERVAL);
         let keep_generator = config.save_every > 0 && state.epoch % config.save_every == 0;
-        if due || state.epoch == config.epochs || INTERRUPT_REQUESTED.load(Ordering::SeqCst) {
+        // Read once: an interrupted run stops below only after this epoch's checkpoint.
+        let interrupted = INTERRUPT_REQUESTED.load(Ordering::SeqCst);
+        if due || state.epoch == config.epochs || interrupted {
             save_checkpoint(
                 &mut state,
                 &mut stepper,
@@ -1077,7 +1079,7 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
                 config.epochs
             ),
         );
-        if INTERRUPT_REQUESTED.load(Ordering::SeqCst) && state.epoch < config.epochs {
+        if interrupted && state.epoch < config.epochs {
             progress.abandon();
             return Err(Interrupted {
                 checkpoint: checkpoint_path,
