@@ -21,9 +21,23 @@ pub fn is_onnx(path: &Path) -> bool {
 /// a safetensors generator or checkpoint.
 pub fn load_float_generator(path: &Path) -> anyhow::Result<FloatGenerator> {
     if is_onnx(path) {
-        let imported = mcugan_onnx::import(path)?;
-        return Ok(imported.generator);
+        return import_onnx(path);
     }
     let generator = train::load_generator(path, &Device::Cpu)?;
     quantize::fold(&generator).with_context(|| format!("folding {}", path.display()))
+}
+
+#[cfg(feature = "onnx")]
+fn import_onnx(path: &Path) -> anyhow::Result<FloatGenerator> {
+    Ok(mcugan_onnx::import(path)?.generator)
+}
+
+#[cfg(not(feature = "onnx"))]
+fn import_onnx(path: &Path) -> anyhow::Result<FloatGenerator> {
+    anyhow::bail!(
+        "{} is an ONNX graph, and this build of mcugan has no ONNX import (it was built \
+         without the `onnx` feature, as `cargo xtask demo` does to build faster): build it \
+         with `cargo build --release -p mcugan`",
+        path.display()
+    )
 }

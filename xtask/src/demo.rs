@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::{
-    build_firmware, cargo, make_data, mcugan, quiet, read_json, run, setup, step, Profile, USAGE,
+    build_firmware, build_host_cli, make_data, mcugan, quiet, read_json, run, setup, step, Profile,
+    USAGE,
 };
 
 /// The demo's default schedule: the fewest epochs whose FID stayed within 1.5x the shipped
@@ -48,12 +49,7 @@ pub fn demo(root: &Path, args: &[String]) -> Result<()> {
     }
     let started = Instant::now();
     setup(root, false)?;
-    step("building the host CLI (release)");
-    quiet::cargo_build(
-        root,
-        "cargo build --release -p mcugan",
-        &mut cargo(&["build", "--release", "-p", "mcugan"]),
-    )?;
+    build_host_cli(root)?;
     make_data(root, Profile::Release)?;
     let prepared = started.elapsed().as_secs_f64();
 

@@ -69,8 +69,7 @@ pub fn fid_curve(root: &Path, args: &[String]) -> Result<()> {
         bail!("--seeds needs at least one seed");
     }
     setup(root, false)?;
-    step("building the host CLI (release)");
-    run(crate::cargo(&["build", "--release", "-p", "mcugan"]))?;
+    crate::build_host_cli(root)?;
     let mut curves = Vec::new();
     for &seed in &seeds {
         let dir = out.join(format!("seed-{seed}"));
