@@ -96,7 +96,10 @@ pub fn demo(root: &Path, args: &[String]) -> Result<()> {
         ],
     ))?;
     step("building the firmware around the new model");
-    let elf = build_firmware(root, &blob)?;
+    // Kept with the run (and named shortly in the tables) beside the model it was built for.
+    let elf = out.join("mcugan-firmware.elf");
+    std::fs::copy(build_firmware(root, &blob)?, &elf)
+        .with_context(|| format!("copying the firmware to {}", elf.display()))?;
     step("running the firmware on the emulated Cortex-M4F (QEMU mps2-an386) and measuring");
     let report = out.join("report.md");
     let report_json = out.join("report.json");
@@ -122,7 +125,8 @@ pub fn demo(root: &Path, args: &[String]) -> Result<()> {
     step("measuring quality: FID / IS / class coverage of float, int8 simulation and the chip");
     let eval_md = out.join("eval.md");
     let eval_json = out.join("eval.json");
-    run(mcugan(
+    // The table goes to eval.md and is printed once, at the end; progress stays on stderr.
+    let mut eval = mcugan(
         root,
         &[
             "eval",
@@ -136,7 +140,8 @@ pub fn demo(root: &Path, args: &[String]) -> Result<()> {
             "--png",
             &out.join("eval-by-class.png").to_string_lossy(),
         ],
-    ))?;
+    );
+    run(eval.stdout(std::process::Stdio::null()))?;
     let times = Times {
         prepared,
         training,
