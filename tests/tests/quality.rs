@@ -79,7 +79,7 @@ const DEMO_RECIPE: &str = "small-data";
 const DEMO_LR: f64 = 0.0004;
 
 /// The demo's recipe must keep learning fast: 30 of its epochs (a test-sized share of the
-/// demo's 70) reached FID 129.5 with seed 0 when this test was written, where the same run at
+/// demo's 100) reached FID 129.5 with seed 0 when this test was written, where the same run at
 /// the reference's learning rate 0.0002 stood at 362.6 (README, "Recipe research").
 #[test]
 fn the_demo_recipe_draws_every_digit_after_30_epochs() {

@@ -31,7 +31,7 @@ usage: cargo xtask <task> [options]
 tasks:
   demo [--epochs N] [--recipe R] [--lr X] [--seed S] [--out DIR]
                                   train -> quantize -> run on the emulated chip -> picture + report
-                                  (default: 70 epochs of the small-data recipe at lr 0.0004, seed 0,
+                                  (default: 100 epochs of the small-data recipe at lr 0.0004, seed 0,
                                   into runs/demo)
   test                            formatting, lints, and every test (firmware under QEMU included)
   bench-firmware                  instructions per layer and per MAC, flash and RAM, for the int8 and
