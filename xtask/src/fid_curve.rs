@@ -6,7 +6,9 @@
 //! eval` (FID and classes covered against the held-out digits), and writes
 //! `DIR/seed-S/fid-curve.csv` (epoch, training seconds so far, FID, classes covered). With more
 //! than one seed, `DIR/fid-curve.csv` holds the spread per epoch: median, best and worst FID,
-//! the fewest classes covered, and the median training time.
+//! the fewest classes covered, and the median training time. `DIR/fid-curve.svg` draws the
+//! curves (FID on a log scale against epochs, a line per seed, a dashed line at `--goal`);
+//! `--replot` redraws it and the spread from the CSVs without training.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -25,7 +27,8 @@ struct Point {
     classes_covered: u64,
 }
 
-/// Runs the task with its options: `--out DIR [--every K] [--seeds A,B,…] [train options…]`.
+/// Runs the task with its options: `--out DIR [--every K] [--seeds A,B,…] [--goal FID]
+/// [--replot] [train options…]`.
 pub fn fid_curve(root: &Path, args: &[String]) -> Result<()> {
     let mut out = None;
     let mut every = 10usize;
@@ -78,6 +81,9 @@ pub fn fid_curve(root: &Path, args: &[String]) -> Result<()> {
     }
     if seeds.is_empty() {
         bail!("--seeds needs at least one seed");
+    }
+    if let Some(goal) = goal.filter(|g| !(g.is_finite() && *g > 0.0)) {
+        bail!("--goal needs a positive FID (the picture's scale is logarithmic), got {goal}");
     }
     if replot && !train_args.is_empty() {
         bail!("--replot reads the curves already measured: it takes no training options");

@@ -38,12 +38,13 @@ tasks:
                                   int4 models with DSP and portable kernels (QEMU), and board sizes
   eval-shipped                    FID / IS / class coverage of the shipped digits models: float,
                                   int8 and int4 host simulation, int8 firmware under QEMU
-  fid-curve --out DIR [--every K] [--seeds A,B,..] [TRAIN OPTIONS]
+  fid-curve --out DIR [--every K] [--seeds A,B,..] [--goal FID] [--replot] [TRAIN OPTIONS]
                                   quality against training time: trains each seed (default 0; any
                                   `mcugan train` options) into DIR/seed-S, evaluates the generator
                                   kept every K epochs (default 10): DIR/seed-S/fid-curve.csv (epoch,
                                   training seconds, FID, classes covered), DIR/fid-curve.csv (the
-                                  spread over the seeds)
+                                  spread over the seeds), DIR/fid-curve.svg (FID against epochs, a
+                                  dashed line at --goal); --replot redraws from the CSVs, no training
   bench-train [--epochs N] [--threads T]
                                   training speed, ours beside the PyTorch reference script (installs
                                   PyTorch from PyPI into .venv-bench; not part of the tests)
