@@ -240,7 +240,7 @@ fn build_host_cli(root: &Path) -> Result<()> {
     step("building the host CLI (release)");
     quiet::cargo_build(
         root,
-        "cargo build --release -p mcugan",
+        "cargo build --release -p mcugan --no-default-features",
         &mut cargo(&HOST_CLI_BUILD),
     )
 }
