@@ -83,9 +83,9 @@ impl WordSums {
             weighted: 0,
         };
         // The DSP build's assembly takes the aligned whole groups of 8 words first.
-        #[cfg(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target))]
+        #[cfg(mcugan_dsp_kernels)]
         let rest = crate::dsp::word_sums_aligned(&mut sums, bytes);
-        #[cfg(not(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target)))]
+        #[cfg(not(mcugan_dsp_kernels))]
         let rest = bytes;
         let mut words = rest.chunks_exact(4);
         for word in &mut words {

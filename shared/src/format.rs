@@ -842,7 +842,7 @@ impl<'a> Model<'a> {
 #[inline]
 fn check_dsp_alignment(layer: u8, format: WeightFormat, weights: &[u8]) -> Result<(), FormatError> {
     let blocked = matches!(format, WeightFormat::I8Blocked | WeightFormat::I4Blocked);
-    let dsp = cfg!(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target));
+    let dsp = cfg!(mcugan_dsp_kernels);
     if dsp && blocked && !(weights.as_ptr() as usize).is_multiple_of(4) {
         return Err(FormatError::ArrayMisaligned {
             layer,

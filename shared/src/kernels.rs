@@ -96,10 +96,7 @@ pub fn group_sums_i4_portable(group: &[u8], activations: &[i16]) -> [i32; ROW_BL
 
 /// The four row sums of one blocked row group, portable.
 #[inline]
-#[cfg_attr(
-    all(feature = "dsp", target_arch = "arm", mcugan_dsp_target),
-    allow(dead_code)
-)]
+#[cfg_attr(mcugan_dsp_kernels, allow(dead_code))]
 fn portable_group_sums(format: WeightFormat, group: &[u8], x: &[i16]) -> [i32; ROW_BLOCK] {
     match format {
         WeightFormat::I4Blocked => group_sums_i4_portable(group, x),
@@ -118,10 +115,10 @@ fn for_each_group(
     mut per_group: impl FnMut([i32; ROW_BLOCK]),
 ) {
     // One call site for `per_group`, so that it inlines into the loop.
-    #[cfg(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target))]
+    #[cfg(mcugan_dsp_kernels)]
     let kernel = crate::dsp::GroupKernel::new(format, weights, x);
     for group in weights.chunks_exact(group_len) {
-        #[cfg(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target))]
+        #[cfg(mcugan_dsp_kernels)]
         // `Model::parse` rejects, on DSP builds, weights the assembly cannot read (see
         // `format::check_dsp_alignment`), so a validated model always has a kernel; the
         // portable kernels are not linked into DSP builds at all.
@@ -129,7 +126,7 @@ fn for_each_group(
             Some(kernel) => kernel.sums(group),
             None => [0; ROW_BLOCK],
         };
-        #[cfg(not(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target)))]
+        #[cfg(not(mcugan_dsp_kernels))]
         let sums = portable_group_sums(format, group, x);
         per_group(sums);
     }
@@ -137,7 +134,7 @@ fn for_each_group(
 
 /// Whether this build runs the blocked layouts through the Cortex-M DSP kernels.
 pub const fn dsp_kernels() -> bool {
-    cfg!(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target))
+    cfg!(mcugan_dsp_kernels)
 }
 
 /// The accumulators of a dense layer, one per output channel, handed to `emit` in order:

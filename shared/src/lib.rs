@@ -27,7 +27,7 @@
 extern crate alloc;
 
 pub mod checksum;
-#[cfg(all(feature = "dsp", target_arch = "arm", mcugan_dsp_target))]
+#[cfg(mcugan_dsp_kernels)]
 pub mod dsp;
 #[cfg(feature = "alloc")]
 pub mod encode;
