@@ -25,6 +25,8 @@ use crate::data::Dataset;
 pub const FEATURES: usize = 128;
 /// Classes the classifier tells apart.
 pub const CLASSES: usize = 10;
+/// Pixels of the images it classifies: 28x28 grayscale, one byte each.
+pub const INPUT_PIXELS: usize = 28 * 28;
 /// One vector of f64 per image.
 pub type Rows = Vec<Vec<f64>>;
 /// Images go through the classifier in batches of this many when evaluating.
@@ -81,10 +83,10 @@ impl Default for ClassifierTraining {
 
 /// Gray levels `[n, 784]` → the `[n, 1, 28, 28]` tensor in `[-1, 1]` the classifier reads.
 pub fn images_tensor(pixels: &[u8], device: &Device) -> anyhow::Result<Tensor> {
-    if !pixels.len().is_multiple_of(784) {
+    if !pixels.len().is_multiple_of(INPUT_PIXELS) {
         bail!("images must be 28x28 ({} pixels given)", pixels.len());
     }
-    let n = pixels.len() / 784;
+    let n = pixels.len() / INPUT_PIXELS;
     Ok(Tensor::from_slice(pixels, (n, 1, 28, 28), device)?
         .to_dtype(DType::F32)?
         .affine(2.0 / 255.0, -1.0)?)
@@ -141,7 +143,7 @@ impl Classifier {
         let device = self.param(0).device().clone();
         let mut features = Vec::new();
         let mut probabilities = Vec::new();
-        for chunk in pixels.chunks(EVAL_BATCH * 784) {
+        for chunk in pixels.chunks(EVAL_BATCH * INPUT_PIXELS) {
             let (f, logits) = self.forward(&images_tensor(chunk, &device)?)?;
             let p = candle_nn::ops::softmax_last_dim(&logits)?;
             let to_rows = |t: Tensor| -> anyhow::Result<Vec<Vec<f64>>> {
@@ -175,7 +177,7 @@ impl Classifier {
 
     /// Trains a fresh classifier on `train` (cross-entropy, Adam, random shifts).
     pub fn train(train: &Dataset, settings: &ClassifierTraining) -> anyhow::Result<Self> {
-        if train.image_len() != 784 {
+        if train.image_len() != INPUT_PIXELS {
             bail!("the classifier reads 28x28 images");
         }
         if let Some(&bad) = train.labels.iter().find(|&&l| usize::from(l) >= CLASSES) {
@@ -193,7 +195,7 @@ impl Classifier {
             ..config
         };
         let mut adam = Adam::new(classifier.vars.clone(), config)?;
-        let images = Tensor::from_slice(&train.pixels, (train.len(), 784), &device)?
+        let images = Tensor::from_slice(&train.pixels, (train.len(), INPUT_PIXELS), &device)?
             .to_dtype(DType::F32)?
             .affine(2.0 / 255.0, -1.0)?;
         let labels =

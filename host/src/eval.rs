@@ -13,7 +13,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use crate::classifier::{argmax, Classifier, CLASSES};
+use crate::classifier::{argmax, Classifier, CLASSES, INPUT_PIXELS};
 
 /// The metrics of one set of images.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -303,7 +303,7 @@ pub fn load_png_folder(dir: &Path) -> anyhow::Result<Vec<u8>> {
     if paths.is_empty() {
         bail!("{} has no PNG images", dir.display());
     }
-    let mut pixels = Vec::with_capacity(paths.len() * 784);
+    let mut pixels = Vec::with_capacity(paths.len() * INPUT_PIXELS);
     for path in &paths {
         let picture = crate::picture::load_png(path)?;
         if (picture.width, picture.height) != (28, 28) {

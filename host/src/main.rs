@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Parser, Subcommand};
+use mcugan::classifier::INPUT_PIXELS;
 use mcugan::firmware::{self, QemuOptions};
 use mcugan::image_files::{ImageFolder, ImageFormat};
 use mcugan::overwrite::{refuse_existing, refuse_input, refuse_other_kind, FileKind};
@@ -357,7 +358,7 @@ fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<(Strin
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     if bytes.starts_with(b"\x7fELF") {
         let mut bar = progress("firmware under QEMU");
-        let mut pixels = Vec::with_capacity(seeds.len() * 784);
+        let mut pixels = Vec::with_capacity(seeds.len() * INPUT_PIXELS);
         for chunk in seeds.chunks(firmware::MAX_SEEDS_PER_RUN) {
             let run = firmware::run_qemu(path, chunk, &QemuOptions::with_timeout(timeout))?;
             if !run.succeeded() || run.images.len() != chunk.len() {
@@ -371,7 +372,7 @@ fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<(Strin
                 );
             }
             for image in &run.images {
-                if image.pixels.len() != 784 {
+                if image.pixels.len() != INPUT_PIXELS {
                     bail!(
                         "the firmware draws {} pixels per image, eval reads 28x28",
                         image.pixels.len()
@@ -387,11 +388,11 @@ fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<(Strin
     if bytes.starts_with(&mcugan_shared::format::MAGIC) {
         let model = Model::parse(&bytes)
             .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", path.display()))?;
-        if model.image().pixel_count() != 784 {
+        if model.image().pixel_count() != INPUT_PIXELS as u64 {
             bail!("{} does not draw 28x28 images", path.display());
         }
         let mut bar = progress("host simulation");
-        let mut pixels = Vec::with_capacity(seeds.len() * 784);
+        let mut pixels = Vec::with_capacity(seeds.len() * INPUT_PIXELS);
         for chunk in seeds.chunks(256) {
             for image in simulate::simulate(&bytes, chunk)? {
                 pixels.extend_from_slice(&image);
@@ -424,7 +425,7 @@ fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<(Strin
         );
     }
     let mut bar = progress("float");
-    let mut pixels = Vec::with_capacity(seeds.len() * 784);
+    let mut pixels = Vec::with_capacity(seeds.len() * INPUT_PIXELS);
     for &seed in seeds {
         pixels.extend(float.draw(seed)?.into_iter().map(|g| g.round() as u8));
         bar.inc(1);
@@ -438,7 +439,7 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     let classifier = mcugan::classifier::Classifier::load(&args.classifier)?;
     let test = mcugan::data::load_split(&args.data, mcugan::data::Split::Test)
         .with_context(|| format!("loading the test split of {}", args.data.display()))?;
-    if test.image_len() != 784 {
+    if test.image_len() != INPUT_PIXELS {
         bail!(
             "eval reads 28x28 images; {} has {}x{}",
             args.data.display(),
@@ -489,14 +490,14 @@ fn eval_command(args: EvalArgs) -> Result<()> {
             .collect();
         rows.push(evaluator.measure("calibration: real train images", &picked)?);
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-        let noise: Vec<u8> = (0..n * 784)
+        let noise: Vec<u8> = (0..n * INPUT_PIXELS)
             .map(|_| rand::Rng::random::<u8>(&mut rng))
             .collect();
         rows.push(evaluator.measure("calibration: uniform noise", &noise)?);
     }
     for source in &args.sources {
         let (name, pixels) = eval_source_images(source, &seeds, args.timeout)?;
-        eprintln!("measuring {name} ({} images)", pixels.len() / 784);
+        eprintln!("measuring {name} ({} images)", pixels.len() / INPUT_PIXELS);
         rows.push(evaluator.measure(&name, &pixels)?);
         pictures.push(sorted_by_class(&evaluator, &pixels)?);
     }
@@ -632,13 +633,13 @@ fn simulate_command(
 
 /// A 10x10 grid of the first 100 images, sorted by the class the classifier sees in them.
 fn sorted_by_class(evaluator: &mcugan::eval::Evaluator, pixels: &[u8]) -> Result<picture::Picture> {
-    let first = &pixels[..pixels.len().min(100 * 784)];
+    let first = &pixels[..pixels.len().min(100 * INPUT_PIXELS)];
     let classes = evaluator.classifier().predict(first)?;
     let mut order: Vec<usize> = (0..classes.len()).collect();
     order.sort_by_key(|&i| classes[i]);
     let images: Vec<&[u8]> = order
         .iter()
-        .map(|&i| &first[i * 784..(i + 1) * 784])
+        .map(|&i| &first[i * INPUT_PIXELS..(i + 1) * INPUT_PIXELS])
         .collect();
     Ok(picture::grid(
         &images,
