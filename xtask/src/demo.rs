@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// The demo's default schedule: 100 epochs, where seeds 0–4 all drew the ten digits with FID
-/// 32.7–38.1 (README, "Recipe research"; at 70 epochs they spread from 39 to 79), about 2.7
+/// 32.7–38.1 (README, "Recipe research"; at 70 epochs they spread from 39 to 79), about 2.5
 /// minutes on 2 cores.
 const DEMO_EPOCHS: usize = 100;
 /// The demo's default recipe: the reference collapses on the 9,000 offline digits (in PyTorch
