@@ -85,6 +85,15 @@ pub fn fid_curve(root: &Path, args: &[String]) -> Result<()> {
     if let Some(goal) = goal.filter(|g| !(g.is_finite() && *g > 0.0)) {
         bail!("--goal needs a positive FID (the picture's scale is logarithmic), got {goal}");
     }
+    // A schedule shorter than --every keeps no generator: say so before training, not after.
+    let epochs = train_args
+        .iter()
+        .position(|a| a == "--epochs")
+        .and_then(|i| train_args.get(i + 1))
+        .and_then(|n| n.parse::<usize>().ok());
+    if let Some(epochs) = epochs.filter(|&n| n < every) {
+        bail!("--epochs {epochs} is fewer than --every {every}: no generator would be kept");
+    }
     if replot && !train_args.is_empty() {
         bail!("--replot reads the curves already measured: it takes no training options");
     }
