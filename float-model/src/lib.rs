@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use mcugan_shared::latent::{sample_latent, LATENT_SCALE};
-use mcugan_shared::ImageShape;
+use mcugan_shared::{ImageRequest, ImageShape};
 
 /// What a layer applies after `W x + b`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -111,6 +111,26 @@ pub trait FloatReference: Send + Sync {
     fn forward_all(&self, z: &[f32]) -> Result<Vec<Vec<f32>>, ReferenceError>;
 }
 
+/// The class embedding of a conditional generator (`cgan.py`'s `label_emb`): the first
+/// layer's input is `[row of the class, latent vector]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassEmbedding {
+    /// Classes.
+    pub classes: usize,
+    /// Values per class.
+    pub width: usize,
+    /// `classes * width` values, row per class.
+    pub table: Vec<f32>,
+}
+
+impl ClassEmbedding {
+    /// The row of `class`, or `None` beyond the table.
+    pub fn row(&self, class: usize) -> Option<&[f32]> {
+        let start = class.checked_mul(self.width)?;
+        self.table.get(start..start + self.width)
+    }
+}
+
 /// A generator as float layers, first to last, and the shape of the image the last draws.
 #[derive(Clone)]
 pub struct FloatGenerator {
@@ -118,6 +138,8 @@ pub struct FloatGenerator {
     pub layers: Vec<FloatLayer>,
     /// The shape of a generated image (its pixel count is the last layer's outputs).
     pub image: ImageShape,
+    /// The class embedding of a conditional generator; `None` for an unconditional one.
+    pub classes: Option<ClassEmbedding>,
     reference: Option<Arc<dyn FloatReference>>,
 }
 
@@ -126,6 +148,7 @@ impl fmt::Debug for FloatGenerator {
         f.debug_struct("FloatGenerator")
             .field("layers", &self.layers)
             .field("image", &self.image)
+            .field("classes", &self.classes)
             .field("reference", &self.reference.as_ref().map(|r| r.describe()))
             .finish()
     }
@@ -137,6 +160,7 @@ impl FloatGenerator {
         Self {
             layers,
             image,
+            classes: None,
             reference: None,
         }
     }
@@ -150,6 +174,7 @@ impl FloatGenerator {
         Self {
             layers,
             image,
+            classes: None,
             reference: Some(reference),
         }
     }
@@ -175,9 +200,47 @@ impl FloatGenerator {
         }
     }
 
-    /// Latent vector length.
+    /// This generator, conditioned on `classes`: its first layer takes the class row before
+    /// the latent vector.
+    pub fn with_classes(mut self, classes: ClassEmbedding) -> Self {
+        self.classes = Some(classes);
+        self
+    }
+
+    /// Classes of a conditional generator; `None` for an unconditional one.
+    pub fn class_count(&self) -> Option<usize> {
+        self.classes.as_ref().map(|c| c.classes)
+    }
+
+    /// Latent vector length: the first layer's inputs after the class row, if any.
     pub fn latent_dim(&self) -> usize {
-        self.layers.first().map_or(0, |l| l.inputs)
+        let inputs = self.layers.first().map_or(0, |l| l.inputs);
+        inputs.saturating_sub(self.classes.as_ref().map_or(0, |c| c.width))
+    }
+
+    /// The first layer's input for `request`: the class's embedding row (conditional models)
+    /// and the latent vector the chip draws for the seed.
+    pub fn input_for(&self, request: ImageRequest) -> Result<Vec<f32>, ReferenceError> {
+        let z = latent_for_seed(request.seed, self.latent_dim());
+        match (&self.classes, request.class) {
+            (None, None) => Ok(z),
+            (Some(classes), Some(class)) => {
+                let row = classes.row(usize::from(class)).ok_or_else(|| {
+                    ReferenceError(format!(
+                        "class {class} is beyond the model's {} classes",
+                        classes.classes
+                    ))
+                })?;
+                Ok(row.iter().copied().chain(z).collect())
+            }
+            (Some(classes), None) => Err(ReferenceError(format!(
+                "the model is conditional: ask for one of its {} classes",
+                classes.classes
+            ))),
+            (None, Some(_)) => Err(ReferenceError(
+                "the model is unconditional: it draws no class".into(),
+            )),
+        }
     }
 
     /// The output layer's activation (`Tanh` for an empty generator).
@@ -212,11 +275,17 @@ impl FloatGenerator {
     }
 
     /// The image the float model draws for `seed`, from the same latent vector the chip draws
-    /// (codes times [`LATENT_SCALE`]), as gray levels in `[0, 255]` (unrounded).
+    /// (codes times [`LATENT_SCALE`]), as gray levels in `[0, 255]` (unrounded). A conditional
+    /// model draws the seed's default class ([`ImageRequest::default_for`]), as the chip does.
     pub fn draw(&self, seed: u32) -> Result<Vec<f32>, ReferenceError> {
+        self.draw_request(ImageRequest::default_for(seed, self.class_count()))
+    }
+
+    /// The image the float model draws for `request`, as gray levels (see [`Self::draw`]).
+    pub fn draw_request(&self, request: ImageRequest) -> Result<Vec<f32>, ReferenceError> {
         let activation = self.output_activation();
         Ok(self
-            .forward(&latent_for_seed(seed, self.latent_dim()))?
+            .forward(&self.input_for(request)?)?
             .into_iter()
             .map(|v| activation.to_gray(v))
             .collect())

@@ -68,7 +68,7 @@ fn main() -> anyhow::Result<()> {
                 losses.extend([step_losses.d_loss, step_losses.g_loss]);
             }
             None => {
-                let step_losses = state.train_batch(&real, &z)?;
+                let step_losses = state.train_batch(&real, &z, None)?;
                 losses.extend([
                     step_losses.d_loss.to_scalar::<f32>()?,
                     step_losses.g_loss.to_scalar::<f32>()?,

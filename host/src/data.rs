@@ -288,6 +288,14 @@ pub fn parse_idx_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError>
     Ok(body.to_vec())
 }
 
+/// The classes a split's labels name: the largest label plus one (0 for no labels). Reads the
+/// labels file only.
+pub fn class_count(dir: &Path, split: Split) -> Result<usize, DataError> {
+    let labels_path = find_file(dir, &format!("{}-labels-idx1-ubyte", split.stem()))?;
+    let labels = parse_idx_labels(&labels_path, &read_maybe_gz(&labels_path)?)?;
+    Ok(labels.iter().max().map_or(0, |&l| usize::from(l) + 1))
+}
+
 /// Loads one split of a data directory.
 pub fn load_split(dir: &Path, split: Split) -> Result<Dataset, DataError> {
     let images_path = find_file(dir, &format!("{}-images-idx3-ubyte", split.stem()))?;

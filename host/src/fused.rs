@@ -1185,6 +1185,7 @@ mod tests {
                 .train_batch(
                     &Tensor::from_slice(&real, (b, IMAGE_PIXELS), &device).unwrap(),
                     &Tensor::from_slice(&z, (b, LATENT_DIM), &device).unwrap(),
+                    None,
                 )
                 .unwrap();
             let got = fused.train_batch(&mut state.rng, &real, &z).unwrap();

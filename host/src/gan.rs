@@ -26,6 +26,16 @@ pub const BATCH_NORM_MOMENTUM: f64 = 0.1;
 pub const GENERATOR_WIDTHS: [usize; 6] = [LATENT_DIM, 128, 256, 512, 1024, IMAGE_PIXELS];
 /// Widths of the discriminator, image first.
 pub const DISCRIMINATOR_WIDTHS: [usize; 4] = [IMAGE_PIXELS, 512, 256, 1];
+/// Widths of `cgan.py`'s discriminator after its input (image and label embedding).
+pub const CONDITIONAL_DISCRIMINATOR_WIDTHS: [usize; 4] = [512, 512, 512, 1];
+/// `cgan.py`'s dropout probability, on the discriminator's second and third hidden layers.
+pub const CONDITIONAL_DROPOUT: f32 = 0.4;
+/// The PyTorch `nn.Sequential` indices of the discriminator's Linear layers in `cgan.py`.
+pub const CONDITIONAL_DISCRIMINATOR_LINEAR_INDICES: [usize; 4] = [0, 2, 5, 8];
+/// The generator's label embedding in `cgan.py`'s `state_dict`.
+pub const GENERATOR_EMBEDDING: &str = "label_emb.weight";
+/// The discriminator's label embedding in `cgan.py`'s `state_dict`.
+pub const DISCRIMINATOR_EMBEDDING: &str = "label_embedding.weight";
 
 /// `U(-bound, bound)` samples as a tensor; all randomness comes from the caller's seeded RNG
 /// (candle's CPU backend cannot be seeded).
@@ -33,6 +43,24 @@ fn uniform(rng: &mut ChaCha8Rng, shape: &[usize], bound: f32, device: &Device) -
     let n: usize = shape.iter().product();
     let values: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
     Tensor::from_vec(values, shape, device)
+}
+
+/// `N(0, 1)` samples as a tensor: PyTorch's initialisation of `nn.Embedding`.
+fn standard_normal(rng: &mut ChaCha8Rng, shape: &[usize], device: &Device) -> Result<Tensor> {
+    use rand_distr::{Distribution, StandardNormal};
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
+    Tensor::from_vec(values, shape, device)
+}
+
+/// An `Embedding(classes, classes)` table, `[classes, classes]`, initialised as PyTorch does.
+fn label_embedding(classes: usize, rng: &mut ChaCha8Rng, device: &Device) -> Result<Var> {
+    Var::from_tensor(&standard_normal(rng, &[classes, classes], device)?)
+}
+
+/// The rows of `table` for `labels` (`u32`): the label embedding of a batch.
+fn embed(table: &Var, labels: &Tensor) -> Result<Tensor> {
+    table.as_tensor().index_select(labels, 0)
 }
 
 /// A fully connected layer, `y = x Wᵀ + b`, `W` of shape `[out, in]` as in PyTorch.
@@ -144,11 +172,16 @@ pub fn leaky_relu(x: &Tensor) -> Result<Tensor> {
 
 /// The generator: `100 → 128 → 256 → 512 → 1024 → 784`, BatchNorm on the three middle blocks,
 /// LeakyReLU(0.2) after every hidden layer, Tanh at the end.
+///
+/// The class-conditional generator of `cgan.py` ([`Generator::conditional`]) is the same
+/// network on `[label embedding, z]`: its first layer takes `classes` more inputs.
 pub struct Generator {
     /// The five linear layers.
     pub linears: [Linear; 5],
     /// BatchNorm after linears 1, 2 and 3.
     pub norms: [BatchNorm1d; 3],
+    /// `cgan.py`'s `label_emb`, `[classes, classes]`: `None` for the unconditional generator.
+    pub label_embedding: Option<Var>,
 }
 
 /// The PyTorch `nn.Sequential` indices of the generator's Linear layers in `gan.py`.
@@ -161,9 +194,23 @@ pub const DISCRIMINATOR_LINEAR_INDICES: [usize; 3] = [0, 2, 4];
 impl Generator {
     /// A freshly initialised generator; layers are initialised in the reference's order.
     pub fn new(rng: &mut ChaCha8Rng, device: &Device) -> Result<Self> {
+        Self::build(None, rng, device)
+    }
+
+    /// `cgan.py`'s generator for `classes` classes: the label embedding is initialised first,
+    /// then the layers, as in the reference.
+    pub fn conditional(classes: usize, rng: &mut ChaCha8Rng, device: &Device) -> Result<Self> {
+        Self::build(Some(classes), rng, device)
+    }
+
+    fn build(classes: Option<usize>, rng: &mut ChaCha8Rng, device: &Device) -> Result<Self> {
+        let label_embedding = match classes {
+            Some(classes) => Some(label_embedding(classes, rng, device)?),
+            None => None,
+        };
         let w = GENERATOR_WIDTHS;
         let linears = [
-            Linear::new(w[0], w[1], rng, device)?,
+            Linear::new(w[0] + classes.unwrap_or(0), w[1], rng, device)?,
             Linear::new(w[1], w[2], rng, device)?,
             Linear::new(w[2], w[3], rng, device)?,
             Linear::new(w[3], w[4], rng, device)?,
@@ -174,10 +221,33 @@ impl Generator {
             BatchNorm1d::new(w[3], device)?,
             BatchNorm1d::new(w[4], device)?,
         ];
-        Ok(Self { linears, norms })
+        Ok(Self {
+            linears,
+            norms,
+            label_embedding,
+        })
     }
 
-    /// Training-mode forward pass (batch statistics; running statistics updated).
+    /// Classes of a conditional generator; `None` for the unconditional one.
+    pub fn classes(&self) -> Option<usize> {
+        self.label_embedding
+            .as_ref()
+            .map(|table| table.as_tensor().dims()[0])
+    }
+
+    /// The first layer's input for latent vectors `z` and, for a conditional generator, class
+    /// `labels` (`u32`, one per row): `[label embedding, z]`, as `cgan.py` concatenates them.
+    pub fn input(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        match (&self.label_embedding, labels) {
+            (None, None) => Ok(z.clone()),
+            (Some(table), Some(labels)) => Tensor::cat(&[&embed(table, labels)?, z], 1),
+            (Some(_), None) => candle_core::bail!("the conditional generator needs class labels"),
+            (None, Some(_)) => candle_core::bail!("the unconditional generator takes no labels"),
+        }
+    }
+
+    /// Training-mode forward pass (batch statistics; running statistics updated) of the
+    /// first layer's input `z` (see [`Generator::input`]).
     pub fn forward_train(&mut self, z: &Tensor) -> Result<Tensor> {
         let mut x = leaky_relu(&self.linears[0].forward(z)?)?;
         for i in 0..3 {
@@ -200,6 +270,9 @@ impl Generator {
     /// The trainable variables with their PyTorch names.
     pub fn vars(&self) -> Vec<(String, Var)> {
         let mut vars = Vec::new();
+        if let Some(table) = &self.label_embedding {
+            vars.push((GENERATOR_EMBEDDING.to_string(), table.clone()));
+        }
         for (linear, index) in self.linears.iter().zip(GENERATOR_LINEAR_INDICES) {
             vars.push((format!("model.{index}.weight"), linear.weight.clone()));
             vars.push((format!("model.{index}.bias"), linear.bias.clone()));
@@ -295,9 +368,14 @@ fn take(
 
 /// The discriminator: `784 → 512 → 256 → 1`, LeakyReLU(0.2) between, Sigmoid at the end.
 /// [`Discriminator::logits`] stops before the sigmoid; the loss folds it in.
+///
+/// [`Discriminator::conditional`] is `cgan.py`'s: `[image, label embedding] → 512 → 512 →
+/// 512 → 1`, dropout 0.4 on the second and third hidden layers, no sigmoid (its loss is MSE).
 pub struct Discriminator {
-    /// The three linear layers.
-    pub linears: [Linear; 3],
+    /// The linear layers, first to last.
+    pub linears: Vec<Linear>,
+    /// `cgan.py`'s `label_embedding`, `[classes, classes]`: `None` when unconditional.
+    pub label_embedding: Option<Var>,
 }
 
 impl Discriminator {
@@ -305,32 +383,70 @@ impl Discriminator {
     pub fn new(rng: &mut ChaCha8Rng, device: &Device) -> Result<Self> {
         let w = DISCRIMINATOR_WIDTHS;
         Ok(Self {
-            linears: [
+            linears: vec![
                 Linear::new(w[0], w[1], rng, device)?,
                 Linear::new(w[1], w[2], rng, device)?,
                 Linear::new(w[2], w[3], rng, device)?,
             ],
+            label_embedding: None,
         })
     }
 
-    /// The pre-sigmoid output, `[batch, 1]`.
+    /// `cgan.py`'s discriminator for `classes` classes (embedding initialised first).
+    pub fn conditional(classes: usize, rng: &mut ChaCha8Rng, device: &Device) -> Result<Self> {
+        let label_embedding = Some(label_embedding(classes, rng, device)?);
+        let mut linears = Vec::new();
+        let mut inputs = IMAGE_PIXELS + classes;
+        for outputs in CONDITIONAL_DISCRIMINATOR_WIDTHS {
+            linears.push(Linear::new(inputs, outputs, rng, device)?);
+            inputs = outputs;
+        }
+        Ok(Self {
+            linears,
+            label_embedding,
+        })
+    }
+
+    /// The widths of the hidden layers that dropout may apply to, by hidden layer: the
+    /// training step draws one mask per entry that is `Some`.
+    pub fn dropout_widths(&self, recipe_dropout: bool) -> Vec<Option<usize>> {
+        let hidden = &self.linears[..self.linears.len() - 1];
+        hidden
+            .iter()
+            .enumerate()
+            .map(|(i, linear)| {
+                let width = linear.bias.as_tensor().dims()[0];
+                let on = if self.label_embedding.is_some() {
+                    i > 0
+                } else {
+                    recipe_dropout
+                };
+                on.then_some(width)
+            })
+            .collect()
+    }
+
+    /// The pre-sigmoid output, `[batch, 1]` (unconditional discriminator).
     pub fn logits(&self, images: &Tensor) -> Result<Tensor> {
-        self.forward(images, false, None)
+        self.forward(images, None, false, &[])
     }
 
     /// [`Discriminator::logits`] with the weights frozen: for the generator's step, where only
     /// the gradient with respect to the images is needed.
     pub fn logits_frozen(&self, images: &Tensor) -> Result<Tensor> {
-        self.forward(images, true, None)
+        self.forward(images, None, true, &[])
     }
 
-    /// The pre-sigmoid output; `frozen` cuts the weights out of the gradient graph, `dropout`
-    /// multiplies the two hidden activations by the given masks.
+    /// The pre-sigmoid output of `images` (with their class `labels` when conditional);
+    /// `frozen` cuts the weights out of the gradient graph, `dropout` multiplies hidden
+    /// layer `i`'s activations by `dropout[i]` when there is one. (`cgan.py` drops before its
+    /// LeakyReLU; a mask of non-negative scales commutes with it, so the result is the same.)
     pub fn forward(
         &self,
         images: &Tensor,
+        labels: Option<&Tensor>,
         frozen: bool,
-        dropout: Option<&[Tensor; 2]>,
+        dropout: &[Option<Tensor>],
     ) -> Result<Tensor> {
         let layer = |i: usize, x: &Tensor| {
             if frozen {
@@ -339,20 +455,44 @@ impl Discriminator {
                 self.linears[i].forward(x)
             }
         };
-        let mut x = images.clone();
-        for i in 0..2 {
+        let mut x = match (&self.label_embedding, labels) {
+            (None, None) => images.clone(),
+            (Some(table), Some(labels)) => {
+                let table = if frozen {
+                    table.as_tensor().detach()
+                } else {
+                    table.as_tensor().clone()
+                };
+                Tensor::cat(&[images, &table.index_select(labels, 0)?], 1)?
+            }
+            (Some(_), None) => {
+                candle_core::bail!("the conditional discriminator needs class labels")
+            }
+            (None, Some(_)) => {
+                candle_core::bail!("the unconditional discriminator takes no labels")
+            }
+        };
+        let last = self.linears.len() - 1;
+        for i in 0..last {
             x = leaky_relu(&layer(i, &x)?)?;
-            if let Some(masks) = dropout {
-                x = (x * &masks[i])?;
+            if let Some(Some(mask)) = dropout.get(i) {
+                x = (x * mask)?;
             }
         }
-        layer(2, &x)
+        layer(last, &x)
     }
 
     /// The trainable variables with their PyTorch names.
     pub fn vars(&self) -> Vec<(String, Var)> {
         let mut vars = Vec::new();
-        for (linear, index) in self.linears.iter().zip(DISCRIMINATOR_LINEAR_INDICES) {
+        let indices: &[usize] = match &self.label_embedding {
+            Some(table) => {
+                vars.push((DISCRIMINATOR_EMBEDDING.to_string(), table.clone()));
+                &CONDITIONAL_DISCRIMINATOR_LINEAR_INDICES
+            }
+            None => &DISCRIMINATOR_LINEAR_INDICES,
+        };
+        for (linear, index) in self.linears.iter().zip(indices) {
             vars.push((format!("model.{index}.weight"), linear.weight.clone()));
             vars.push((format!("model.{index}.bias"), linear.bias.clone()));
         }
@@ -366,6 +506,18 @@ impl Discriminator {
         }
         Ok(())
     }
+}
+
+/// The mean squared error against a constant `target`: `cgan.py`'s `MSELoss` on a batch of
+/// one kind (the generator's step: every fake should score 1).
+pub fn mse(predictions: &Tensor, target: f64) -> Result<Tensor> {
+    (predictions - target)?.sqr()?.mean_all()
+}
+
+/// The mean squared error against per-sample `targets` (same shape): the discriminator's
+/// `(MSE(real, 1) + MSE(fake, 0)) / 2` over one batch of both halves.
+pub fn mse_targets(predictions: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    (predictions - targets)?.sqr()?.mean_all()
 }
 
 /// Binary cross-entropy of `sigmoid(logits)` against a constant target (1 real, 0 fake),

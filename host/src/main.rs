@@ -96,6 +96,13 @@ enum Command {
         /// emulated on the CPU, slowly, to check it) or `candle` (candle's autograd, any device).
         #[arg(long, default_value = "auto")]
         engine: String,
+        /// Train cgan.py's class-conditional GAN: the generator draws the class it is asked
+        /// for (candle's engine; MSE losses, as cgan.py).
+        #[arg(long)]
+        conditional: bool,
+        /// Classes of the conditional GAN (default: the training labels' largest plus one).
+        #[arg(long, requires = "conditional")]
+        classes: Option<usize>,
     },
     /// Quantize a trained generator into the int8 (or int4) model blob the firmware runs.
     Quantize {
@@ -203,6 +210,11 @@ enum Command {
         /// The files of --out-dir.
         #[arg(long, value_enum, default_value = "png")]
         format: ImageFormat,
+        /// The class a conditional model draws for every seed. Without it, the PNG grid of a
+        /// conditional model has one row per class (the seeds across), and --out-dir draws
+        /// each seed in class `seed mod classes`.
+        #[arg(long)]
+        class: Option<u16>,
     },
     /// Run a firmware ELF under QEMU (mps2-an386, Cortex-M4F), show its log, save what it drew.
     Qemu {
@@ -544,6 +556,7 @@ fn simulate_command(
     png: Option<PathBuf>,
     out_dir: Option<PathBuf>,
     format: ImageFormat,
+    class: Option<u16>,
     force: bool,
 ) -> Result<()> {
     let seeds = Seeds::parse(seeds)?;
@@ -570,9 +583,21 @@ fn simulate_command(
         .iter()
         .map(|path| {
             let blob = read(path)?;
-            let image = Model::parse(&blob)
-                .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", path.display()))?
-                .image();
+            let parsed = Model::parse(&blob)
+                .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", path.display()))?;
+            match (class, parsed.classes()) {
+                (Some(_), None) => bail!(
+                    "{}: the model is unconditional; --class is for a conditional model",
+                    path.display()
+                ),
+                (Some(class), Some(classes)) if usize::from(class) >= classes => bail!(
+                    "{}: --class {class} is beyond the model's {classes} classes (0..{classes})",
+                    path.display()
+                ),
+                _ => {}
+            }
+            let image = parsed.image();
+            drop(parsed);
             Ok((path, blob, image))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -590,7 +615,7 @@ fn simulate_command(
                 "images",
                 true,
             );
-            simulate::simulate_each(blob, seeds.iter(), |seed, pixels| {
+            simulate::simulate_each(blob, seeds.iter(), class, |seed, pixels| {
                 folder.write(seed, pixels)?;
                 bar.inc(1);
                 Ok(())
@@ -605,10 +630,28 @@ fn simulate_command(
         }
     }
     if let (Some(png), Some(grid_seeds)) = (&png, &grid_seeds) {
-        let columns = (grid_seeds.len() as f64).sqrt().ceil().max(1.0) as usize;
+        let square = (grid_seeds.len() as f64).sqrt().ceil().max(1.0) as usize;
         let mut pictures = Vec::new();
-        for (_, blob, image) in &blobs {
-            let images = simulate::simulate(blob, grid_seeds)?;
+        for (path, blob, image) in &blobs {
+            let classes = Model::parse(blob).ok().and_then(|m| m.classes());
+            let (requests, columns) = match (class, classes) {
+                (None, Some(classes)) => {
+                    if (grid_seeds.len() * classes) as u64 > MAX_GRID_IMAGES {
+                        bail!(
+                            "{}: a class grid of {} seeds by {classes} classes holds more than \
+                             {MAX_GRID_IMAGES} images; give fewer seeds or one --class",
+                            path.display(),
+                            grid_seeds.len()
+                        );
+                    }
+                    (
+                        simulate::class_grid_requests(grid_seeds, classes),
+                        grid_seeds.len(),
+                    )
+                }
+                _ => (simulate::requests_for(grid_seeds, class, classes), square),
+            };
+            let images = simulate::simulate_requests(blob, &requests)?;
             let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
             pictures.push(picture::grid_of(
                 &refs,
@@ -719,6 +762,8 @@ fn main() -> Result<()> {
             lr,
             device,
             engine,
+            conditional,
+            classes,
         } => {
             if epochs == Some(0) {
                 bail!("--epochs must be at least 1");
@@ -741,6 +786,12 @@ fn main() -> Result<()> {
                             }
                         );
                     }
+                }
+                if given("conditional") {
+                    eprintln!(
+                        "note: --resume keeps the run's own model ({}); --conditional is ignored",
+                        train::describe_model(config.classes)
+                    );
                 }
                 if given("data") {
                     // The same images in another place: the content hash decides.
@@ -769,6 +820,18 @@ fn main() -> Result<()> {
                 config.recipe = mcugan::recipe::Recipe::by_name(&recipe).with_context(|| {
                     format!("unknown recipe '{recipe}' (reference or small-data)")
                 })?;
+                if conditional {
+                    let classes = match classes {
+                        Some(classes) => classes,
+                        None => {
+                            mcugan::data::class_count(&config.data_dir, mcugan::data::Split::Train)
+                                .with_context(|| {
+                                    format!("reading the labels in {}", config.data_dir.display())
+                                })?
+                        }
+                    };
+                    config.classes = Some(classes);
+                }
                 config
             };
             config.sample_interval = sample_interval;
@@ -782,6 +845,7 @@ fn main() -> Result<()> {
             }
             config.device = mcugan::device::parse(&device)?;
             config.engine = match engine.as_str() {
+                "auto" if config.classes.is_some() => train::Engine::Candle,
                 "auto" => train::Engine::for_device(&config.device),
                 "fused" => train::Engine::Fused {
                     threads: mcugan::cpu::training_threads(),
@@ -986,7 +1050,8 @@ fn main() -> Result<()> {
             png,
             out_dir,
             format,
-        } => simulate_command(&model, &seeds, png, out_dir, format, force)?,
+            class,
+        } => simulate_command(&model, &seeds, png, out_dir, format, class, force)?,
         Command::BenchFirmware {
             elf,
             model,

@@ -25,8 +25,10 @@ use mcugan_shared::Requant;
 use crate::gan::{Generator, LEAKY_SLOPE};
 
 pub use mcugan_float_model::{
-    latent_for_seed, tanh_output_to_gray, Activation, FloatGenerator, FloatLayer,
+    latent_for_seed, tanh_output_to_gray, Activation, ClassEmbedding, FloatGenerator, FloatLayer,
 };
+use mcugan_shared::encode::ClassTableSpec;
+use mcugan_shared::ImageRequest;
 
 /// The generator in evaluation mode as plain float layers: its BatchNorm layers (running
 /// statistics, eps 0.8) folded into the Linears before them.
@@ -87,7 +89,38 @@ pub fn fold(generator: &Generator) -> anyhow::Result<FloatGenerator> {
     let pixels = layers.last().map_or(0, |l| l.outputs);
     let image = FloatGenerator::square_image(pixels)
         .with_context(|| format!("the generator makes {pixels} pixels, not a square image"))?;
-    Ok(FloatGenerator::new(layers, image))
+    let float = FloatGenerator::new(layers, image);
+    Ok(match &generator.label_embedding {
+        Some(table) => {
+            let rows = table.as_tensor().to_vec2::<f32>()?;
+            let classes = rows.len();
+            let width = rows.first().map_or(0, Vec::len);
+            float.with_classes(ClassEmbedding {
+                classes,
+                width,
+                table: rows.into_iter().flatten().collect(),
+            })
+        }
+        None => float,
+    })
+}
+
+/// A conditional model's class embedding as int8 codes at the latent's scale (the first
+/// layer reads both alike), and how many values were beyond the codes' range and clipped.
+pub fn class_codes(classes: &ClassEmbedding) -> (Vec<i8>, usize) {
+    let mut clipped = 0;
+    let codes = classes
+        .table
+        .iter()
+        .map(|&v| {
+            let code = (f64::from(v) / f64::from(LATENT_SCALE)).round();
+            if code.abs() > 127.0 {
+                clipped += 1;
+            }
+            code.clamp(-127.0, 127.0) as i8
+        })
+        .collect();
+    (codes, clipped)
 }
 
 /// A LeakyReLU slope stored as `f32` read as the decimal it was written as (0.2, not
@@ -261,6 +294,9 @@ pub struct Quantized {
     pub blob: Vec<u8>,
     /// Per-layer choices.
     pub layers: Vec<LayerQuantReport>,
+    /// Class-embedding values of a conditional model beyond the codes' range (±127/32),
+    /// clipped to it.
+    pub class_codes_clipped: usize,
 }
 
 /// A real factor as the chip's fixed-point `(multiplier, shift)`, rounded to 31 bits.
@@ -400,11 +436,30 @@ pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Re
     // model's float reference.
     let hidden = layers.len() - 1;
     let mut observed: Vec<Vec<f32>> = vec![Vec::new(); hidden];
-    for i in 0..options.calibration_images {
-        let z = latent_for_seed(
-            options.calibration_seed_base.wrapping_add(i),
-            model.latent_dim(),
+    if let Some(classes) = &model.classes {
+        ensure!(
+            classes.classes >= 1
+                && classes.table.len() == classes.classes * classes.width
+                && classes.width < layers[0].inputs,
+            "the class embedding ({} classes of {} values, {} in all) does not fit the first \
+             layer's {} inputs",
+            classes.classes,
+            classes.width,
+            classes.table.len(),
+            layers[0].inputs
         );
+        ensure!(
+            classes.table.iter().all(|v| v.is_finite()),
+            "the class embedding holds a value that is not finite: the generator is broken"
+        );
+    }
+    for i in 0..options.calibration_images {
+        // A conditional model is calibrated on every class alike (seed i draws class i mod C).
+        let request = ImageRequest::default_for(
+            options.calibration_seed_base.wrapping_add(i),
+            model.class_count(),
+        );
+        let z = model.input_for(request)?;
         let outputs = model.forward_all(&z)?;
         ensure!(
             outputs.len() == layers.len(),
@@ -532,15 +587,30 @@ pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Re
             },
         })
         .collect();
+    let (codes, class_codes_clipped) = match &model.classes {
+        Some(classes) => {
+            let (codes, clipped) = class_codes(classes);
+            (Some(codes), clipped)
+        }
+        None => (None, 0),
+    };
     let blob = encode(&ModelSpec {
         name: &options.name,
         latent_dim: model.latent_dim() as u16,
         image,
         layers: &specs,
+        classes: match (&model.classes, &codes) {
+            (Some(classes), Some(codes)) => Some(ClassTableSpec {
+                width: u16::try_from(classes.width).context("the class embedding is too wide")?,
+                codes,
+            }),
+            _ => None,
+        },
     })?;
     Ok(Quantized {
         blob,
         layers: reports,
+        class_codes_clipped,
     })
 }
 

@@ -3,34 +3,89 @@
 //! float-versus-int8 comparison.
 
 use anyhow::Context;
-use mcugan_shared::{generate, Model};
+use mcugan_shared::{generate_request, ImageRequest, Model};
 
 use crate::quantize::FloatGenerator;
 
-/// The images the chip draws for `seeds`, computed on the host.
+/// The images the chip draws for `seeds`, computed on the host (a conditional model draws each
+/// seed's default class, [`ImageRequest::default_for`]).
 pub fn simulate(blob: &[u8], seeds: &[u32]) -> anyhow::Result<Vec<Vec<u8>>> {
     let model = Model::parse(blob).context("invalid model blob")?;
     seeds
         .iter()
         .map(|&seed| {
             let mut pixels = vec![0u8; model.pixel_count()];
-            generate(&model, seed, &mut pixels)?;
+            generate_request(
+                &model,
+                ImageRequest::default_for(seed, model.classes()),
+                &mut pixels,
+            )?;
             Ok(pixels)
+        })
+        .collect()
+}
+
+/// The images the chip draws for `requests` (seed and class each), computed on the host.
+pub fn simulate_requests(blob: &[u8], requests: &[ImageRequest]) -> anyhow::Result<Vec<Vec<u8>>> {
+    let model = Model::parse(blob).context("invalid model blob")?;
+    requests
+        .iter()
+        .map(|&request| {
+            let mut pixels = vec![0u8; model.pixel_count()];
+            generate_request(&model, request, &mut pixels)
+                .with_context(|| format!("seed {}", request.seed))?;
+            Ok(pixels)
+        })
+        .collect()
+}
+
+/// What a simulation draws for `seeds`: each seed in `class` when one is given, else in the
+/// seed's default class ([`ImageRequest::default_for`]).
+pub fn requests_for(
+    seeds: &[u32],
+    class: Option<u16>,
+    classes: Option<usize>,
+) -> Vec<ImageRequest> {
+    seeds
+        .iter()
+        .map(|&seed| match class {
+            Some(class) => ImageRequest {
+                seed,
+                class: Some(class),
+            },
+            None => ImageRequest::default_for(seed, classes),
+        })
+        .collect()
+}
+
+/// The requests of a class grid: row `c` holds every seed of `seeds` drawn in class `c`.
+pub fn class_grid_requests(seeds: &[u32], classes: usize) -> Vec<ImageRequest> {
+    (0..classes)
+        .flat_map(|class| {
+            seeds
+                .iter()
+                .map(move |&seed| ImageRequest::class(seed, class as u16))
         })
         .collect()
 }
 
 /// Draws each of `seeds` with the chip's code and hands it to `sink` as it is drawn, holding
 /// one image at a time: for any number of seeds.
+/// `class` picks the class of a conditional model (default: each seed's own).
 pub fn simulate_each(
     blob: &[u8],
     seeds: impl Iterator<Item = u32>,
+    class: Option<u16>,
     mut sink: impl FnMut(u32, &[u8]) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let model = Model::parse(blob).context("invalid model blob")?;
     let mut pixels = vec![0u8; model.pixel_count()];
     for seed in seeds {
-        generate(&model, seed, &mut pixels)?;
+        let request = match class {
+            Some(class) => ImageRequest::class(seed, class),
+            None => ImageRequest::default_for(seed, model.classes()),
+        };
+        generate_request(&model, request, &mut pixels)?;
         sink(seed, &pixels)?;
     }
     Ok(())

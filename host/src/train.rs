@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
@@ -26,7 +26,8 @@ use crate::adam::{Adam, AdamConfig};
 use crate::data::{self, Dataset, Split};
 use crate::fused::FusedTrainer;
 use crate::gan::{
-    bce_with_logit_targets, bce_with_logits, Discriminator, Generator, IMAGE_PIXELS, LATENT_DIM,
+    bce_with_logit_targets, bce_with_logits, mse, mse_targets, Discriminator, Generator,
+    CONDITIONAL_DROPOUT, IMAGE_PIXELS, LATENT_DIM,
 };
 use crate::kernel_trainer::{self, KernelTrainer};
 use crate::picture::{self, GridLayout};
@@ -77,6 +78,8 @@ pub struct TrainConfig {
     pub resume: bool,
     /// Which implementation runs the training step.
     pub engine: Engine,
+    /// Train `cgan.py`'s class-conditional GAN with this many classes (`None`: `gan.py`'s).
+    pub classes: Option<usize>,
 }
 
 /// Which implementation runs the training step; both compute the same thing (tests compare
@@ -128,6 +131,7 @@ impl TrainConfig {
             progress: true,
             resume: false,
             engine: Engine::for_device(&Device::Cpu),
+            classes: None,
         }
     }
 }
@@ -188,6 +192,14 @@ pub struct TrainState {
     targets: Option<Tensor>,
 }
 
+/// The class labels of one batch of the conditional GAN (`u32` tensors of the batch's length).
+pub struct BatchLabels {
+    /// The real images' labels.
+    pub real: Tensor,
+    /// The labels the generator is asked to draw, uniform over the classes.
+    pub fake: Tensor,
+}
+
 /// What one batch leaves: the two losses (scalars on the device) and the generated images.
 pub struct BatchLosses {
     /// `(BCE(D(real), real label) + BCE(D(fake), 0)) / 2`.
@@ -204,12 +216,39 @@ impl TrainState {
         Self::with_recipe(seed, adam, Recipe::REFERENCE, device)
     }
 
+    /// A fresh state for `cgan.py`'s conditional GAN (`classes: Some`) or `gan.py`'s.
+    pub fn for_model(
+        seed: u64,
+        adam: AdamConfig,
+        recipe: Recipe,
+        classes: Option<usize>,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (generator, discriminator) = match classes {
+            Some(classes) => (
+                Generator::conditional(classes, &mut rng, device)?,
+                Discriminator::conditional(classes, &mut rng, device)?,
+            ),
+            None => (
+                Generator::new(&mut rng, device)?,
+                Discriminator::new(&mut rng, device)?,
+            ),
+        };
+        Self::assemble(generator, discriminator, rng, seed, adam, recipe)
+    }
+
     /// The state `checkpoint` holds, on the CPU: what `--resume` restores (every tensor's
     /// name and shape checked). Also the target of the checkpoint fuzzer.
     pub fn from_checkpoint(checkpoint: &Checkpoint) -> anyhow::Result<Self> {
         let settings = checkpoint.settings()?;
-        let mut state =
-            Self::with_recipe(settings.seed, settings.adam, settings.recipe, &Device::Cpu)?;
+        let mut state = Self::for_model(
+            settings.seed,
+            settings.adam,
+            settings.recipe,
+            settings.classes,
+            &Device::Cpu,
+        )?;
         state
             .restore(checkpoint)
             .context("restoring the checkpoint")?;
@@ -223,9 +262,17 @@ impl TrainState {
         recipe: Recipe,
         device: &Device,
     ) -> anyhow::Result<Self> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let generator = Generator::new(&mut rng, device)?;
-        let discriminator = Discriminator::new(&mut rng, device)?;
+        Self::for_model(seed, adam, recipe, None, device)
+    }
+
+    fn assemble(
+        generator: Generator,
+        discriminator: Discriminator,
+        rng: ChaCha8Rng,
+        seed: u64,
+        adam: AdamConfig,
+        recipe: Recipe,
+    ) -> anyhow::Result<Self> {
         let opt_g = Adam::new(generator.vars(), adam)?;
         let opt_d = Adam::new(discriminator.vars(), adam)?;
         let average = match recipe.g_ema {
@@ -252,16 +299,42 @@ impl TrainState {
         Ok(translate(images, 28, self.recipe.translate, &mut self.rng)?)
     }
 
-    /// Fresh dropout masks for the discriminator's hidden layers, if the recipe uses dropout.
-    fn dropout(&mut self, batch: usize, device: &Device) -> anyhow::Result<Option<[Tensor; 2]>> {
-        let p = self.recipe.d_dropout;
+    /// Fresh dropout masks for the discriminator's hidden layers, one per layer that drops:
+    /// both of `gan.py`'s when the recipe uses dropout, `cgan.py`'s own two otherwise.
+    fn dropout(&mut self, batch: usize, device: &Device) -> anyhow::Result<Vec<Option<Tensor>>> {
+        let p = if self.discriminator.label_embedding.is_some() {
+            CONDITIONAL_DROPOUT
+        } else {
+            self.recipe.d_dropout
+        };
         if p <= 0.0 {
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        Ok(Some([
-            dropout_mask((batch, 512), p, &mut self.rng, device)?,
-            dropout_mask((batch, 256), p, &mut self.rng, device)?,
-        ]))
+        self.discriminator
+            .dropout_widths(true)
+            .into_iter()
+            .map(|width| match width {
+                Some(width) => Ok(Some(dropout_mask(
+                    (batch, width),
+                    p,
+                    &mut self.rng,
+                    device,
+                )?)),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
+    /// Labels the generator is asked to draw for a batch of `batch`: uniform over the
+    /// classes, from the run's random generator (`None` for the unconditional GAN).
+    pub fn fake_labels(&mut self, batch: usize, device: &Device) -> anyhow::Result<Option<Tensor>> {
+        let Some(classes) = self.generator.classes() else {
+            return Ok(None);
+        };
+        let labels: Vec<u32> = (0..batch)
+            .map(|_| self.rng.random_range(0..classes as u32))
+            .collect();
+        Ok(Some(Tensor::from_vec(labels, batch, device)?))
     }
 
     /// The generator to export: the weight average (BatchNorm statistics recomputed for it,
@@ -280,20 +353,37 @@ impl TrainState {
     /// The discriminator's step runs real and fake images through it as one batch: it has no
     /// BatchNorm, so each image's output is the same as in two passes, and the mean of the
     /// per-image losses over both halves is `(BCE(D(real), 1) + BCE(D(fake), 0)) / 2`.
-    pub fn train_batch(&mut self, real: &Tensor, z: &Tensor) -> anyhow::Result<BatchLosses> {
+    ///
+    /// The conditional GAN (`labels` given) is `cgan.py`'s step: the generator draws the
+    /// asked classes, the discriminator judges each image with its label, and both losses are
+    /// mean squared errors against the same targets.
+    pub fn train_batch(
+        &mut self,
+        real: &Tensor,
+        z: &Tensor,
+        labels: Option<&BatchLabels>,
+    ) -> anyhow::Result<BatchLosses> {
         let batch = real.dim(0)?;
         if z.dim(0)? != batch {
             bail!("{} latent vectors for a batch of {batch}", z.dim(0)?);
         }
         let device = real.device();
+        let least_squares = labels.is_some();
 
         // Generator step: make the discriminator call the fakes real. The discriminator's
         // weights are frozen here: their gradients would be discarded anyway.
-        let fakes = self.generator.forward_train(z)?;
+        let input = self.generator.input(z, labels.map(|l| &l.fake))?;
+        let fakes = self.generator.forward_train(&input)?;
         let seen = self.augment(&fakes)?;
         let masks = self.dropout(batch, device)?;
-        let g_logits = self.discriminator.forward(&seen, true, masks.as_ref())?;
-        let g_loss = bce_with_logits(&g_logits, 1.0)?;
+        let g_logits = self
+            .discriminator
+            .forward(&seen, labels.map(|l| &l.fake), true, &masks)?;
+        let g_loss = if least_squares {
+            mse(&g_logits, 1.0)?
+        } else {
+            bce_with_logits(&g_logits, 1.0)?
+        };
         self.opt_g.step(&g_loss.backward()?)?;
         if let Some(average) = &mut self.average {
             average.update(&self.generator)?;
@@ -305,15 +395,27 @@ impl TrainState {
         let seen_fake = self.augment(&fakes.detach())?;
         let masks_fake = self.dropout(batch, device)?;
         let seen = Tensor::cat(&[&seen_real, &seen_fake], 0)?;
-        let masks = match (masks_real, masks_fake) {
-            (Some([r0, r1]), Some([f0, f1])) => {
-                Some([Tensor::cat(&[&r0, &f0], 0)?, Tensor::cat(&[&r1, &f1], 0)?])
-            }
-            _ => None,
+        let masks = masks_real
+            .into_iter()
+            .zip(masks_fake)
+            .map(|pair| match pair {
+                (Some(real), Some(fake)) => Ok(Some(Tensor::cat(&[&real, &fake], 0)?)),
+                _ => Ok(None),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let both_labels = match labels {
+            Some(labels) => Some(Tensor::cat(&[&labels.real, &labels.fake], 0)?),
+            None => None,
         };
-        let logits = self.discriminator.forward(&seen, false, masks.as_ref())?;
+        let logits = self
+            .discriminator
+            .forward(&seen, both_labels.as_ref(), false, &masks)?;
         let targets = self.d_targets(batch, device)?;
-        let d_loss = bce_with_logit_targets(&logits, &targets)?;
+        let d_loss = if least_squares {
+            mse_targets(&logits, &targets)?
+        } else {
+            bce_with_logit_targets(&logits, &targets)?
+        };
         self.opt_d.step(&d_loss.backward()?)?;
 
         Ok(BatchLosses {
@@ -510,6 +612,9 @@ pub struct RunSettings {
     pub adam: AdamConfig,
     /// Recipe.
     pub recipe: Recipe,
+    /// Classes of the conditional GAN (`None`: the unconditional one).
+    #[serde(default)]
+    pub classes: Option<usize>,
 }
 
 impl TrainConfig {
@@ -528,6 +633,7 @@ impl TrainConfig {
         config.seed = settings.seed;
         config.adam = settings.adam;
         config.recipe = settings.recipe;
+        config.classes = settings.classes;
         config.resume = true;
         Ok(config)
     }
@@ -808,13 +914,29 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
              engine"
         );
     }
+    if let Some(classes) = config.classes {
+        check_conditional(config, &data, classes)?;
+    }
     let images = dataset_tensor(&data, device)?;
+    let labels = match config.classes {
+        Some(_) => {
+            let labels: Vec<u32> = data.labels.iter().map(|&l| u32::from(l)).collect();
+            Some(Tensor::from_vec(labels, data.len(), device)?)
+        }
+        None => None,
+    };
     let out = &config.out_dir;
     let checkpoint_path = out.join(CHECKPOINT_FILE);
     fs::create_dir_all(out.join(SAMPLES_DIR))
         .with_context(|| format!("creating {}", out.display()))?;
 
-    let mut state = TrainState::with_recipe(config.seed, config.adam, config.recipe, device)?;
+    let mut state = TrainState::for_model(
+        config.seed,
+        config.adam,
+        config.recipe,
+        config.classes,
+        device,
+    )?;
     let mut position = EpochPosition::default();
     if config.resume {
         let checkpoint = Checkpoint::read(&checkpoint_path)?;
@@ -830,6 +952,13 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
                     &data_hash[..16]
                 );
             }
+        }
+        if settings.classes != config.classes {
+            bail!(
+                "the checkpoint holds {}, not {}",
+                describe_model(settings.classes),
+                describe_model(config.classes)
+            );
         }
         if settings.images != data.len() {
             bail!(
@@ -866,6 +995,7 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         seed: config.seed,
         adam: config.adam,
         recipe: config.recipe,
+        classes: config.classes,
     };
     let config_json = serde_json::to_string(&settings)?;
     // The hand-written trainers read the images as plain floats.
@@ -980,7 +1110,16 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
                 (Stepper::Candle, Some(latent_tensor)) => {
                     let real = images.index_select(&order.narrow(0, start, len)?, 0)?;
                     let z = latent_tensor.narrow(0, offset, len)?;
-                    let losses = state.train_batch(&real, &z)?;
+                    let batch_labels = match &labels {
+                        Some(labels) => {
+                            let real = labels.index_select(&order.narrow(0, start, len)?, 0)?;
+                            state
+                                .fake_labels(len, device)?
+                                .map(|fake| BatchLabels { real, fake })
+                        }
+                        None => None,
+                    };
+                    let losses = state.train_batch(&real, &z, batch_labels.as_ref())?;
                     pending.d.push(losses.d_loss);
                     pending.g.push(losses.g_loss);
                     if sample {
@@ -1128,6 +1267,38 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
     Ok(summary)
 }
 
+/// "the conditional GAN of N classes" or "the unconditional GAN", for messages.
+pub fn describe_model(classes: Option<usize>) -> String {
+    match classes {
+        Some(classes) => format!("the conditional GAN of {classes} classes"),
+        None => "the unconditional GAN".to_string(),
+    }
+}
+
+/// Checks what the conditional GAN needs of the run: candle's engine, no dropout of the
+/// recipe's (`cgan.py`'s discriminator has its own), and labels below `classes`.
+fn check_conditional(config: &TrainConfig, data: &Dataset, classes: usize) -> anyhow::Result<()> {
+    if config.engine != Engine::Candle {
+        bail!(
+            "the conditional GAN trains on candle's engine only: pass --engine candle (or leave \
+             --engine out)"
+        );
+    }
+    if config.recipe.d_dropout > 0.0 {
+        bail!(
+            "the conditional discriminator has cgan.py's own dropout ({CONDITIONAL_DROPOUT}): \
+             the recipe's dropout does not apply to it"
+        );
+    }
+    if !(2..=256).contains(&classes) {
+        bail!("a conditional GAN needs 2 to 256 classes, not {classes}");
+    }
+    if let Some(&label) = data.labels.iter().find(|&&l| usize::from(l) >= classes) {
+        bail!("the data holds label {label}, beyond the {classes} classes of the model");
+    }
+    Ok(())
+}
+
 /// What runs the training step: candle's autograd on `TrainState` itself, or a hand-written
 /// trainer with its own copy of the state.
 enum Stepper {
@@ -1185,6 +1356,10 @@ fn generator_metadata(
         ),
         ("seed".to_string(), config.seed.to_string()),
         ("recipe".to_string(), config.recipe.name().to_string()),
+        (
+            "classes".to_string(),
+            config.classes.map_or("none".to_string(), |c| c.to_string()),
+        ),
     ])
 }
 
@@ -1252,7 +1427,17 @@ pub fn load_generator(path: &Path, device: &Device) -> anyhow::Result<Generator>
         ""
     };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut generator = Generator::new(&mut rng, device)?;
+    let embedding = format!("{prefix}{}", crate::gan::GENERATOR_EMBEDDING);
+    let mut generator = match tensors.get(&embedding).map(|t| t.dims().to_vec()) {
+        Some(dims) if dims.len() == 2 && dims[0] == dims[1] && dims[0] >= 2 => {
+            Generator::conditional(dims[0], &mut rng, device)?
+        }
+        Some(dims) => bail!(
+            "{}: its label embedding has shape {dims:?}; cgan.py's is [classes, classes]",
+            path.display()
+        ),
+        None => Generator::new(&mut rng, device)?,
+    };
     generator
         .load_state(&tensors, prefix)
         .with_context(|| format!("{} does not hold the reference generator", path.display()))?;

@@ -234,7 +234,7 @@ fn train_batch(
 ) -> (f64, f64, Vec<Vec<f64>>) {
     match engine {
         Engine::Candle => {
-            let losses = state.train_batch(real, z).unwrap();
+            let losses = state.train_batch(real, z, None).unwrap();
             (
                 f64::from(losses.g_loss.to_scalar::<f32>().unwrap()),
                 f64::from(losses.d_loss.to_scalar::<f32>().unwrap()),

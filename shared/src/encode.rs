@@ -5,9 +5,9 @@ use alloc::vec::Vec;
 
 use crate::format::{padded, COL_BLOCK, ROW_BLOCK};
 use crate::format::{
-    trailer_len, ArrayRef, Header, ImageShape, LayerHeader, OutputStageHeader, Preamble,
-    WeightFormat, WordSums, CHANNEL_RECORD_LEN, CRC32, DATA_ALIGN, FORMAT_VERSION, MAGIC,
-    MAX_LAYERS, WORD_SUMS_LEN,
+    trailer_len, ArrayRef, ClassTableHeader, Header, HeaderV3, ImageShape, LayerHeader,
+    OutputStageHeader, Preamble, WeightFormat, WordSums, CHANNEL_RECORD_LEN, CLASS_TABLE_VERSION,
+    CRC32, DATA_ALIGN, FORMAT_VERSION, MAGIC, MAX_LAYERS, WORD_SUMS_LEN,
 };
 use crate::format::{ChannelRequant, FormatError, Model};
 
@@ -57,6 +57,17 @@ pub struct ModelSpec<'a> {
     pub image: ImageShape,
     /// Layers, first to last.
     pub layers: &'a [LayerSpec<'a>],
+    /// The class table of a conditional model (`None`: unconditional).
+    pub classes: Option<ClassTableSpec<'a>>,
+}
+
+/// A conditional model's class table, to encode (see [`crate::format::ClassTableHeader`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ClassTableSpec<'a> {
+    /// Codes per class.
+    pub width: u16,
+    /// `classes * width` codes, row per class, at the latent's scale.
+    pub codes: &'a [i8],
 }
 
 /// Why a model could not be encoded.
@@ -91,6 +102,14 @@ pub enum EncodeError {
         /// The format.
         format: WeightFormat,
     },
+    /// The class table's codes are not a whole number of rows of its width.
+    #[error("a class table of {codes} codes in rows of {width}")]
+    ClassTableShape {
+        /// Codes given.
+        codes: usize,
+        /// Codes per class.
+        width: u16,
+    },
     /// The encoded blob does not validate (the spec is inconsistent).
     #[error("the encoded model does not validate: {0}")]
     Invalid(#[from] FormatError),
@@ -122,6 +141,29 @@ pub fn encode(spec: &ModelSpec<'_>) -> Result<Vec<u8>, EncodeError> {
         return Err(EncodeError::TooManyLayers(spec.layers.len()));
     }
     let mut data = DataSection { bytes: Vec::new() };
+    let classes = match spec.classes {
+        None => None,
+        Some(table) => {
+            let width = usize::from(table.width);
+            if width == 0 || table.codes.is_empty() || !table.codes.len().is_multiple_of(width) {
+                return Err(EncodeError::ClassTableShape {
+                    codes: table.codes.len(),
+                    width: table.width,
+                });
+            }
+            let classes = u16::try_from(table.codes.len() / width).map_err(|_| {
+                EncodeError::ClassTableShape {
+                    codes: table.codes.len(),
+                    width: table.width,
+                }
+            })?;
+            Some(ClassTableHeader {
+                classes,
+                width: table.width,
+                table: data.push(table.codes.iter().map(|&c| c as u8))?,
+            })
+        }
+    };
     let mut layers = heapless::Vec::<LayerHeader, MAX_LAYERS>::new();
     for (index, layer) in spec.layers.iter().enumerate() {
         let weights = data.push(layout_weights(index, layer)?)?;
@@ -156,13 +198,29 @@ pub fn encode(spec: &ModelSpec<'_>) -> Result<Vec<u8>, EncodeError> {
             .push(header)
             .map_err(|_| EncodeError::TooManyLayers(spec.layers.len()))?;
     }
-    let header = Header {
-        name: spec.name,
-        latent_dim: spec.latent_dim,
-        image: spec.image,
-        layers,
+    // An unconditional model is written as version 3, the oldest that holds it.
+    let (version, header_bytes) = match classes {
+        Some(_) => (
+            FORMAT_VERSION,
+            postcard::to_allocvec(&Header {
+                name: spec.name,
+                latent_dim: spec.latent_dim,
+                image: spec.image,
+                layers,
+                classes,
+            }),
+        ),
+        None => (
+            CLASS_TABLE_VERSION - 1,
+            postcard::to_allocvec(&HeaderV3 {
+                name: spec.name,
+                latent_dim: spec.latent_dim,
+                image: spec.image,
+                layers,
+            }),
+        ),
     };
-    let header_bytes = postcard::to_allocvec(&header).map_err(|_| EncodeError::Serialize)?;
+    let header_bytes = header_bytes.map_err(|_| EncodeError::Serialize)?;
 
     // The preamble holds the total length as a varint, whose own size moves the data section:
     // iterate to the fixed point (two rounds at most, as the varint grows monotonically).
@@ -170,7 +228,7 @@ pub fn encode(spec: &ModelSpec<'_>) -> Result<Vec<u8>, EncodeError> {
     let blob = loop {
         let preamble = Preamble {
             magic: MAGIC,
-            version: FORMAT_VERSION,
+            version,
             blob_len: u32::try_from(blob_len).map_err(|_| EncodeError::TooLarge)?,
         };
         let mut blob = postcard::to_allocvec(&preamble).map_err(|_| EncodeError::Serialize)?;

@@ -6,14 +6,16 @@
 //! ┌──────────────────────────┬───────────────────────────┬─────┬────────────────────┬────────┐
 //! │ preamble (postcard)      │ header (postcard)         │ pad │ data section       │ check  │
 //! │ magic "MCGN", version,   │ name, latent dim, image,  │ to  │ raw little-endian  │ sums,  │
-//! │ total blob length        │ layers with array refs    │ 16  │ arrays, 16-aligned │ 16 B   │
+//! │ total blob length        │ layers with array refs,   │ 16  │ arrays, 16-aligned │ 16 B   │
+//! │                          │ class table (version 4)   │     │                    │        │
 //! └──────────────────────────┴───────────────────────────┴─────┴────────────────────┴────────┘
 //! ```
 //!
 //! postcard writes integers wider than a byte as varints, which cannot be indexed in place, so
 //! the bulk arrays are not postcard: the header refers to them by offset and length inside the
 //! data section, and they are read straight from the blob — weights in one of the layouts of
-//! [`WeightFormat`], 12-byte per-channel records ([`ChannelParams`]) and `u8` lookup tables.
+//! [`WeightFormat`], 12-byte per-channel records ([`ChannelParams`]), `u8` lookup tables and,
+//! for a class-conditional model, its class table ([`ClassTable`]).
 //!
 //! The trailer is the [`WordSums`] of everything before it (versions 1 and 2: a CRC-32).
 //!
@@ -29,10 +31,17 @@ use crate::requant::Requant;
 
 /// The four bytes every model blob starts with.
 pub const MAGIC: [u8; 4] = *b"MCGN";
-/// The format version this crate writes. Version 2 added the blocked int8 and int4 weight
-/// layouts; version 3 replaced the CRC-32 trailer by [`WordSums`] (a boot check 16 times
-/// cheaper on the chip). Blobs of versions 1 (row-major int8 only) and 2 are still read.
-pub const FORMAT_VERSION: u16 = 3;
+/// The newest format version this crate reads and writes. Version 2 added the blocked int8
+/// and int4 weight layouts; version 3 replaced the CRC-32 trailer by [`WordSums`] (a boot
+/// check 16 times cheaper on the chip); version 4 added the class table of a conditional
+/// model. Blobs of versions 1 (row-major int8 only), 2 and 3 are still read, and the encoder
+/// writes an unconditional model as version 3, the oldest version that holds it, so that such
+/// blobs stay byte for byte what they were.
+pub const FORMAT_VERSION: u16 = 4;
+/// The oldest format version that holds a class table.
+pub const CLASS_TABLE_VERSION: u16 = 4;
+/// The most classes a conditional model may have.
+pub const MAX_CLASSES: usize = 256;
 /// The oldest format version this crate reads.
 pub const OLDEST_FORMAT_VERSION: u16 = 1;
 /// Output rows that one block of a blocked weight layout holds.
@@ -234,6 +243,77 @@ pub struct Header<'a> {
     pub image: ImageShape,
     /// The layers, first to last.
     pub layers: Vec<LayerHeader, MAX_LAYERS>,
+    /// The class table of a conditional model (format version 4; absent before).
+    pub classes: Option<ClassTableHeader>,
+}
+
+/// The header of versions 1 to 3, which has no class table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderV3<'a> {
+    /// See [`Header::name`].
+    pub name: &'a str,
+    /// See [`Header::latent_dim`].
+    pub latent_dim: u16,
+    /// See [`Header::image`].
+    pub image: ImageShape,
+    /// See [`Header::layers`].
+    pub layers: Vec<LayerHeader, MAX_LAYERS>,
+}
+
+impl<'a> From<HeaderV3<'a>> for Header<'a> {
+    fn from(old: HeaderV3<'a>) -> Self {
+        Self {
+            name: old.name,
+            latent_dim: old.latent_dim,
+            image: old.image,
+            layers: old.layers,
+            classes: None,
+        }
+    }
+}
+
+/// Where a conditional model keeps its class embedding: one row of `width` int8 codes per
+/// class, at the latent's scale ([`crate::latent::LATENT_SCALE`]). The first layer's input is
+/// `[class row, latent vector]` (`cgan.py`'s order), `width + latent_dim` codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassTableHeader {
+    /// Classes the model draws, `1..=MAX_CLASSES`.
+    pub classes: u16,
+    /// Codes per class.
+    pub width: u16,
+    /// `classes * width` bytes (`i8` codes), row per class.
+    pub table: ArrayRef,
+}
+
+/// A validated class table, borrowed from the blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassTable<'a> {
+    classes: usize,
+    width: usize,
+    bytes: &'a [u8],
+}
+
+impl<'a> ClassTable<'a> {
+    /// Classes the model draws.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Codes per class.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The codes of `class` (as stored bytes; each is an `i8`), or `None` beyond the table.
+    pub fn row(&self, class: usize) -> Option<&'a [u8]> {
+        let start = class.checked_mul(self.width)?;
+        self.bytes.get(start..start.checked_add(self.width)?)
+    }
+
+    /// The codes of `class` as `i8`, or `None` beyond the table.
+    pub fn codes(&self, class: usize) -> Option<impl Iterator<Item = i8> + 'a> {
+        Some(self.row(class)?.iter().map(|&b| b as i8))
+    }
 }
 
 /// Which array of a layer an error is about.
@@ -246,6 +326,8 @@ pub enum ArrayKind {
     Channels,
     /// The tanh lookup table.
     Lut,
+    /// The class table of a conditional model (reported as layer 0's).
+    ClassTable,
 }
 
 /// Why a blob is not a usable model.
@@ -407,6 +489,14 @@ pub enum FormatError {
         /// Layer index.
         layer: u8,
     },
+    /// A class table with no class, too many, or rows of no code.
+    #[error("class table of {classes} classes of {width} codes (1..={MAX_CLASSES} classes of 1 or more codes)")]
+    BadClassTable {
+        /// Classes in the header.
+        classes: u16,
+        /// Codes per class in the header.
+        width: u16,
+    },
 }
 
 /// One output channel's parameters: `acc = bias + Σ w·x`, then `requant.apply(acc)`.
@@ -538,12 +628,13 @@ pub struct Model<'a> {
     image: ImageShape,
     pixel_count: usize,
     layers: Vec<Layer<'a>, MAX_LAYERS>,
+    classes: Option<ClassTable<'a>>,
     blob_len: usize,
 }
 
 /// The byte ranges of arrays already seen, to detect overlaps.
 struct Claimed {
-    ranges: Vec<(u32, u32), { MAX_LAYERS * 3 }>,
+    ranges: Vec<(u32, u32), { MAX_LAYERS * 3 + 1 }>,
 }
 
 impl Claimed {
@@ -554,7 +645,7 @@ impl Claimed {
         if self.ranges.iter().any(|&(s, e)| start < e && s < end) {
             return false;
         }
-        // Capacity is 3 arrays per layer and MAX_LAYERS layers.
+        // Capacity is 3 arrays per layer, MAX_LAYERS layers and the class table.
         self.ranges.push((start, end)).is_ok()
     }
 }
@@ -630,8 +721,13 @@ impl<'a> Model<'a> {
             let body_after_preamble = after_preamble
                 .get(..after_preamble.len().saturating_sub(trailer))
                 .ok_or(FormatError::MalformedHeader)?;
-            let (header, rest) = postcard::take_from_bytes::<Header<'a>>(body_after_preamble)
-                .map_err(|_| FormatError::MalformedHeader)?;
+            let (header, rest) = if preamble.version >= CLASS_TABLE_VERSION {
+                postcard::take_from_bytes::<Header<'a>>(body_after_preamble)
+            } else {
+                postcard::take_from_bytes::<HeaderV3<'a>>(body_after_preamble)
+                    .map(|(header, rest)| (header.into(), rest))
+            }
+            .map_err(|_| FormatError::MalformedHeader)?;
             (header, rest.len())
         };
         let (header, rest_len) = after_header_len;
@@ -655,6 +751,33 @@ impl<'a> Model<'a> {
         let mut layers = Vec::new();
         let mut fed = u32::from(header.latent_dim);
         check_width(0, fed)?;
+        let classes = match header.classes {
+            None => None,
+            Some(table) => {
+                let (count, width) = (usize::from(table.classes), usize::from(table.width));
+                if !(1..=MAX_CLASSES).contains(&count) || width == 0 {
+                    return Err(FormatError::BadClassTable {
+                        classes: table.classes,
+                        width: table.width,
+                    });
+                }
+                fed += u32::from(table.width);
+                check_width(0, fed)?;
+                let bytes = resolve(
+                    data,
+                    &mut claimed,
+                    0,
+                    ArrayKind::ClassTable,
+                    table.table,
+                    (count * width) as u32,
+                )?;
+                Some(ClassTable {
+                    classes: count,
+                    width,
+                    bytes,
+                })
+            }
+        };
 
         for (index, stored) in header.layers.iter().enumerate() {
             let layer = index as u8;
@@ -775,6 +898,7 @@ impl<'a> Model<'a> {
             image,
             pixel_count: pixels,
             layers,
+            classes,
             blob_len,
         })
     }
@@ -787,6 +911,21 @@ impl<'a> Model<'a> {
     /// Length of the latent vector.
     pub fn latent_dim(&self) -> usize {
         self.latent_dim
+    }
+
+    /// The class table of a conditional model; `None` for an unconditional one.
+    pub fn class_table(&self) -> Option<ClassTable<'a>> {
+        self.classes
+    }
+
+    /// Classes a conditional model draws; `None` for an unconditional one.
+    pub fn classes(&self) -> Option<usize> {
+        self.classes.map(|table| table.classes)
+    }
+
+    /// Codes the first layer takes: the class row (if any) and the latent vector.
+    pub fn input_width(&self) -> usize {
+        self.latent_dim + self.classes.map_or(0, |table| table.width)
     }
 
     /// Shape of a generated image.

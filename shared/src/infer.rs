@@ -1,4 +1,5 @@
-//! Inference: one seed in, one image out, in fixed buffers.
+//! Inference: one seed (and, for a conditional model, one class) in, one image out, in fixed
+//! buffers.
 
 use crate::format::{padded, LayerOutput, Model, COL_BLOCK, MAX_WIDTH};
 use crate::kernels::{dense, leaky_relu_requant, tanh_pixel};
@@ -32,6 +33,70 @@ pub enum InferenceError {
         /// The vector's length.
         found: usize,
     },
+    /// The input vector's length differs from what the model's first layer takes.
+    #[error("input vector has {found} codes, the model's first layer takes {expected}")]
+    InputSize {
+        /// [`Model::input_width`].
+        expected: usize,
+        /// The vector's length.
+        found: usize,
+    },
+    /// A conditional model was asked for an image without a class.
+    #[error("the model is conditional: ask for one of its {classes} classes")]
+    ClassRequired {
+        /// The model's classes.
+        classes: usize,
+    },
+    /// An unconditional model was asked for a class.
+    #[error("the model is unconditional: it draws no class")]
+    NotConditional,
+    /// A class beyond the model's.
+    #[error("class {class} is beyond the model's {classes} classes")]
+    ClassOutOfRange {
+        /// The class asked for.
+        class: u16,
+        /// The model's classes.
+        classes: usize,
+    },
+}
+
+/// What to draw: the latent vector's seed and, for a conditional model, the class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ImageRequest {
+    /// Seed of the latent vector ([`sample_latent`]).
+    pub seed: u32,
+    /// The class a conditional model draws; `None` for an unconditional model.
+    pub class: Option<u16>,
+}
+
+impl ImageRequest {
+    /// The image of `seed` from an unconditional model.
+    pub fn seed(seed: u32) -> Self {
+        Self { seed, class: None }
+    }
+
+    /// The image of `seed` from a model of `classes` classes (`None`: unconditional) when no
+    /// class is asked for: a conditional model draws class `seed % classes`, so that any run
+    /// of consecutive seeds covers the classes evenly. Every tool that draws many seeds
+    /// (simulation, calibration, evaluation, the firmware's default) uses this.
+    pub fn default_for(seed: u32, classes: Option<usize>) -> Self {
+        match classes {
+            Some(classes) if classes > 0 => Self {
+                seed,
+                class: Some((seed % classes as u32) as u16),
+            },
+            _ => Self::seed(seed),
+        }
+    }
+
+    /// The image of `seed` in class `class` from a conditional model.
+    pub fn class(seed: u32, class: u16) -> Self {
+        Self {
+            seed,
+            class: Some(class),
+        }
+    }
 }
 
 /// Watches inference layer by layer; the firmware times each layer with it. `()` watches
@@ -75,17 +140,26 @@ impl<const N: usize> Activations<N> {
 /// KiB) and the borrowed model: no heap, no float. The host simulation calls this; the
 /// firmware calls [`generate_in`] with buffers sized for its model.
 pub fn generate(model: &Model<'_>, seed: u32, pixels: &mut [u8]) -> Result<(), InferenceError> {
-    generate_in::<MAX_WIDTH>(model, seed, pixels, &mut ())
+    generate_in::<MAX_WIDTH>(model, ImageRequest::seed(seed), pixels, &mut ())
+}
+
+/// [`generate`] for any model: `request` names the class of a conditional one.
+pub fn generate_request(
+    model: &Model<'_>,
+    request: ImageRequest,
+    pixels: &mut [u8],
+) -> Result<(), InferenceError> {
+    generate_in::<MAX_WIDTH>(model, request, pixels, &mut ())
 }
 
 /// [`generate`], telling `observer` when each layer starts and ends.
 pub fn generate_observed(
     model: &Model<'_>,
-    seed: u32,
+    request: ImageRequest,
     pixels: &mut [u8],
     observer: &mut dyn LayerObserver,
 ) -> Result<(), InferenceError> {
-    generate_in::<MAX_WIDTH>(model, seed, pixels, observer)
+    generate_in::<MAX_WIDTH>(model, request, pixels, observer)
 }
 
 /// [`generate_observed`] in two stack buffers of `N` entries (3·N bytes), which must hold
@@ -97,27 +171,44 @@ pub fn generate_observed(
 /// settings, whatever the caller's.
 pub fn generate_in<const N: usize>(
     model: &Model<'_>,
-    seed: u32,
+    request: ImageRequest,
     pixels: &mut [u8],
     observer: &mut dyn LayerObserver,
 ) -> Result<(), InferenceError> {
+    let class = class_offset(model, request.class)?;
     let mut activations = Activations::<N>::new();
     run(
         model,
         pixels,
         observer,
-        Latent::Seed(seed),
+        Input::Seed {
+            seed: request.seed,
+            class,
+        },
         &mut activations.narrow,
         &mut activations.wide.0,
     )
 }
 
-/// Where the latent vector comes from.
+/// Checks `class` against `model`: `Some(class)` for a conditional model, `None` otherwise.
+fn class_offset(model: &Model<'_>, class: Option<u16>) -> Result<Option<usize>, InferenceError> {
+    match (model.classes(), class) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(InferenceError::NotConditional),
+        (Some(classes), None) => Err(InferenceError::ClassRequired { classes }),
+        (Some(classes), Some(class)) if usize::from(class) >= classes => {
+            Err(InferenceError::ClassOutOfRange { class, classes })
+        }
+        (Some(_), Some(class)) => Ok(Some(usize::from(class))),
+    }
+}
+
+/// Where the first layer's input comes from.
 #[derive(Clone, Copy)]
-enum Latent<'a> {
-    /// Drawn from a seed.
-    Seed(u32),
-    /// Given.
+enum Input<'a> {
+    /// The latent vector drawn from a seed, after the class row of `class` if there is one.
+    Seed { seed: u32, class: Option<usize> },
+    /// Given whole: class row (if any) and latent codes.
     Codes(&'a [i8]),
 }
 
@@ -135,12 +226,33 @@ pub fn run_from_latent(
             found: latent.len(),
         });
     }
+    if let Some(classes) = model.classes() {
+        return Err(InferenceError::ClassRequired { classes });
+    }
+    run_from_input(model, latent, pixels)
+}
+
+/// Runs the model on its whole first-layer input, given: for a conditional model the class
+/// row (codes at the latent's scale; a row of [`Model::class_table`] or a blend of rows, as a
+/// latent walk between classes makes) followed by the latent codes, [`Model::input_width`]
+/// codes in all.
+pub fn run_from_input(
+    model: &Model<'_>,
+    input: &[i8],
+    pixels: &mut [u8],
+) -> Result<(), InferenceError> {
+    if input.len() != model.input_width() {
+        return Err(InferenceError::InputSize {
+            expected: model.input_width(),
+            found: input.len(),
+        });
+    }
     let mut activations = Activations::<MAX_WIDTH>::new();
     run(
         model,
         pixels,
         &mut (),
-        Latent::Codes(latent),
+        Input::Codes(input),
         &mut activations.narrow,
         &mut activations.wide.0,
     )
@@ -158,14 +270,14 @@ fn widen(narrow: &[i8], wide: &mut [i16]) {
     }
 }
 
-/// Runs the layers on the latent vector `latent` stands for, in the buffers `narrow` and
-/// `wide` (`wide` 8-byte aligned for the DSP kernels).
+/// Runs the layers on the input `input` stands for, in the buffers `narrow` and `wide`
+/// (`wide` 8-byte aligned for the DSP kernels).
 #[inline(never)]
 fn run(
     model: &Model<'_>,
     pixels: &mut [u8],
     observer: &mut dyn LayerObserver,
-    latent: Latent<'_>,
+    input: Input<'_>,
     narrow: &mut [i8],
     wide: &mut [i16],
 ) -> Result<(), InferenceError> {
@@ -182,10 +294,23 @@ fn run(
             capacity,
         });
     }
-    let mut width = model.latent_dim().min(capacity);
-    match latent {
-        Latent::Seed(seed) => sample_latent(seed, &mut narrow[..width]),
-        Latent::Codes(codes) => {
+    let mut width = model.input_width().min(capacity);
+    match input {
+        Input::Seed { seed, class } => {
+            // The class row first, then the latent vector: `cgan.py`'s order.
+            let row = match (model.class_table(), class) {
+                (Some(table), Some(class)) => table.row(class),
+                _ => None,
+            };
+            let row = row.unwrap_or(&[]);
+            let split = row.len().min(width);
+            let (front, latent) = narrow[..width].split_at_mut(split);
+            for (slot, &code) in front.iter_mut().zip(row) {
+                *slot = code as i8;
+            }
+            sample_latent(seed, latent);
+        }
+        Input::Codes(codes) => {
             for (slot, &code) in narrow[..width].iter_mut().zip(codes.iter()) {
                 *slot = code;
             }

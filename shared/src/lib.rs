@@ -13,6 +13,7 @@
 //!
 //! ```text
 //!  seed ──► SplitMix64 ──► Gaussian CDF table ──► int8 latent z (scale 1/32)
+//!  class ──► class table row (conditional models) ──┐
 //!        ──► [int8/int4 dense + LeakyReLU] x4 ──► int8/int4 dense ──► tanh LUT ──► u8 pixels
 //! ```
 //!
@@ -39,5 +40,8 @@ pub mod requant;
 pub mod stream;
 
 pub use format::{FormatError, ImageShape, Layer, LayerOutput, Model};
-pub use infer::{generate, generate_in, generate_observed, InferenceError, LayerObserver};
+pub use infer::{
+    generate, generate_in, generate_observed, generate_request, ImageRequest, InferenceError,
+    LayerObserver,
+};
 pub use requant::Requant;

@@ -77,6 +77,7 @@ fn model_blob_as(
         latent_dim: widths[0],
         image,
         layers: &layers,
+        classes: None,
     })
     .expect("test model encodes")
 }
@@ -209,6 +210,7 @@ fn weights_outside_the_format_do_not_encode() {
             channels: 1,
         },
         layers: &layers,
+        classes: None,
     };
     assert!(matches!(
         encode(&spec),
@@ -222,6 +224,7 @@ fn weights_outside_the_format_do_not_encode() {
     assert!(matches!(
         encode(&ModelSpec {
             layers: &short,
+            classes: None,
             ..spec
         }),
         Err(EncodeError::WeightCount {
@@ -513,6 +516,7 @@ fn encode_one_layer(
         latent_dim: latent,
         image,
         layers: &layers,
+        classes: None,
     })
 }
 
@@ -710,6 +714,7 @@ proptest! {
             latent_dim: inputs as u16,
             image: ImageShape { width: outputs as u16, height: 1, channels: 1 },
             layers: &layers,
+            classes: None,
         }).expect("encodes");
         let model = Model::parse(&blob).expect("valid");
         let layer = &model.layers()[0];
@@ -806,6 +811,7 @@ pub fn heavy_rows_blob() -> Vec<u8> {
             channels: 1,
         },
         layers: &layers,
+        classes: None,
     };
     let mut blob = encode(&spec).expect("encodes");
     let (start, len) = {
@@ -937,17 +943,17 @@ proptest! {
 /// `generate` draws; too few entries is a named error, not a panic.
 #[test]
 fn activation_buffers_must_hold_the_widest_layer_input() {
-    use mcugan_shared::{generate_in, InferenceError};
+    use mcugan_shared::{generate_in, ImageRequest, InferenceError};
     let blob = small_blob(); // 8 -> 12 -> 16
     let model = Model::parse(&blob).unwrap();
     assert_eq!(model.activation_width(), 16); // 12 rounded up to a column block
     let mut want = vec![0u8; 16];
     generate(&model, 3, &mut want).unwrap();
     let mut got = vec![0u8; 16];
-    generate_in::<16>(&model, 3, &mut got, &mut ()).unwrap();
+    generate_in::<16>(&model, ImageRequest::seed(3), &mut got, &mut ()).unwrap();
     assert_eq!(got, want);
     assert_eq!(
-        generate_in::<8>(&model, 3, &mut got, &mut ()),
+        generate_in::<8>(&model, ImageRequest::seed(3), &mut got, &mut ()),
         Err(InferenceError::ActivationBuffers {
             needed: 16,
             capacity: 8
@@ -959,17 +965,17 @@ fn activation_buffers_must_hold_the_widest_layer_input() {
 /// holds them; buffers sized for a narrower model refuse by name.
 #[test]
 fn hidden_layers_up_to_max_width_run() {
-    use mcugan_shared::{generate_in, InferenceError};
+    use mcugan_shared::{generate_in, ImageRequest, InferenceError};
     let blob = model_blob(&[8, 2048, 16], square(4), 5);
     let model = Model::parse(&blob).unwrap();
     assert_eq!(model.activation_width(), 2048);
     let mut pixels = vec![0u8; 16];
     generate(&model, 1, &mut pixels).unwrap();
     let mut again = vec![0u8; 16];
-    generate_in::<2048>(&model, 1, &mut again, &mut ()).unwrap();
+    generate_in::<2048>(&model, ImageRequest::seed(1), &mut again, &mut ()).unwrap();
     assert_eq!(pixels, again);
     assert!(matches!(
-        generate_in::<1024>(&model, 1, &mut again, &mut ()),
+        generate_in::<1024>(&model, ImageRequest::seed(1), &mut again, &mut ()),
         Err(InferenceError::ActivationBuffers { needed: 2048, .. })
     ));
 }

@@ -297,6 +297,7 @@ fn the_dsp_kernel_is_exact_at_the_edge_of_its_shifted_sums() {
             channels: 1,
         },
         layers: &layers,
+        classes: None,
     };
     let mut blob = encode(&spec).unwrap();
     // The encoder writes weights in -127..=127; -128, which a foreign encoder may write, is
