@@ -8,6 +8,8 @@
 //!   1 (one class, or no confident class) to 10 (confident and balanced).
 //! - **Coverage**: the histogram of predicted classes and how many classes get at least a
 //!   quarter of their fair share.
+//! - **Class accuracy** (conditional models): the share of images the classifier assigns to
+//!   the class they were asked for, overall and per class.
 
 use std::path::Path;
 
@@ -30,6 +32,47 @@ pub struct Metrics {
     pub class_shares: Vec<f64>,
     /// Classes with at least a quarter of their fair share of the images.
     pub classes_covered: usize,
+    /// How often the classifier sees the asked class, for images of a conditional model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_accuracy: Option<ClassAccuracy>,
+}
+
+/// How well a conditional model draws the classes it is asked for, as the classifier sees it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ClassAccuracy {
+    /// Share of all images classified as their asked class.
+    pub overall: f64,
+    /// Per asked class: the share of its images classified as it (`NaN` for a class never
+    /// asked for).
+    pub per_class: Vec<f64>,
+}
+
+/// The class accuracy of images whose classifier `predicted` classes were `asked` for.
+pub fn class_accuracy(predicted: &[usize], asked: &[u16], classes: usize) -> ClassAccuracy {
+    let mut hits = vec![0usize; classes];
+    let mut totals = vec![0usize; classes];
+    for (&p, &a) in predicted.iter().zip(asked) {
+        let a = usize::from(a);
+        if a < classes {
+            totals[a] += 1;
+            hits[a] += usize::from(p == a);
+        }
+    }
+    let all: usize = totals.iter().sum();
+    ClassAccuracy {
+        overall: hits.iter().sum::<usize>() as f64 / all.max(1) as f64,
+        per_class: hits
+            .iter()
+            .zip(&totals)
+            .map(|(&h, &t)| {
+                if t == 0 {
+                    f64::NAN
+                } else {
+                    h as f64 / t as f64
+                }
+            })
+            .collect(),
+    }
 }
 
 /// A Gaussian fitted to feature vectors.
@@ -253,10 +296,35 @@ impl Evaluator {
 
     /// The metrics of `pixels` (28x28 gray-level images, one after another).
     pub fn measure(&self, source: &str, pixels: &[u8]) -> anyhow::Result<Metrics> {
+        self.measure_asked(source, pixels, None)
+    }
+
+    /// [`Evaluator::measure`], with the class each image was asked for when the images
+    /// come from a conditional model: adds [`Metrics::class_accuracy`].
+    pub fn measure_asked(
+        &self,
+        source: &str,
+        pixels: &[u8],
+        asked: Option<&[u16]>,
+    ) -> anyhow::Result<Metrics> {
         let (features, probabilities) = self.classifier.features_and_probabilities(pixels)?;
+        if let Some(asked) = asked {
+            if asked.len() != probabilities.len() {
+                bail!(
+                    "{source}: {} asked classes for {} images",
+                    asked.len(),
+                    probabilities.len()
+                );
+            }
+        }
         let stats = FeatureStats::fit(&features).with_context(|| source.to_string())?;
         let class_shares = class_shares(&probabilities);
+        let class_accuracy = asked.map(|asked| {
+            let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
+            class_accuracy(&predicted, asked, CLASSES)
+        });
         Ok(Metrics {
+            class_accuracy,
             source: source.to_string(),
             images: features.len(),
             fid: self.real.frechet_distance(&stats),
@@ -287,6 +355,40 @@ pub fn markdown_table(rows: &[Metrics]) -> String {
             m.classes_covered,
             m.class_shares.len(),
             shares.join(" ")
+        ));
+    }
+    out
+}
+
+/// The class accuracy of the rows that have one, as a Markdown table (empty when none has).
+pub fn class_accuracy_table(rows: &[Metrics]) -> String {
+    let mut out = String::new();
+    for m in rows {
+        let Some(accuracy) = &m.class_accuracy else {
+            continue;
+        };
+        if out.is_empty() {
+            out.push_str(
+                "| images | n | class accuracy ↑ | per asked class 0…9 (%) |\n|---|---:|---:|---|\n",
+            );
+        }
+        let per: Vec<String> = accuracy
+            .per_class
+            .iter()
+            .map(|a| {
+                if a.is_nan() {
+                    "–".to_string()
+                } else {
+                    format!("{:.0}", a * 100.0)
+                }
+            })
+            .collect();
+        out.push_str(&format!(
+            "| {} | {} | {:.2} % | {} |\n",
+            m.source,
+            m.images,
+            accuracy.overall * 100.0,
+            per.join(" ")
         ));
     }
     out

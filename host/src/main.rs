@@ -14,7 +14,7 @@ use mcugan::picture::{self, GridLayout};
 use mcugan::quantize::{self, QuantizeOptions};
 use mcugan::seeds::Seeds;
 use mcugan::{generator_file, report, simulate, train};
-use mcugan_shared::Model;
+use mcugan_shared::{ImageRequest, Model};
 
 #[derive(Parser)]
 #[command(
@@ -354,7 +354,10 @@ struct EvalArgs {
 /// The images of one `eval` source, and what to call it. The reader is picked by the file's
 /// first bytes (ELF, model blob), then by its name (`.onnx`), else safetensors; the error shown
 /// is that reader's own.
-fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<(String, Vec<u8>)> {
+///
+/// A conditional model draws each seed in its default class ([`ImageRequest::default_for`]);
+/// the classes asked for come back beside the images (`None` for other sources).
+fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<EvalImages> {
     let progress = |what: &str| {
         mcugan::progress::Progress::new(
             &format!("drawing ({what})"),
@@ -365,7 +368,7 @@ fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<(Strin
     };
     if path.is_dir() {
         let pixels = mcugan::eval::load_png_folder(path)?;
-        return Ok((format!("PNG folder {}", path.display()), pixels));
+        return Ok((format!("PNG folder {}", path.display()), pixels, None));
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     if bytes.starts_with(b"\x7fELF") {
@@ -395,7 +398,11 @@ fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<(Strin
             bar.inc(chunk.len() as u64);
         }
         bar.finish();
-        return Ok((format!("firmware under QEMU: {}", path.display()), pixels));
+        return Ok((
+            format!("firmware under QEMU: {}", path.display()),
+            pixels,
+            None,
+        ));
     }
     if bytes.starts_with(&mcugan_shared::format::MAGIC) {
         let model = Model::parse(&bytes)
@@ -412,7 +419,12 @@ fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<(Strin
             bar.inc(chunk.len() as u64);
         }
         bar.finish();
-        return Ok((format!("host simulation: {}", path.display()), pixels));
+        let classes = Model::parse(&bytes).ok().and_then(|m| m.classes());
+        return Ok((
+            format!("host simulation: {}", path.display()),
+            pixels,
+            asked_classes(seeds, classes),
+        ));
     }
     let float = if generator_file::is_onnx(path) {
         generator_file::load_float_generator(path)?
@@ -443,7 +455,26 @@ fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<(Strin
         bar.inc(1);
     }
     bar.finish();
-    Ok((format!("float: {}", path.display()), pixels))
+    Ok((
+        format!("float: {}", path.display()),
+        pixels,
+        asked_classes(seeds, float.class_count()),
+    ))
+}
+
+/// An eval source's name, its images, and the classes they were asked for (conditional
+/// models only).
+type EvalImages = (String, Vec<u8>, Option<Vec<u16>>);
+
+/// The classes a conditional model of `classes` classes draws for `seeds` by default.
+fn asked_classes(seeds: &[u32], classes: Option<usize>) -> Option<Vec<u16>> {
+    classes?;
+    Some(
+        seeds
+            .iter()
+            .filter_map(|&seed| ImageRequest::default_for(seed, classes).class)
+            .collect(),
+    )
 }
 
 fn eval_command(args: EvalArgs) -> Result<()> {
@@ -508,9 +539,9 @@ fn eval_command(args: EvalArgs) -> Result<()> {
         rows.push(evaluator.measure("calibration: uniform noise", &noise)?);
     }
     for source in &args.sources {
-        let (name, pixels) = eval_source_images(source, &seeds, args.timeout)?;
+        let (name, pixels, asked) = eval_source_images(source, &seeds, args.timeout)?;
         eprintln!("measuring {name} ({} images)", pixels.len() / INPUT_PIXELS);
-        rows.push(evaluator.measure(&name, &pixels)?);
+        rows.push(evaluator.measure_asked(&name, &pixels, asked.as_deref())?);
         pictures.push(sorted_by_class(&evaluator, &pixels)?);
     }
     let accuracy = evaluator
@@ -518,7 +549,11 @@ fn eval_command(args: EvalArgs) -> Result<()> {
         .meta
         .get("test_accuracy")
         .map_or_else(|| "unknown".to_string(), |a| a.clone());
-    let table = markdown_table(&rows);
+    let mut table = markdown_table(&rows);
+    let accuracy_table = mcugan::eval::class_accuracy_table(&rows);
+    if !accuracy_table.is_empty() {
+        table = format!("{table}\n{accuracy_table}");
+    }
     println!(
         "reference: {} test images of {}; classifier {} (test accuracy {accuracy})\n\n{table}",
         test.len(),
