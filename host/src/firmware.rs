@@ -52,6 +52,8 @@ impl Default for QemuOptions {
 pub struct DrawnImage {
     /// Its seed.
     pub seed: u32,
+    /// The class a conditional model drew it in (`None`: unconditional model).
+    pub class: Option<u16>,
     /// SysTick ticks `generate` took.
     pub ticks: u32,
     /// The pixels.
@@ -61,6 +63,8 @@ pub struct DrawnImage {
 /// The most seeds one firmware run takes: the length of the firmware's seed list
 /// (`mcugan_firmware_app::MAX_SEEDS`).
 pub const MAX_SEEDS_PER_RUN: usize = 256;
+/// The most seed ranges (`A..B[:CLASS]`) the QEMU board's command line holds.
+pub const MAX_SEED_RANGES_PER_RUN: usize = 32;
 
 /// What a firmware run produced.
 #[derive(Clone, Debug)]
@@ -151,8 +155,44 @@ pub fn seeds_argument(seeds: &[u32]) -> Vec<String> {
     args
 }
 
-/// Runs `elf` under QEMU, drawing `seeds`.
+/// Writes `(seed, class)` requests for the firmware's command line: consecutive seeds of one
+/// class as `a..b`, each followed by `:class` when a class is asked for.
+pub fn requests_argument(requests: &[(u32, Option<u16>)]) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut i = 0;
+    while i < requests.len() {
+        let start = i;
+        while i + 1 < requests.len()
+            && requests[i + 1].1 == requests[start].1
+            && requests[i].0.checked_add(1) == Some(requests[i + 1].0)
+        {
+            i += 1;
+        }
+        let seeds: Vec<u32> = requests[start..=i].iter().map(|r| r.0).collect();
+        let range = seeds_argument(&seeds).concat();
+        args.push(match requests[start].1 {
+            Some(class) => format!("{range}:{class}"),
+            None => range,
+        });
+        i += 1;
+    }
+    args
+}
+
+/// Runs `elf` under QEMU, drawing `seeds` (a conditional model: each in its default class).
 pub fn run_qemu(elf: &Path, seeds: &[u32], options: &QemuOptions) -> anyhow::Result<FirmwareRun> {
+    let requests: Vec<(u32, Option<u16>)> = seeds.iter().map(|&s| (s, None)).collect();
+    run_qemu_requests(elf, &requests, options)
+}
+
+/// Runs `elf` under QEMU, drawing each `(seed, class)` of `requests` (`class`: the class a
+/// conditional model draws the seed in; `None`: the seed's default).
+pub fn run_qemu_requests(
+    elf: &Path,
+    requests: &[(u32, Option<u16>)],
+    options: &QemuOptions,
+) -> anyhow::Result<FirmwareRun> {
+    let seeds = requests;
     if seeds.is_empty() {
         anyhow::bail!("no seeds to draw");
     }
@@ -168,7 +208,15 @@ pub fn run_qemu(elf: &Path, seeds: &[u32], options: &QemuOptions) -> anyhow::Res
     let work = tempfile::tempdir().context("creating a temporary directory")?;
     let stream_path = work.path().join("images.bin");
     let mut append = vec![format!("out={}", stream_path.display())];
-    append.extend(seeds_argument(seeds));
+    let ranges = requests_argument(requests);
+    if ranges.len() > MAX_SEED_RANGES_PER_RUN {
+        anyhow::bail!(
+            "the requests make {} seed ranges; the firmware's command line holds \
+             {MAX_SEED_RANGES_PER_RUN} (ask for runs of consecutive seeds in one class)",
+            ranges.len()
+        );
+    }
+    append.extend(ranges);
 
     let start = Instant::now();
     let mut child = Command::new(&options.qemu)
@@ -249,14 +297,17 @@ fn read_stream(bytes: &[u8], run: &mut FirmwareRun) {
             return;
         }
     };
+    let mut class = None;
     for record in reader {
         match record {
+            Ok(Record::Class { class: next }) => class = Some(next),
             Ok(Record::Image {
                 seed,
                 ticks,
                 pixels,
             }) => run.images.push(DrawnImage {
                 seed,
+                class: class.take(),
                 ticks,
                 pixels: pixels.to_vec(),
             }),
@@ -412,5 +463,15 @@ mod tests {
             [format!("{}..4294967296", u32::MAX - 1)]
         );
         assert!(seeds_argument(&[]).is_empty());
+        assert_eq!(
+            requests_argument(&[
+                (0, Some(3)),
+                (1, Some(3)),
+                (2, Some(4)),
+                (3, None),
+                (4, None)
+            ]),
+            ["0..2:3", "2:4", "3..5"]
+        );
     }
 }

@@ -374,6 +374,7 @@ fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<EvalIm
     if bytes.starts_with(b"\x7fELF") {
         let mut bar = progress("firmware under QEMU");
         let mut pixels = Vec::with_capacity(seeds.len() * INPUT_PIXELS);
+        let mut asked: Vec<u16> = Vec::new();
         for chunk in seeds.chunks(firmware::MAX_SEEDS_PER_RUN) {
             let run = firmware::run_qemu(path, chunk, &QemuOptions::with_timeout(timeout))?;
             if !run.succeeded() || run.images.len() != chunk.len() {
@@ -394,14 +395,17 @@ fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<EvalIm
                     );
                 }
                 pixels.extend_from_slice(&image.pixels);
+                asked.extend(image.class);
             }
             bar.inc(chunk.len() as u64);
         }
         bar.finish();
+        // The firmware reports the class of every image of a conditional model.
+        let asked = (asked.len() == seeds.len()).then_some(asked);
         return Ok((
             format!("firmware under QEMU: {}", path.display()),
             pixels,
-            None,
+            asked,
         ));
     }
     if bytes.starts_with(&mcugan_shared::format::MAGIC) {

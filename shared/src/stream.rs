@@ -9,7 +9,11 @@
 //! record  := 'I' seed:u32 ticks:u32 len:u16 pixels[len]         an image and its timer ticks
 //!          | 'S' key:u8 value:u32                                a measurement (see StatKey)
 //!          | 'L' layer:u8 ticks:u32                              one layer's timer ticks
+//!          | 'C' class:u16                                       the class of the next image
 //! ```
+//!
+//! A conditional model's images are each preceded by a class record; an unconditional model's
+//! stream has none, and is the same as before class records existed.
 //! All integers little-endian.
 
 /// The first four bytes of a stream.
@@ -24,6 +28,8 @@ pub const IMAGE_RECORD_HEADER_LEN: usize = 11;
 pub const STAT_RECORD_LEN: usize = 6;
 /// Bytes of a layer-timing record.
 pub const LAYER_RECORD_LEN: usize = 6;
+/// Bytes of a class record.
+pub const CLASS_RECORD_LEN: usize = 3;
 
 /// What a stat record measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +104,12 @@ pub fn layer_record(layer: u8, ticks: u32) -> [u8; LAYER_RECORD_LEN] {
     record
 }
 
+/// A class record: the next image was drawn in class `class`.
+pub fn class_record(class: u16) -> [u8; CLASS_RECORD_LEN] {
+    let [low, high] = class.to_le_bytes();
+    [b'C', low, high]
+}
+
 /// One record read back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Record<'a> {
@@ -123,6 +135,11 @@ pub enum Record<'a> {
         key: StatKey,
         /// The value.
         value: u32,
+    },
+    /// The class of the next image (conditional models).
+    Class {
+        /// The class.
+        class: u16,
     },
 }
 
@@ -199,6 +216,13 @@ impl<'a> RecordReader<'a> {
                 self.offset = offset + STAT_RECORD_LEN;
                 Ok(Record::Stat { key, value })
             }
+            b'C' => {
+                let class = self.bytes.get(offset + 1..offset + 3).ok_or(truncated)?;
+                self.offset = offset + CLASS_RECORD_LEN;
+                Ok(Record::Class {
+                    class: u16::from_le_bytes([class[0], class[1]]),
+                })
+            }
             b'L' => {
                 let layer = *self.bytes.get(offset + 1).ok_or(truncated)?;
                 let ticks = self.u32_at(offset + 2).ok_or(truncated)?;
@@ -235,6 +259,7 @@ mod tests {
         s.extend_from_slice(&[1, 2, 3]);
         s.extend_from_slice(&stat_record(StatKey::StackPeakBytes, 2048));
         s.extend_from_slice(&layer_record(3, 99));
+        s.extend_from_slice(&class_record(513));
         s
     }
 
@@ -257,7 +282,8 @@ mod tests {
                 Ok(Record::Layer {
                     layer: 3,
                     ticks: 99
-                })
+                }),
+                Ok(Record::Class { class: 513 })
             ]
         );
     }

@@ -4,8 +4,9 @@
 
 use cortex_m::peripheral::{DCB, DWT};
 use mcugan_shared::stream::StatKey;
+use mcugan_shared::ImageRequest;
 
-use crate::{draw, log_art, validate, Board, SinkError};
+use crate::{draw, log_art, request_for, validate, Board, SinkError};
 
 /// Somewhere to show an image besides the log.
 pub trait Screen {
@@ -70,12 +71,20 @@ impl<S: Screen> Board for CycleCountedBoard<S> {
         DWT::cycle_count()
     }
 
-    fn emit_image(&mut self, seed: u32, ticks: u32, pixels: &[u8]) -> Result<(), SinkError> {
+    fn emit_image(
+        &mut self,
+        request: ImageRequest,
+        ticks: u32,
+        pixels: &[u8],
+    ) -> Result<(), SinkError> {
         log_art(pixels, self.image_width);
+        if let Some(class) = request.class {
+            defmt::println!("class {=u16}", class);
+        }
         let micros = self.micros(ticks);
         defmt::println!(
             "seed {=u32}: {=u32} cycles = {=u32}.{=u32:03} ms at {=u32} MHz",
-            seed,
+            request.seed,
             ticks,
             micros / 1000,
             micros % 1000,
@@ -99,8 +108,9 @@ pub fn halt() -> ! {
 }
 
 /// Validates `blob` (halting with the error logged if it is invalid), then draws seed 0, 1,
-/// 2, … — the next one each time `next()` returns (a button press or a timeout). `A` and `P`
-/// size the RAM buffers, as for [`crate::run`].
+/// 2, … — the next one each time `next()` returns (a button press or a timeout). A conditional
+/// model draws seed `n` in class `n mod classes`, so each press shows the next class (0, 1, …,
+/// 9, 0, …) with a new latent vector. `A` and `P` size the RAM buffers, as for [`crate::run`].
 pub fn serve<S: Screen, const A: usize, const P: usize>(
     blob: &[u8],
     board: &mut CycleCountedBoard<S>,
@@ -115,7 +125,7 @@ pub fn serve<S: Screen, const A: usize, const P: usize>(
     let pixels = &mut buffer[..model.pixel_count().min(P)];
     let mut seed = 0u32;
     loop {
-        if let Err(err) = draw::<A>(&model, seed, pixels, board) {
+        if let Err(err) = draw::<A>(&model, request_for(&model, seed, None), pixels, board) {
             defmt::error!("drawing failed: {}", err);
             halt();
         }

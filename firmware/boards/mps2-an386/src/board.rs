@@ -1,7 +1,9 @@
 //! The MPS2 AN386 board as QEMU emulates it (`qemu-system-arm -machine mps2-an386`).
 //!
 //! - Seeds and the output path come from the semihosting command line (QEMU's `-append`):
-//!   `out=PATH SEED|START..END ...`. Without them it draws seeds 0..8 and writes no stream.
+//!   `out=PATH SEED|START..END ...`, each seed or range optionally followed by `:CLASS` (the
+//!   class a conditional model draws them in; default `seed mod classes`). Without seeds it
+//!   draws seeds 0..8 and writes no stream.
 //! - The image stream (`mcugan_shared::stream`) goes to `PATH` through semihosting.
 //! - SysTick, clocked from the core, times the work. Under `-icount shift=0` QEMU advances
 //!   virtual time by 1 ns per instruction, so ticks convert to instructions; the run measures
@@ -15,8 +17,9 @@ use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m::peripheral::SYST;
 use heapless::Vec;
 use mcugan_shared::stream::{
-    image_record_header, layer_record, stat_record, stream_header, StatKey,
+    class_record, image_record_header, layer_record, stat_record, stream_header, StatKey,
 };
+use mcugan_shared::ImageRequest;
 use semihosting::fs::File;
 use semihosting::io::Write;
 
@@ -83,7 +86,7 @@ impl Mps2 {
             Ok(args) => args,
             Err(_) => {
                 defmt::warn!("no semihosting command line; drawing the default seeds");
-                self.seeds.extend([default_seeds()]);
+                self.seeds.extend([(default_seeds(), None)]);
                 return;
             }
         };
@@ -95,22 +98,28 @@ impl Mps2 {
             };
             if let Some(path) = arg.strip_prefix("out=") {
                 self.stream = Some(open_stream(path));
-            } else if let Some((start, end)) = parse_seeds(arg) {
-                let count = self.seeds.iter().map(|r| r.end - r.start).sum::<u64>() + end - start;
-                if count > MAX_SEEDS as u64 || self.seeds.push(start..end).is_err() {
+            } else if let Some((start, end, class)) = parse_seeds(arg) {
+                let count = self
+                    .seeds
+                    .iter()
+                    .map(|(r, _)| r.end - r.start)
+                    .sum::<u64>()
+                    + end
+                    - start;
+                if count > MAX_SEEDS as u64 || self.seeds.push((start..end, class)).is_err() {
                     defmt::error!("more than {=usize} seeds", MAX_SEEDS);
                     exit_failure()
                 }
             } else {
                 defmt::error!(
-                    "bad argument '{=str}': expected out=PATH, SEED or START..END",
+                    "bad argument '{=str}': expected out=PATH, SEED[:CLASS] or START..END[:CLASS]",
                     arg
                 );
                 exit_failure()
             }
         }
         if self.seeds.is_empty() {
-            self.seeds.extend([default_seeds()]);
+            self.seeds.extend([(default_seeds(), None)]);
         }
     }
 
@@ -159,8 +168,9 @@ impl Mps2 {
     }
 }
 
-/// The seed ranges of the command line (a few bytes each, rather than a list of every seed).
-pub type SeedRanges = Vec<core::ops::Range<u64>, 32>;
+/// The seed ranges of the command line (a few bytes each, rather than a list of every seed),
+/// each with the class asked for, if any.
+pub type SeedRanges = Vec<(core::ops::Range<u64>, Option<u16>), 32>;
 
 impl Mps2 {
     /// The seeds to draw, as ranges.
@@ -183,8 +193,16 @@ impl Board for Mps2 {
         self.write(&layer_record(layer, ticks))
     }
 
-    fn emit_image(&mut self, seed: u32, ticks: u32, pixels: &[u8]) -> Result<(), SinkError> {
-        let header = image_record_header(seed, ticks, pixels.len()).ok_or(SinkError)?;
+    fn emit_image(
+        &mut self,
+        request: ImageRequest,
+        ticks: u32,
+        pixels: &[u8],
+    ) -> Result<(), SinkError> {
+        if let Some(class) = request.class {
+            self.write(&class_record(class))?;
+        }
+        let header = image_record_header(request.seed, ticks, pixels.len()).ok_or(SinkError)?;
         self.write(&header)?;
         self.write(pixels)
     }
@@ -194,11 +212,25 @@ impl Board for Mps2 {
     }
 }
 
-/// `SEED` or `START..END` (end exclusive, up to 2^32) as a half-open range.
-fn parse_seeds(arg: &str) -> Option<(u64, u64)> {
+/// `SEED` or `START..END` (end exclusive, up to 2^32) as a half-open range, and the class of
+/// an optional `:CLASS` suffix (below 2^16).
+fn parse_seeds(arg: &str) -> Option<(u64, u64, Option<u16>)> {
     // Byte-level parsing: `str::parse` and `split_once` would pull kilobytes of formatting
     // and searching code into a firmware whose runtime code is a budget.
     let bytes = arg.as_bytes();
+    let (bytes, class) = match bytes.iter().position(|&b| b == b':') {
+        Some(at) => {
+            let class = parse_decimal(&bytes[at + 1..]).filter(|&c| c <= u64::from(u16::MAX))?;
+            (&bytes[..at], Some(class as u16))
+        }
+        None => (bytes, None),
+    };
+    let (start, end) = parse_range(bytes)?;
+    Some((start, end, class))
+}
+
+/// `SEED` or `START..END` as a half-open range.
+fn parse_range(bytes: &[u8]) -> Option<(u64, u64)> {
     match bytes.windows(2).position(|pair| pair == b"..") {
         Some(at) => {
             let start = parse_decimal(&bytes[..at]).filter(|&s| s <= u64::from(u32::MAX))?;

@@ -31,8 +31,7 @@ fn main() -> ! {
     // Ranges end at most at 2^32, so every seed fits a u32.
     let seeds = seeds
         .iter()
-        .flat_map(|range| range.clone())
-        .map(|seed| seed as u32);
+        .flat_map(|(range, class)| range.clone().map(move |seed| (seed as u32, *class)));
     let outcome =
         mcugan_firmware_app::run::<ACTIVATION_WIDTH, IMAGE_PIXELS>(&MODEL.0, seeds, &mut board);
     board.finish(outcome)
