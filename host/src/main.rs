@@ -239,6 +239,9 @@ enum Command {
         /// Wall-clock limit in seconds.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+        /// The class a conditional model draws every seed in (default: `seed mod classes`).
+        #[arg(long)]
+        class: Option<u16>,
     },
     /// Benchmark a firmware ELF under QEMU: instructions per layer and per MAC, flash bytes
     /// read, flash and RAM budgets; every image checked against the host simulation.
@@ -1142,12 +1145,14 @@ fn main() -> Result<()> {
             timeout,
             out_dir,
             format,
+            class,
         } => {
             let seeds = parse_seeds(
                 &seeds,
                 firmware::MAX_SEEDS_PER_RUN as u64,
                 "one firmware run (the firmware's seed list; run several ranges for more)",
             )?;
+            let requests: Vec<(u32, Option<u16>)> = seeds.iter().map(|&s| (s, class)).collect();
             let mut inputs = vec![(elf.as_path(), "ELF")];
             if let Some(model) = &check {
                 inputs.push((model.as_path(), "--check"));
@@ -1160,7 +1165,7 @@ fn main() -> Result<()> {
                 refuse_input(dir, "--out-dir", &inputs)?;
             }
             let options = QemuOptions::with_timeout(timeout);
-            let run = firmware::run_qemu(&elf, &seeds, &options)?;
+            let run = firmware::run_qemu_requests(&elf, &requests, &options)?;
             for line in &run.log {
                 println!("{line}");
             }
@@ -1186,7 +1191,31 @@ fn main() -> Result<()> {
                 );
             }
             if let Some(model) = &check {
-                let expected = simulate::simulate(&read(model)?, &seeds)?;
+                // What the chip says it drew must be what was asked, and the same bytes.
+                let blob = read(model)?;
+                let classes = Model::parse(&blob)
+                    .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", model.display()))?
+                    .classes();
+                let asked = simulate::requests_for(&seeds, class, classes);
+                let drawn: Vec<ImageRequest> = run
+                    .images
+                    .iter()
+                    .map(|i| ImageRequest {
+                        seed: i.seed,
+                        class: i.class,
+                    })
+                    .collect();
+                if drawn != asked {
+                    bail!(
+                        "the chip drew other (seed, class) pairs than asked for: {:?}",
+                        drawn
+                            .iter()
+                            .zip(&asked)
+                            .find(|(d, a)| d != a)
+                            .map(|(d, a)| format!("drew {d:?}, asked {a:?}"))
+                    );
+                }
+                let expected = simulate::simulate_requests(&blob, &asked)?;
                 let same = run.images.len() == expected.len()
                     && run
                         .images
