@@ -236,7 +236,7 @@ fn with_header(blob: &[u8], edit: impl FnOnce(&mut Header<'_>)) -> Vec<u8> {
         })
         .unwrap();
         out.extend_from_slice(&body);
-        while out.len() % DATA_ALIGN != 0 {
+        while !out.len().is_multiple_of(DATA_ALIGN) {
             out.push(0);
         }
         out.extend_from_slice(&data);

@@ -165,3 +165,127 @@ fn the_small_data_recipe_exports_the_weight_average() {
     let quantized = quantize(&float, &QuantizeOptions::default()).unwrap();
     assert_eq!(simulate(&quantized.blob, &[3]).unwrap()[0].len(), 784);
 }
+
+/// Every tensor of a safetensors file as bytes, by name.
+fn tensor_bytes(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+    tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let t = t.flatten_all().unwrap();
+            let bytes = match t.dtype() {
+                candle_core::DType::F32 => t
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+                _ => t
+                    .to_dtype(candle_core::DType::I64)
+                    .unwrap()
+                    .to_vec1::<i64>()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+            };
+            (name, bytes)
+        })
+        .collect()
+}
+
+fn conditional_config(data: &Path, out: &Path, epochs: usize) -> TrainConfig {
+    let mut config = config(data, out);
+    config.classes = Some(2);
+    config.engine = mcugan::train::Engine::Candle;
+    config.sample_interval = 0;
+    config.epochs = epochs;
+    config
+}
+
+#[test]
+fn the_conditional_gan_trains_resumes_quantizes_and_draws_each_class() {
+    use mcugan::simulate::{class_grid_requests, simulate_requests};
+    use mcugan_shared::ImageRequest;
+
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    bars(&data);
+
+    // Two epochs in one go, and one epoch resumed to two: the same generator, byte for byte
+    // (the asked labels come from the run's random generator, which the checkpoint keeps).
+    let straight = work.path().join("straight");
+    train(&conditional_config(&data, &straight, 2)).unwrap();
+    let resumed = work.path().join("resumed");
+    train(&conditional_config(&data, &resumed, 1)).unwrap();
+    let mut again = TrainConfig::resume(resumed.clone(), Some(2)).unwrap();
+    assert_eq!(again.classes, Some(2), "resume keeps the conditional model");
+    again.engine = mcugan::train::Engine::Candle;
+    again.progress = false;
+    train(&again).unwrap();
+    let a = tensor_bytes(&straight.join("generator.safetensors"));
+    let b = tensor_bytes(&resumed.join("generator.safetensors"));
+    assert!(a.contains_key("label_emb.weight"));
+    assert!(
+        a == b,
+        "a resumed conditional run differs from a straight one"
+    );
+
+    // cgan.py's discriminator: its label embedding and four linear layers, in the checkpoint.
+    let checkpoint = tensor_bytes(&straight.join("checkpoint.safetensors"));
+    for name in [
+        "discriminator.label_embedding.weight",
+        "discriminator.model.0.weight",
+        "discriminator.model.8.weight",
+        "optimizer_d.label_embedding.weight.exp_avg",
+        "optimizer_g.label_emb.weight.exp_avg_sq",
+    ] {
+        assert!(checkpoint.contains_key(name), "missing {name}");
+    }
+    assert_eq!(
+        checkpoint["discriminator.model.0.weight"].len(),
+        512 * 786 * 4
+    );
+
+    // The generator, folded and quantized: a version-4 blob with two classes whose int8
+    // images follow the float model's for every class.
+    let generator = load_generator(&straight.join("generator.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(generator.classes(), Some(2));
+    let float = fold(&generator).unwrap();
+    assert_eq!((float.class_count(), float.latent_dim()), (Some(2), 100));
+    let quantized = quantize(&float, &QuantizeOptions::default()).unwrap();
+    assert_eq!(quantized.class_codes_clipped, 0);
+    let model = mcugan_shared::Model::parse(&quantized.blob).unwrap();
+    assert_eq!((model.classes(), model.input_width()), (Some(2), 102));
+    let requests = class_grid_requests(&[0, 1, 2], 2);
+    assert_eq!(requests[3], ImageRequest::class(0, 1));
+    let images = simulate_requests(&quantized.blob, &requests).unwrap();
+    for (request, image) in requests.iter().zip(&images) {
+        let reference = float.draw_request(*request).unwrap();
+        let psnr = mcugan::simulate::psnr(&reference, image);
+        assert!(psnr > 25.0, "{request:?}: int8 vs float PSNR {psnr:.1} dB");
+    }
+    assert_ne!(images[0], images[3], "the class does not change the image");
+    // The default request of a seed, as simulate() draws it: class seed mod 2.
+    assert_eq!(simulate(&quantized.blob, &[1]).unwrap()[0], images[4]);
+}
+
+#[test]
+fn the_conditional_gan_refuses_what_it_cannot_train() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    bars(&data);
+    let out = work.path().join("run");
+    let err = |config: TrainConfig| format!("{:#}", train(&config).unwrap_err());
+
+    let mut fused = conditional_config(&data, &out, 1);
+    fused.engine = mcugan::train::Engine::Fused { threads: 1 };
+    assert!(err(fused).contains("--engine candle"));
+    let mut one = conditional_config(&data, &out, 1);
+    one.classes = Some(1);
+    assert!(err(one).contains("2 to 256 classes"));
+    let mut dropout = conditional_config(&data, &out, 1);
+    dropout.recipe = mcugan::recipe::Recipe::SMALL_DATA;
+    assert!(err(dropout).contains("dropout"));
+}
