@@ -240,8 +240,12 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
         /// The class a conditional model draws every seed in (default: `seed mod classes`).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "class_rows")]
         class: Option<u16>,
+        /// Draw every seed in each of the classes 0..N of a conditional model: the picture
+        /// has one row per class, the seeds across.
+        #[arg(long)]
+        class_rows: Option<u16>,
     },
     /// Benchmark a firmware ELF under QEMU: instructions per layer and per MAC, flash bytes
     /// read, flash and RAM budgets; every image checked against the host simulation.
@@ -327,6 +331,16 @@ const DIGITS_LAYOUT: GridLayout = GridLayout {
 
 fn save_digits(path: &Path, images: &[&[u8]], image: mcugan_shared::ImageShape) -> Result<()> {
     let columns = (images.len() as f64).sqrt().ceil().max(1.0) as usize;
+    save_digits_in_columns(path, images, image, columns)
+}
+
+/// [`save_digits`] with `columns` images per row.
+fn save_digits_in_columns(
+    path: &Path,
+    images: &[&[u8]],
+    image: mcugan_shared::ImageShape,
+    columns: usize,
+) -> Result<()> {
     picture::save_png(
         path,
         &picture::grid_of(
@@ -1146,13 +1160,32 @@ fn main() -> Result<()> {
             out_dir,
             format,
             class,
+            class_rows,
         } => {
             let seeds = parse_seeds(
                 &seeds,
                 firmware::MAX_SEEDS_PER_RUN as u64,
                 "one firmware run (the firmware's seed list; run several ranges for more)",
             )?;
-            let requests: Vec<(u32, Option<u16>)> = seeds.iter().map(|&s| (s, class)).collect();
+            let asked: Vec<ImageRequest> = match class_rows {
+                Some(rows) => {
+                    if rows == 0 || usize::from(rows) * seeds.len() > firmware::MAX_SEEDS_PER_RUN {
+                        bail!(
+                            "--class-rows {rows} with {} seeds: one firmware run draws 1 to {} \
+                             images",
+                            seeds.len(),
+                            firmware::MAX_SEEDS_PER_RUN
+                        );
+                    }
+                    simulate::class_grid_requests(&seeds, usize::from(rows))
+                }
+                None => seeds
+                    .iter()
+                    .map(|&seed| ImageRequest { seed, class })
+                    .collect(),
+            };
+            let requests: Vec<(u32, Option<u16>)> =
+                asked.iter().map(|r| (r.seed, r.class)).collect();
             let mut inputs = vec![(elf.as_path(), "ELF")];
             if let Some(model) = &check {
                 inputs.push((model.as_path(), "--check"));
@@ -1175,11 +1208,11 @@ fn main() -> Result<()> {
             if !run.succeeded() {
                 bail!("the firmware failed ({})", run.outcome());
             }
-            if run.images.len() != seeds.len() {
+            if run.images.len() != requests.len() {
                 bail!(
                     "the firmware drew {} of {} images",
                     run.images.len(),
-                    seeds.len()
+                    requests.len()
                 );
             }
             if let Some(per_image) = run.instructions_per_image() {
@@ -1196,7 +1229,14 @@ fn main() -> Result<()> {
                 let classes = Model::parse(&blob)
                     .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", model.display()))?
                     .classes();
-                let asked = simulate::requests_for(&seeds, class, classes);
+                // Seeds without a class: the model's default class of each.
+                let asked: Vec<ImageRequest> = asked
+                    .iter()
+                    .map(|r| match r.class {
+                        Some(_) => *r,
+                        None => ImageRequest::default_for(r.seed, classes),
+                    })
+                    .collect();
                 let drawn: Vec<ImageRequest> = run
                     .images
                     .iter()
@@ -1254,7 +1294,10 @@ fn main() -> Result<()> {
             }
             if let Some(png) = png {
                 let refs: Vec<&[u8]> = run.images.iter().map(|i| i.pixels.as_slice()).collect();
-                save_digits(&png, &refs, image)?;
+                match class_rows {
+                    Some(_) => save_digits_in_columns(&png, &refs, image, seeds.len())?,
+                    None => save_digits(&png, &refs, image)?,
+                }
                 println!("picture: {}", png.display());
             }
         }

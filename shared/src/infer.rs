@@ -3,7 +3,7 @@
 
 use crate::format::{padded, LayerOutput, Model, COL_BLOCK, MAX_WIDTH};
 use crate::kernels::{dense, leaky_relu_requant, tanh_pixel};
-use crate::latent::sample_latent;
+use crate::latent::{blend_code, gaussian_code, sample_latent, SplitMix64};
 
 /// Why [`generate`] could not run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +50,14 @@ pub enum InferenceError {
     /// An unconditional model was asked for a class.
     #[error("the model is unconditional: it draws no class")]
     NotConditional,
+    /// A walk frame beyond the walk's frames.
+    #[error("frame {frame} of a walk of {frames} frames")]
+    FrameOutOfRange {
+        /// The frame asked for.
+        frame: u32,
+        /// The walk's frames.
+        frames: u32,
+    },
     /// A class beyond the model's.
     #[error("class {class} is beyond the model's {classes} classes")]
     ClassOutOfRange {
@@ -58,6 +66,20 @@ pub enum InferenceError {
         /// The model's classes.
         classes: usize,
     },
+}
+
+/// A latent walk: `frames` images on the straight line from one request's input (latent codes
+/// and, for a conditional model, class row) to another's, blended code by code with
+/// [`blend_code`]. Frame 0 is `from`'s image and the last frame `to`'s, byte for byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Walk {
+    /// Where the walk starts.
+    pub from: ImageRequest,
+    /// Where it ends (the same class as `from` for a walk between seeds only).
+    pub to: ImageRequest,
+    /// Images along the walk, both ends included (at least 1).
+    pub frames: u32,
 }
 
 /// What to draw: the latent vector's seed and, for a conditional model, the class.
@@ -190,6 +212,49 @@ pub fn generate_in<const N: usize>(
     )
 }
 
+/// Draws frame `frame` of `walk` (see [`Walk`]) in two stack buffers of `N` entries, as
+/// [`generate_in`] does.
+pub fn generate_walk_frame_in<const N: usize>(
+    model: &Model<'_>,
+    walk: &Walk,
+    frame: u32,
+    pixels: &mut [u8],
+    observer: &mut dyn LayerObserver,
+) -> Result<(), InferenceError> {
+    if frame >= walk.frames {
+        return Err(InferenceError::FrameOutOfRange {
+            frame,
+            frames: walk.frames,
+        });
+    }
+    let from_class = class_offset(model, walk.from.class)?;
+    let to_class = class_offset(model, walk.to.class)?;
+    let mut activations = Activations::<N>::new();
+    run(
+        model,
+        pixels,
+        observer,
+        Input::Walk {
+            from: (walk.from.seed, from_class),
+            to: (walk.to.seed, to_class),
+            step: frame,
+            steps: walk.frames - 1,
+        },
+        &mut activations.narrow,
+        &mut activations.wide.0,
+    )
+}
+
+/// [`generate_walk_frame_in`] in buffers for the widest model the format holds.
+pub fn generate_walk_frame(
+    model: &Model<'_>,
+    walk: &Walk,
+    frame: u32,
+    pixels: &mut [u8],
+) -> Result<(), InferenceError> {
+    generate_walk_frame_in::<MAX_WIDTH>(model, walk, frame, pixels, &mut ())
+}
+
 /// Checks `class` against `model`: `Some(class)` for a conditional model, `None` otherwise.
 fn class_offset(model: &Model<'_>, class: Option<u16>) -> Result<Option<usize>, InferenceError> {
     match (model.classes(), class) {
@@ -210,6 +275,13 @@ enum Input<'a> {
     Seed { seed: u32, class: Option<usize> },
     /// Given whole: class row (if any) and latent codes.
     Codes(&'a [i8]),
+    /// Step `step` of `steps` from one `(seed, class)` input to another.
+    Walk {
+        from: (u32, Option<usize>),
+        to: (u32, Option<usize>),
+        step: u32,
+        steps: u32,
+    },
 }
 
 /// Runs the model on a given int8 latent vector (codes at [`crate::latent::LATENT_SCALE`]).
@@ -313,6 +385,29 @@ fn run(
         Input::Codes(codes) => {
             for (slot, &code) in narrow[..width].iter_mut().zip(codes.iter()) {
                 *slot = code;
+            }
+        }
+        Input::Walk {
+            from,
+            to,
+            step,
+            steps,
+        } => {
+            let row = |class: Option<usize>| match (model.class_table(), class) {
+                (Some(table), Some(class)) => table.row(class).unwrap_or(&[]),
+                _ => &[],
+            };
+            let (row_from, row_to) = (row(from.1), row(to.1));
+            let split = row_from.len().min(width);
+            let (front, latent) = narrow[..width].split_at_mut(split);
+            for ((slot, &a), &b) in front.iter_mut().zip(row_from).zip(row_to) {
+                *slot = blend_code(a as i8, b as i8, step, steps);
+            }
+            // The start's codes in place, then the end's drawn one by one: no second buffer.
+            sample_latent(from.0, latent);
+            let mut rng = SplitMix64::new(u64::from(to.0));
+            for slot in latent.iter_mut() {
+                *slot = blend_code(*slot, gaussian_code(rng.next_u32()), step, steps);
             }
         }
     }

@@ -53,6 +53,28 @@ pub fn sample_latent(seed: u32, latent: &mut [i8]) {
     }
 }
 
+/// One code of a straight walk from `a` to `b` in `steps` steps, at step `step`:
+/// `(a·(steps − step) + b·step) / steps`, rounded half away from zero, in integers (`a` at step
+/// 0, `b` at step `steps`; `a` when `steps` is 0). The host and the chip blend latent codes
+/// and class rows with it, so a walk's frames are the same bytes on both.
+#[inline]
+pub fn blend_code(a: i8, b: i8, step: u32, steps: u32) -> i8 {
+    if steps == 0 {
+        return a;
+    }
+    let step = i64::from(step.min(steps));
+    let steps = i64::from(steps);
+    let sum = i64::from(a) * (steps - step) + i64::from(b) * step;
+    let half = steps / 2;
+    let rounded = if sum >= 0 {
+        (sum + half) / steps
+    } else {
+        -((-sum + half) / steps)
+    };
+    // A weighted mean of two i8 values lies between them.
+    rounded as i8
+}
+
 /// `GAUSS_CDF_Q32[j] = round(Φ((j − 126.5) / 32) · 2^32)`: the probability, in Q32, that a
 /// standard normal falls below the boundary between codes `j − 127` and `j − 126`.
 /// Checked against `erfc` by this module's tests.
@@ -116,6 +138,24 @@ mod tests {
                 std::println!("    {},", line.join(", "));
             }
             panic!("GAUSS_CDF_Q32 does not match the normal CDF");
+        }
+    }
+
+    #[test]
+    fn blends_run_from_one_code_to_the_other() {
+        assert_eq!(blend_code(-127, 127, 0, 4), -127);
+        assert_eq!(blend_code(-127, 127, 4, 4), 127);
+        assert_eq!(blend_code(-127, 127, 2, 4), 0);
+        // 10 + (20 - 10) / 4 = 12.5 rounds away from zero; so does -12.5.
+        assert_eq!(blend_code(10, 20, 1, 4), 13);
+        assert_eq!(blend_code(-10, -20, 1, 4), -13);
+        assert_eq!(blend_code(5, 9, 0, 0), 5);
+        assert_eq!(blend_code(-128, 127, 7, 7), 127);
+        for (a, b) in [(-128i8, 127i8), (3, -3), (0, 1)] {
+            for step in 0..=9 {
+                let c = blend_code(a, b, step, 9);
+                assert!(c >= a.min(b) && c <= a.max(b));
+            }
         }
     }
 

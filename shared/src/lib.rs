@@ -41,7 +41,7 @@ pub mod stream;
 
 pub use format::{FormatError, ImageShape, Layer, LayerOutput, Model};
 pub use infer::{
-    generate, generate_in, generate_observed, generate_request, ImageRequest, InferenceError,
-    LayerObserver,
+    generate, generate_in, generate_observed, generate_request, generate_walk_frame,
+    generate_walk_frame_in, ImageRequest, InferenceError, LayerObserver, Walk,
 };
 pub use requant::Requant;
