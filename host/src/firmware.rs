@@ -185,6 +185,37 @@ pub fn run_qemu(elf: &Path, seeds: &[u32], options: &QemuOptions) -> anyhow::Res
     run_qemu_requests(elf, &requests, options)
 }
 
+/// The most frames of a walk the firmware draws.
+pub const MAX_WALK_FRAMES: u32 = u16::MAX as u32;
+
+/// The firmware's command-line argument for `walk`: `walk=A..B:FRAMES[:CLASS..CLASS]`.
+pub fn walk_argument(walk: &mcugan_shared::Walk) -> String {
+    let mut arg = format!("walk={}..{}:{}", walk.from.seed, walk.to.seed, walk.frames);
+    if let (Some(a), Some(b)) = (walk.from.class, walk.to.class) {
+        arg.push_str(&format!(":{a}..{b}"));
+    }
+    arg
+}
+
+/// Runs `elf` under QEMU, drawing the frames of `walk` (the images come back in frame order,
+/// each with its frame number as its seed).
+pub fn run_qemu_walk(
+    elf: &Path,
+    walk: &mcugan_shared::Walk,
+    options: &QemuOptions,
+) -> anyhow::Result<FirmwareRun> {
+    if walk.frames == 0 || walk.frames > MAX_WALK_FRAMES {
+        anyhow::bail!(
+            "a walk has 1 to {MAX_WALK_FRAMES} frames, not {}",
+            walk.frames
+        );
+    }
+    if walk.from.class.is_some() != walk.to.class.is_some() {
+        anyhow::bail!("a walk has a class at both ends or at neither");
+    }
+    run_qemu_with(elf, vec![walk_argument(walk)], options)
+}
+
 /// Runs `elf` under QEMU, drawing each `(seed, class)` of `requests` (`class`: the class a
 /// conditional model draws the seed in; `None`: the seed's default).
 pub fn run_qemu_requests(
@@ -203,11 +234,6 @@ pub fn run_qemu_requests(
             seeds.len()
         );
     }
-    let elf = &std::fs::canonicalize(elf).with_context(|| format!("finding {}", elf.display()))?;
-    let elf_bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
-    let work = tempfile::tempdir().context("creating a temporary directory")?;
-    let stream_path = work.path().join("images.bin");
-    let mut append = vec![format!("out={}", stream_path.display())];
     let ranges = requests_argument(requests);
     if ranges.len() > MAX_SEED_RANGES_PER_RUN {
         anyhow::bail!(
@@ -216,7 +242,21 @@ pub fn run_qemu_requests(
             ranges.len()
         );
     }
-    append.extend(ranges);
+    run_qemu_with(elf, ranges, options)
+}
+
+/// Runs `elf` under QEMU with `arguments` after the stream's `out=` on its command line.
+fn run_qemu_with(
+    elf: &Path,
+    arguments: Vec<String>,
+    options: &QemuOptions,
+) -> anyhow::Result<FirmwareRun> {
+    let elf = &std::fs::canonicalize(elf).with_context(|| format!("finding {}", elf.display()))?;
+    let elf_bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
+    let work = tempfile::tempdir().context("creating a temporary directory")?;
+    let stream_path = work.path().join("images.bin");
+    let mut append = vec![format!("out={}", stream_path.display())];
+    append.extend(arguments);
 
     let start = Instant::now();
     let mut child = Command::new(&options.qemu)

@@ -215,6 +215,20 @@ enum Command {
         /// each seed in class `seed mod classes`.
         #[arg(long)]
         class: Option<u16>,
+        /// Draw a latent walk instead of seeds: from seed A to seed B (`A..B`, both ends
+        /// drawn), --frames images; --png becomes an animated PNG. A conditional model walks
+        /// in --class, or between --walk-classes, or else from A's default class to B's.
+        #[arg(long, conflicts_with = "seeds")]
+        walk: Option<String>,
+        /// Frames of a --walk, both ends included.
+        #[arg(long, default_value_t = 16, requires = "walk")]
+        frames: u32,
+        /// The classes a --walk of a conditional model runs between (`C..D`).
+        #[arg(long, requires = "walk", conflicts_with = "class")]
+        walk_classes: Option<String>,
+        /// Write a --walk as one still picture, its frames in a row, instead of an animation.
+        #[arg(long, requires = "walk")]
+        strip: bool,
     },
     /// Run a firmware ELF under QEMU (mps2-an386, Cortex-M4F), show its log, save what it drew.
     Qemu {
@@ -246,6 +260,17 @@ enum Command {
         /// has one row per class, the seeds across.
         #[arg(long)]
         class_rows: Option<u16>,
+        /// Draw a latent walk instead of seeds: from seed A to seed B (`A..B`, both ends
+        /// drawn), --frames images; --png becomes an animated PNG. A conditional model walks
+        /// in --class, or between --walk-classes, or else from A's default class to B's.
+        #[arg(long, conflicts_with = "seeds")]
+        walk: Option<String>,
+        /// Frames of a --walk, both ends included.
+        #[arg(long, default_value_t = 16, requires = "walk")]
+        frames: u32,
+        /// The classes a --walk of a conditional model runs between (`C..D`).
+        #[arg(long, requires = "walk", conflicts_with = "class")]
+        walk_classes: Option<String>,
     },
     /// Benchmark a firmware ELF under QEMU: instructions per layer and per MAC, flash bytes
     /// read, flash and RAM budgets; every image checked against the host simulation.
@@ -305,6 +330,246 @@ enum Command {
 /// names the limit in the error).
 fn parse_seeds(text: &str, max: u64, what: &str) -> Result<Vec<u32>> {
     Ok(Seeds::parse(text)?.to_vec_at_most(max, what)?)
+}
+
+/// `A..B` (two 32-bit seeds, or one) and the walk's classes: `--walk-classes C..D`, else
+/// `--class C` at both ends, else none (a conditional model then walks between the two seeds'
+/// default classes, resolved once the model is read: see [`resolve_walk`]).
+fn parse_walk(
+    text: &str,
+    frames: u32,
+    class: Option<u16>,
+    walk_classes: Option<&str>,
+) -> Result<mcugan_shared::Walk> {
+    fn pair<T: std::str::FromStr>(text: &str, what: &str) -> Result<(T, T)> {
+        let (a, b) = text.split_once("..").unwrap_or((text, text));
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<T>()
+                .map_err(|_| anyhow::anyhow!("'{text}' is not {what}"))
+        };
+        Ok((parse(a)?, parse(b)?))
+    }
+    let (from, to) = pair::<u32>(text, "a walk A..B between two 32-bit seeds")?;
+    if !(1..=firmware::MAX_WALK_FRAMES).contains(&frames) {
+        bail!(
+            "--frames must be 1 to {}, not {frames}",
+            firmware::MAX_WALK_FRAMES
+        );
+    }
+    let (class_from, class_to) = match (walk_classes, class) {
+        (Some(classes), _) => {
+            let (a, b) = pair::<u16>(classes, "two classes C..D")?;
+            (Some(a), Some(b))
+        }
+        (None, Some(class)) => (Some(class), Some(class)),
+        (None, None) => (None, None),
+    };
+    Ok(mcugan_shared::Walk {
+        from: ImageRequest {
+            seed: from,
+            class: class_from,
+        },
+        to: ImageRequest {
+            seed: to,
+            class: class_to,
+        },
+        frames,
+    })
+}
+
+/// `walk` for a model of `classes` classes: without classes, a conditional model walks
+/// between the seeds' default classes; an unconditional model refuses classes.
+fn resolve_walk(
+    walk: &mcugan_shared::Walk,
+    classes: Option<usize>,
+    what: &Path,
+) -> Result<mcugan_shared::Walk> {
+    let mut walk = *walk;
+    match (classes, walk.from.class) {
+        (None, Some(_)) => bail!(
+            "{}: the model is unconditional; a walk between classes is for a conditional model",
+            what.display()
+        ),
+        (Some(classes), None) => {
+            walk.from = ImageRequest::default_for(walk.from.seed, Some(classes));
+            walk.to = ImageRequest::default_for(walk.to.seed, Some(classes));
+        }
+        _ => {}
+    }
+    for class in [walk.from.class, walk.to.class].into_iter().flatten() {
+        if let Some(classes) = classes {
+            if usize::from(class) >= classes {
+                bail!(
+                    "{}: class {class} is beyond the model's {classes} classes (0..{classes})",
+                    what.display()
+                );
+            }
+        }
+    }
+    Ok(walk)
+}
+
+/// The frames of a walk as an animated PNG: each frame the models' images side by side.
+fn save_walk(
+    path: &Path,
+    frames_per_model: &[Vec<Vec<u8>>],
+    image: mcugan_shared::ImageShape,
+) -> Result<()> {
+    let frames = frames_per_model.first().map_or(0, Vec::len);
+    let pictures: Vec<picture::Picture> = (0..frames)
+        .map(|f| {
+            let singles: Vec<picture::Picture> = frames_per_model
+                .iter()
+                .map(|model_frames| {
+                    picture::grid_of(
+                        &[model_frames[f].as_slice()],
+                        usize::from(image.width) * usize::from(image.channels),
+                        usize::from(image.height),
+                        GridLayout {
+                            columns: 1,
+                            ..DIGITS_LAYOUT
+                        },
+                    )
+                })
+                .collect();
+            picture::side_by_side(&singles, 24, 255)
+        })
+        .collect();
+    picture::save_apng(path, &pictures, WALK_FRAME_MS)
+}
+
+/// How long an animated walk shows each frame.
+const WALK_FRAME_MS: u16 = 120;
+
+/// `mcugan simulate --walk`: the walk's frames drawn by the simulated chip, as an animated PNG.
+fn simulate_walk_command(
+    models: &[PathBuf],
+    walk: &mcugan_shared::Walk,
+    png: Option<PathBuf>,
+    strip: bool,
+    force: bool,
+) -> Result<()> {
+    let png = png.unwrap_or_else(|| PathBuf::from("walk.png"));
+    let inputs: Vec<(&Path, &str)> = models.iter().map(|m| (m.as_path(), "--model")).collect();
+    refuse_input(&png, "--png", &inputs)?;
+    refuse_other_kind(&png, "--png", FileKind::Png, force)?;
+    let mut all = Vec::new();
+    let mut shape = None;
+    for path in models {
+        let blob = read(path)?;
+        let model = Model::parse(&blob)
+            .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", path.display()))?;
+        let resolved = resolve_walk(walk, model.classes(), path)?;
+        if shape.is_some_and(|s| s != model.image()) {
+            bail!("the models of one walk must draw images of one shape");
+        }
+        shape = Some(model.image());
+        drop(model);
+        all.push(simulate::simulate_walk(&blob, &resolved)?);
+    }
+    let image = shape.context("no model given")?;
+    if strip {
+        let rows: Vec<picture::Picture> = all
+            .iter()
+            .map(|frames| {
+                let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+                picture::grid_of(
+                    &refs,
+                    usize::from(image.width) * usize::from(image.channels),
+                    usize::from(image.height),
+                    GridLayout {
+                        columns: refs.len(),
+                        ..DIGITS_LAYOUT
+                    },
+                )
+            })
+            .collect();
+        picture::save_png(&png, &picture::side_by_side(&rows, 24, 255))?;
+    } else {
+        save_walk(&png, &all, image)?;
+    }
+    println!(
+        "a walk of {} frames from seed {} to seed {}, drawn by the simulated chip: {}",
+        walk.frames,
+        walk.from.seed,
+        walk.to.seed,
+        png.display()
+    );
+    Ok(())
+}
+
+/// `mcugan qemu --walk`: the walk drawn by the firmware, checked against the host simulation.
+fn qemu_walk_command(
+    elf: &Path,
+    walk: &mcugan_shared::Walk,
+    check: Option<PathBuf>,
+    png: Option<PathBuf>,
+    timeout: u64,
+    force: bool,
+) -> Result<()> {
+    let mut inputs = vec![(elf, "ELF")];
+    if let Some(model) = &check {
+        inputs.push((model.as_path(), "--check"));
+    }
+    if let Some(png) = &png {
+        refuse_input(png, "--png", &inputs)?;
+        refuse_other_kind(png, "--png", FileKind::Png, force)?;
+    }
+    let checked = match &check {
+        Some(path) => {
+            let blob = read(path)?;
+            let model = Model::parse(&blob)
+                .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", path.display()))?;
+            let resolved = resolve_walk(walk, model.classes(), path)?;
+            let image = model.image();
+            drop(model);
+            Some((blob, resolved, image))
+        }
+        None => None,
+    };
+    let asked = checked.as_ref().map_or(*walk, |(_, w, _)| *w);
+    let run = firmware::run_qemu_walk(elf, &asked, &QemuOptions::with_timeout(timeout))?;
+    for line in &run.log {
+        println!("{line}");
+    }
+    if let Some(err) = &run.stream_error {
+        println!("image stream: {err}");
+    }
+    if !run.succeeded() {
+        bail!("the firmware failed ({})", run.outcome());
+    }
+    let frames: Vec<Vec<u8>> = run.images.iter().map(|i| i.pixels.clone()).collect();
+    if frames.len() != walk.frames as usize {
+        bail!(
+            "the firmware drew {} of {} frames",
+            frames.len(),
+            walk.frames
+        );
+    }
+    let image = match &checked {
+        Some((blob, resolved, image)) => {
+            let expected = simulate::simulate_walk(blob, resolved)?;
+            if expected != frames {
+                bail!("the chip's walk differs from the host simulation");
+            }
+            println!(
+                "all {} frames equal the host simulation, byte for byte",
+                frames.len()
+            );
+            *image
+        }
+        None => {
+            let len = frames.first().map_or(0, Vec::len);
+            mcugan::quantize::FloatGenerator::square_image(len)
+                .context("the frames are not square images: give --check MODEL for the shape")?
+        }
+    };
+    if let Some(png) = png {
+        save_walk(&png, &[frames], image)?;
+        println!("animation: {}", png.display());
+    }
+    Ok(())
 }
 
 /// Most seeds a list-taking command holds at once (`quantize`'s and `report`'s PSNR seeds).
@@ -1107,7 +1372,17 @@ fn main() -> Result<()> {
             out_dir,
             format,
             class,
-        } => simulate_command(&model, &seeds, png, out_dir, format, class, force)?,
+            walk,
+            frames,
+            walk_classes,
+            strip,
+        } => match walk {
+            Some(walk) => {
+                let walk = parse_walk(&walk, frames, class, walk_classes.as_deref())?;
+                simulate_walk_command(&model, &walk, png, strip, force)?
+            }
+            None => simulate_command(&model, &seeds, png, out_dir, format, class, force)?,
+        },
         Command::BenchFirmware {
             elf,
             model,
@@ -1161,7 +1436,14 @@ fn main() -> Result<()> {
             format,
             class,
             class_rows,
+            walk,
+            frames,
+            walk_classes,
         } => {
+            if let Some(walk) = walk {
+                let walk = parse_walk(&walk, frames, class, walk_classes.as_deref())?;
+                return qemu_walk_command(&elf, &walk, check, png, timeout, force);
+            }
             let seeds = parse_seeds(
                 &seeds,
                 firmware::MAX_SEEDS_PER_RUN as u64,

@@ -152,6 +152,44 @@ pub fn encode_png(picture: &Picture) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Encodes pictures of one size as an animated PNG (APNG) that loops forever, showing each
+/// frame for `frame_ms` milliseconds; viewers without APNG support show the first frame.
+pub fn encode_apng(frames: &[Picture], frame_ms: u16) -> anyhow::Result<Vec<u8>> {
+    let first = frames
+        .first()
+        .context("an animation needs at least one frame")?;
+    anyhow::ensure!(
+        frames
+            .iter()
+            .all(|f| (f.width, f.height) == (first.width, first.height)),
+        "the frames of an animation must have one size"
+    );
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, first.width as u32, first.height as u32);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_animated(u32::try_from(frames.len())?, 0)?;
+        encoder.set_frame_delay(frame_ms, 1000)?;
+        let mut writer = encoder.write_header()?;
+        for frame in frames {
+            writer.write_image_data(&frame.pixels)?;
+        }
+        writer.finish()?;
+    }
+    Ok(bytes)
+}
+
+/// Writes pictures as an animated PNG file, atomically (see [`encode_apng`]).
+pub fn save_apng(path: &Path, frames: &[Picture], frame_ms: u16) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let bytes = encode_apng(frames, frame_ms)?;
+    crate::fsutil::write_atomically(path, &bytes)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 /// Writes a picture as a PNG file, atomically.
 pub fn save_png(path: &Path, picture: &Picture) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

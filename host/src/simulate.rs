@@ -3,7 +3,7 @@
 //! float-versus-int8 comparison.
 
 use anyhow::Context;
-use mcugan_shared::{generate_request, ImageRequest, Model};
+use mcugan_shared::{generate_request, generate_walk_frame, ImageRequest, Model, Walk};
 
 use crate::quantize::FloatGenerator;
 
@@ -54,6 +54,19 @@ pub fn requests_for(
                 class: Some(class),
             },
             None => ImageRequest::default_for(seed, classes),
+        })
+        .collect()
+}
+
+/// Every frame of `walk`, as the chip draws it.
+pub fn simulate_walk(blob: &[u8], walk: &Walk) -> anyhow::Result<Vec<Vec<u8>>> {
+    let model = Model::parse(blob).context("invalid model blob")?;
+    (0..walk.frames)
+        .map(|frame| {
+            let mut pixels = vec![0u8; model.pixel_count()];
+            generate_walk_frame(&model, walk, frame, &mut pixels)
+                .with_context(|| format!("walk frame {frame}"))?;
+            Ok(pixels)
         })
         .collect()
 }

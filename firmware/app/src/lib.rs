@@ -10,7 +10,8 @@ use heapless::String;
 use mcugan_shared::format::MAX_LAYERS;
 use mcugan_shared::stream::StatKey;
 use mcugan_shared::{
-    generate_in, FormatError, ImageRequest, InferenceError, LayerObserver, Model,
+    generate_in, generate_walk_frame_in, FormatError, ImageRequest, InferenceError, LayerObserver,
+    Model, Walk,
 };
 
 /// Wraps a value so that it is 16-byte aligned; every firmware keeps its model blob in one
@@ -221,6 +222,41 @@ pub fn run<const A: usize, const P: usize>(
     }
     if let Some(first) = first {
         time_layers::<A>(&model, first, pixels, board)?;
+    }
+    Ok(())
+}
+
+/// Validates `blob` and draws the frames of `walk` one after another (see [`Walk`]); each
+/// goes to the board as an image whose request holds the frame number as its seed. `A` and
+/// `P` size the RAM buffers, as for [`run`].
+pub fn run_walk<const A: usize, const P: usize>(
+    blob: &[u8],
+    walk: Walk,
+    board: &mut impl Board,
+) -> Result<(), AppError> {
+    let model = validate(blob, board)?;
+    // Ends without a class: a conditional model's default class of each seed.
+    let walk = Walk {
+        from: request_for(&model, walk.from.seed, walk.from.class),
+        to: request_for(&model, walk.to.seed, walk.to.class),
+        frames: walk.frames,
+    };
+    let mut buffer = [0u8; P];
+    let pixels = &mut buffer[..model.pixel_count().min(P)];
+    for frame in 0..walk.frames {
+        let (drawn, ticks) =
+            board.measure(|| generate_walk_frame_in::<A>(&model, &walk, frame, pixels, &mut ()));
+        if let Err(err) = drawn {
+            defmt::error!("walk frame {=u32}: {}", frame, err);
+            return Err(AppError::Inference(err));
+        }
+        defmt::info!(
+            "walk frame {=u32} of {=u32}: drawn in {=u32} ticks",
+            frame,
+            walk.frames,
+            ticks
+        );
+        board.emit_image(ImageRequest::seed(frame), ticks, pixels)?;
     }
     Ok(())
 }

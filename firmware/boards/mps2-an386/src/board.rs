@@ -3,7 +3,9 @@
 //! - Seeds and the output path come from the semihosting command line (QEMU's `-append`):
 //!   `out=PATH SEED|START..END ...`, each seed or range optionally followed by `:CLASS` (the
 //!   class a conditional model draws them in; default `seed mod classes`). Without seeds it
-//!   draws seeds 0..8 and writes no stream.
+//!   draws seeds 0..8 and writes no stream. `walk=A..B:FRAMES[:CLASS[..CLASS]]` draws a latent
+//!   walk instead (`mcugan_shared::Walk`): FRAMES images from seed A to seed B (both ends
+//!   included), in one class or from one class to another.
 //! - The image stream (`mcugan_shared::stream`) goes to `PATH` through semihosting.
 //! - SysTick, clocked from the core, times the work. Under `-icount shift=0` QEMU advances
 //!   virtual time by 1 ns per instruction, so ticks convert to instructions; the run measures
@@ -19,7 +21,7 @@ use heapless::Vec;
 use mcugan_shared::stream::{
     class_record, image_record_header, layer_record, stat_record, stream_header, StatKey,
 };
-use mcugan_shared::ImageRequest;
+use mcugan_shared::{ImageRequest, Walk};
 use semihosting::fs::File;
 use semihosting::io::Write;
 
@@ -46,6 +48,7 @@ pub struct Mps2 {
     /// Owned so that nothing else reconfigures the timer while it measures.
     _syst: SYST,
     seeds: SeedRanges,
+    walk: Option<Walk>,
     stream: Option<File>,
     paint_bottom: usize,
 }
@@ -67,6 +70,7 @@ impl Mps2 {
         let mut board = Mps2 {
             _syst: syst,
             seeds: Vec::new(),
+            walk: None,
             stream: None,
             paint_bottom,
         };
@@ -98,14 +102,20 @@ impl Mps2 {
             };
             if let Some(path) = arg.strip_prefix("out=") {
                 self.stream = Some(open_stream(path));
+            } else if let Some(walk) = arg.strip_prefix("walk=") {
+                match parse_walk(walk) {
+                    Some(walk) => self.walk = Some(walk),
+                    None => {
+                        defmt::error!(
+                            "bad walk '{=str}': expected walk=A..B:FRAMES[:CLASS[..CLASS]]",
+                            walk
+                        );
+                        exit_failure()
+                    }
+                }
             } else if let Some((start, end, class)) = parse_seeds(arg) {
-                let count = self
-                    .seeds
-                    .iter()
-                    .map(|(r, _)| r.end - r.start)
-                    .sum::<u64>()
-                    + end
-                    - start;
+                let count =
+                    self.seeds.iter().map(|(r, _)| r.end - r.start).sum::<u64>() + end - start;
                 if count > MAX_SEEDS as u64 || self.seeds.push((start..end, class)).is_err() {
                     defmt::error!("more than {=usize} seeds", MAX_SEEDS);
                     exit_failure()
@@ -177,6 +187,11 @@ impl Mps2 {
     pub fn seeds(&self) -> SeedRanges {
         self.seeds.clone()
     }
+
+    /// The latent walk to draw instead of the seeds, if the command line asks for one.
+    pub fn walk(&self) -> Option<Walk> {
+        self.walk
+    }
 }
 
 impl Board for Mps2 {
@@ -227,6 +242,49 @@ fn parse_seeds(arg: &str) -> Option<(u64, u64, Option<u16>)> {
     };
     let (start, end) = parse_range(bytes)?;
     Some((start, end, class))
+}
+
+/// `A..B:FRAMES[:CLASS[..CLASS]]`: a walk from seed A to seed B (both 32-bit) in FRAMES
+/// frames (1 to 65,535), optionally in one class or from one class to another.
+fn parse_walk(arg: &str) -> Option<Walk> {
+    let mut parts = arg.as_bytes().split(|&b| b == b':');
+    let seeds = parts.next()?;
+    let frames =
+        parse_decimal(parts.next()?).filter(|&f| (1..=u64::from(u16::MAX)).contains(&f))?;
+    let (from_class, to_class) = match parts.next() {
+        None => (None, None),
+        Some(classes) => {
+            let (a, b) = parse_pair(classes)?;
+            let (a, b) = (u16::try_from(a).ok()?, u16::try_from(b).ok()?);
+            (Some(a), Some(b))
+        }
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    let (from, to) = parse_pair(seeds)?;
+    Some(Walk {
+        from: ImageRequest {
+            seed: u32::try_from(from).ok()?,
+            class: from_class,
+        },
+        to: ImageRequest {
+            seed: u32::try_from(to).ok()?,
+            class: to_class,
+        },
+        frames: frames as u32,
+    })
+}
+
+/// `A..B` (or `A`, meaning `A..A`) as its two numbers, in any order.
+fn parse_pair(bytes: &[u8]) -> Option<(u64, u64)> {
+    match bytes.windows(2).position(|pair| pair == b"..") {
+        Some(at) => Some((
+            parse_decimal(&bytes[..at])?,
+            parse_decimal(&bytes[at + 2..])?,
+        )),
+        None => parse_decimal(bytes).map(|v| (v, v)),
+    }
 }
 
 /// `SEED` or `START..END` as a half-open range.

@@ -27,6 +27,12 @@ include!(concat!(env!("OUT_DIR"), "/model.rs"));
 #[entry]
 fn main() -> ! {
     let mut board = board::Mps2::take();
+    if let Some(walk) = board.walk() {
+        let outcome = mcugan_firmware_app::run_walk::<ACTIVATION_WIDTH, IMAGE_PIXELS>(
+            &MODEL.0, walk, &mut board,
+        );
+        board.finish(outcome)
+    }
     let seeds = board.seeds();
     // Ranges end at most at 2^32, so every seed fits a u32.
     let seeds = seeds
