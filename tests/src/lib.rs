@@ -30,6 +30,16 @@ pub fn shipped_generator() -> PathBuf {
     repo_root().join("models/mnist-digits/generator.safetensors")
 }
 
+/// The class-conditional digits model (`cgan.py`'s) that ships in `models/`, int8.
+pub fn shipped_conditional_model() -> PathBuf {
+    repo_root().join("models/mnist-digits-conditional/generator-int8.mcg")
+}
+
+/// The float conditional generator it was quantized from.
+pub fn shipped_conditional_generator() -> PathBuf {
+    repo_root().join("models/mnist-digits-conditional/generator.safetensors")
+}
+
 /// Builds serialise: they share the firmware's target directory and its output path.
 static FIRMWARE_BUILD: Mutex<()> = Mutex::new(());
 
