@@ -8,7 +8,8 @@ used by CI, which only reads what this wrote and committed).
 
 Importable fixtures: MLP generators exported by torch.onnx.export with the TorchScript exporter
 (opsets 11, 13, 17) and the dynamo exporter (opset 18), among them the shipped digits generator
-(models/mnist-digits/generator.safetensors loaded into gan.py's Generator). Each comes with
+(models/mnist-digits/generator.safetensors loaded into gan.py's Generator) and the shipped
+conditional one (cgan.py's Generator, inputs z and an int64 label). Each comes with
 NAME.expected.json: fixed latent vectors and the outputs onnxruntime computed for them, which the
 tests compare with tract's.
 
@@ -58,6 +59,28 @@ class GanPyGenerator(nn.Module):
 
     def forward(self, z):
         img = self.model(z)
+        return img.view(img.size(0), 1, self.side, self.side)
+
+
+class CganPyGenerator(nn.Module):
+    """PyTorch-GAN's cgan.py generator at 28x28: `cat(label_emb(labels), noise)` into gan.py's MLP."""
+
+    def __init__(self, latent=100, classes=10, side=28):
+        super().__init__()
+        self.side = side
+        self.label_emb = nn.Embedding(classes, classes)
+        self.model = nn.Sequential(
+            *block(latent + classes, 128, normalize=False),
+            *block(128, 256),
+            *block(256, 512),
+            *block(512, 1024),
+            nn.Linear(1024, side * side),
+            nn.Tanh(),
+        )
+
+    def forward(self, noise, labels):
+        gen_input = torch.cat((self.label_emb(labels), noise), -1)
+        img = self.model(gen_input)
         return img.view(img.size(0), 1, self.side, self.side)
 
 
@@ -136,10 +159,10 @@ def randomise_batchnorm(module, seed):
             m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
 
 
-def load_shipped(module):
+def load_shipped(module, model="mnist-digits"):
     from safetensors.torch import load_file
 
-    path = os.path.join(ROOT, "models/mnist-digits/generator.safetensors")
+    path = os.path.join(ROOT, f"models/{model}/generator.safetensors")
     state = load_file(path)
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -180,6 +203,38 @@ def record(path, latent, count=4, seed=11):
         json.dump(expected, f)
 
 
+def export_conditional(module, latent, path, opset):
+    module.eval()
+    args = (torch.randn(1, latent), torch.tensor([3], dtype=torch.int64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, path, opset_version=opset, dynamo=False,
+                          input_names=["z", "label"], output_names=["image"],
+                          dynamic_axes={"z": {0: "batch"}, "label": {0: "batch"},
+                                        "image": {0: "batch"}})
+    onnx.checker.check_model(onnx.load(path))
+
+
+def record_conditional(path, latent, classes, count=4, seed=12):
+    """onnxruntime's images for fixed latents and labels: NAME.expected.json beside the model."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((count, latent)).astype(np.float32)
+    labels = (np.arange(count) * 3 % classes).astype(np.int64)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    outputs = [session.run(None, {"z": z[i : i + 1], "label": labels[i : i + 1]})[0]
+               for i in range(count)]
+    expected = {
+        "onnxruntime": ort.__version__,
+        "torch": torch.__version__,
+        "output_shape": list(outputs[0].shape),
+        "latents": z.tolist(),
+        "labels": labels.tolist(),
+        "outputs": [o.reshape(-1).tolist() for o in outputs],
+    }
+    with open(path[: -len(".onnx")] + ".expected.json", "w") as f:
+        json.dump(expected, f)
+
+
 def handmade(path, nodes, inputs, outputs, initializers, opset=13):
     graph = helper.make_graph(nodes, os.path.basename(path), inputs, outputs, initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -200,6 +255,7 @@ def main():
     load_shipped(gan)
     export(gan, 100, out("gan-digits-opset17.onnx"), 17, dynamo=False)
     record(out("gan-digits-opset17.onnx"), 100)
+
 
     small = SmallGemm()
     randomise_batchnorm(small, 1)
@@ -302,6 +358,27 @@ def main():
         [helper.make_tensor_value_info("image", f32, [1, 16])],
         [numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), "w16"), b],
     )
+    # A conditional generator that puts the label's row after the latent vector: the chip's
+    # first layer reads the class row first (cgan.py's order), so it is refused by name.
+    i64 = TensorProto.INT64
+    handmade(
+        out("refuse-label-after-latent.onnx"),
+        [helper.make_node("Gather", ["table", "label"], ["row"], name="embed", axis=0),
+         helper.make_node("Concat", ["z", "row"], ["joined"], name="join", axis=1),
+         helper.make_node("Gemm", ["joined", "w11", "b"], ["y"], name="fc", transB=1),
+         helper.make_node("Tanh", ["y"], ["image"], name="tanh")],
+        [helper.make_tensor_value_info("z", f32, [1, 8]),
+         helper.make_tensor_value_info("label", i64, [1])],
+        [helper.make_tensor_value_info("image", f32, [1, 16])],
+        [numpy_helper.from_array(rng.standard_normal((3, 3)).astype(np.float32), "table"),
+         numpy_helper.from_array(rng.standard_normal((16, 11)).astype(np.float32), "w11"), b],
+    )
+    # Last, so that the fixtures above keep their random initialisations: the shipped
+    # conditional generator as cgan.py exports it (inputs z and an int64 label).
+    cgan = CganPyGenerator()
+    load_shipped(cgan, "mnist-digits-conditional")
+    export_conditional(cgan, 100, out("cgan-digits-opset17.onnx"), 17)
+    record_conditional(out("cgan-digits-opset17.onnx"), 100, 10)
     total = sum(os.path.getsize(out(n)) for n in os.listdir(args.out))
     print(f"wrote {len(os.listdir(args.out))} files to {args.out}, {total:,} bytes")
 

@@ -407,21 +407,17 @@ impl Discriminator {
         })
     }
 
-    /// The widths of the hidden layers that dropout may apply to, by hidden layer: the
-    /// training step draws one mask per entry that is `Some`.
-    pub fn dropout_widths(&self, recipe_dropout: bool) -> Vec<Option<usize>> {
-        let hidden = &self.linears[..self.linears.len() - 1];
-        hidden
+    /// The widths of the hidden layers that dropout applies to, by hidden layer (`None`: that
+    /// layer has none): `cgan.py`'s second and third, or every hidden layer of `gan.py`'s
+    /// (when the recipe asks for dropout). The training step draws one mask per `Some`.
+    pub fn dropout_widths(&self) -> Vec<Option<usize>> {
+        let conditional = self.label_embedding.is_some();
+        self.linears[..self.linears.len() - 1]
             .iter()
             .enumerate()
             .map(|(i, linear)| {
                 let width = linear.bias.as_tensor().dims()[0];
-                let on = if self.label_embedding.is_some() {
-                    i > 0
-                } else {
-                    recipe_dropout
-                };
-                on.then_some(width)
+                (!conditional || i > 0).then_some(width)
             })
             .collect()
     }

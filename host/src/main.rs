@@ -1288,6 +1288,18 @@ fn main() -> Result<()> {
                 ..QuantizeOptions::default()
             };
             let quantized = quantize::quantize(&float, &options)?;
+            if let Some(classes) = &float.classes {
+                println!(
+                    "class table: {} classes of {} int8 codes at the latent's scale (1/32)",
+                    classes.classes, classes.width
+                );
+            }
+            if quantized.class_codes_clipped > 0 {
+                eprintln!(
+                    "note: {} class-embedding values lie beyond ±127/32 and were clipped to it",
+                    quantized.class_codes_clipped
+                );
+            }
             for (l, layer) in quantized.layers.iter().enumerate() {
                 let weights = format!("{:?} weights", layer.weight_format);
                 match layer.output {
@@ -1347,6 +1359,14 @@ fn main() -> Result<()> {
                 parsed.parameter_count(),
                 parsed.macs()
             );
+            if let Some(table) = parsed.class_table() {
+                println!(
+                    "conditional: {} classes, a class row of {} int8 codes before the latent \
+                     vector (format version 4)",
+                    table.classes(),
+                    table.width()
+                );
+            }
             for (i, layer) in parsed.layers().iter().enumerate() {
                 let stage = match layer.output {
                     mcugan_shared::LayerOutput::LeakyRelu { zero_point, .. } => {

@@ -311,7 +311,7 @@ impl TrainState {
             return Ok(Vec::new());
         }
         self.discriminator
-            .dropout_widths(true)
+            .dropout_widths()
             .into_iter()
             .map(|width| match width {
                 Some(width) => Ok(Some(dropout_mask(

@@ -13,6 +13,12 @@
 //! input makes each product a single weight, so the weights come out exactly as stored; only
 //! folded BatchNorm scales round once more in `f32`.
 //!
+//! A class-conditional generator in `cgan.py`'s form — a float latent input and an integer
+//! label input, `Gather` of the label's row from a constant embedding table, `Concat` of that
+//! row and the latent vector (the row first) — is imported by cutting the graph at the
+//! `Concat`: its output becomes the graph's one input, the table becomes the model's class
+//! embedding, and the rest is walked as above.
+//!
 //! Anything the chip cannot run is refused with the file, the node's name and op type, and
 //! what is supported; every unsupported node of a graph is listed at once.
 
@@ -20,7 +26,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mcugan_float_model::{Activation, FloatGenerator, FloatLayer, FloatReference, ReferenceError};
+use mcugan_float_model::{
+    Activation, ClassEmbedding, FloatGenerator, FloatLayer, FloatReference, ReferenceError,
+};
 use mcugan_shared::format::MAX_LAYERS;
 use mcugan_shared::ImageShape;
 use tract_onnx::pb;
@@ -61,6 +69,11 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
     (
         "Constant, Shape, Gather, Concat, Cast, Slice",
         "shape arithmetic that folds to constants",
+    ),
+    (
+        "Gather + Concat on an integer label input",
+        "a class-conditional generator (cgan.py): the label's row of a constant [classes, width] \
+         table, concatenated before the latent vector",
     ),
 ];
 
@@ -236,6 +249,14 @@ pub fn import_bytes(path: &Path, bytes: &[u8]) -> Result<OnnxGenerator, ImportEr
         path: path.to_path_buf(),
         reason: "the model has no graph".into(),
     })?;
+    let (proto, classes) = match cut_at_label_concat(path, &proto, graph)? {
+        Some((cut, classes)) => (cut, Some(classes)),
+        None => (proto, None),
+    };
+    let graph = proto.graph.as_ref().ok_or_else(|| ImportError::NotOnnx {
+        path: path.to_path_buf(),
+        reason: "the model has no graph".into(),
+    })?;
     let latent_dim = check_interface(path, graph)?;
     check_op_types(path, graph)?;
     let onnx_ops: Vec<(String, String)> = graph
@@ -285,11 +306,257 @@ pub fn import_bytes(path: &Path, bytes: &[u8]) -> Result<OnnxGenerator, ImportEr
         .iter()
         .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map_or(0, |o| o.version);
+    let generator =
+        FloatGenerator::with_reference(walked.layers, walked.image, Arc::new(reference));
+    let generator = match classes {
+        Some(classes) => {
+            if classes.width >= latent_dim {
+                return Err(ImportError::Interface {
+                    path: path.to_path_buf(),
+                    problem: format!(
+                        "the label embedding is {} wide, as wide as the first layer's {} inputs: \
+                         no latent vector is left",
+                        classes.width, latent_dim
+                    ),
+                });
+            }
+            generator.with_classes(classes)
+        }
+        None => generator,
+    };
     Ok(OnnxGenerator {
-        generator: FloatGenerator::with_reference(walked.layers, walked.image, Arc::new(reference)),
+        generator,
         opset,
         producer,
     })
+}
+
+/// The graph inputs that are not initializers.
+fn real_inputs(graph: &pb::GraphProto) -> Vec<&pb::ValueInfoProto> {
+    let initializers: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains(&i.name.as_str()))
+        .collect()
+}
+
+/// The element type of a graph input, if it is a tensor.
+fn elem_type(input: &pb::ValueInfoProto) -> Option<i32> {
+    let pb::type_proto::Value::TensorType(tensor) = input.r#type.as_ref()?.value.as_ref()?;
+    Some(tensor.elem_type)
+}
+
+/// An integer attribute of `node`, or `default`.
+fn int_attribute(node: &pb::NodeProto, name: &str, default: i64) -> i64 {
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map_or(default, |a| a.i)
+}
+
+/// The values of a float initializer of two dimensions, `[rows, columns]`.
+fn float_table(tensor: &pb::TensorProto) -> Option<(usize, usize, Vec<f32>)> {
+    let [rows, columns] = tensor.dims.as_slice() else {
+        return None;
+    };
+    let (rows, columns) = (
+        usize::try_from(*rows).ok()?,
+        usize::try_from(*columns).ok()?,
+    );
+    if tensor.data_type != pb::tensor_proto::DataType::Float as i32 {
+        return None;
+    }
+    let values: Vec<f32> = if !tensor.raw_data.is_empty() {
+        tensor
+            .raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    } else {
+        tensor.float_data.clone()
+    };
+    (values.len() == rows.checked_mul(columns)?).then_some((rows, columns, values))
+}
+
+/// Recognises `cgan.py`'s conditioning — an integer label input whose only use is a `Gather`
+/// (axis 0) from a constant `[classes, width]` table, whose only use in turn is the first
+/// operand of a two-operand `Concat` on the last axis with the float latent input — and returns
+/// the graph cut at the `Concat` (its output is the new, only input, `[batch, width + latent]`)
+/// with the table as the class embedding. `None` for a graph without an integer input; an
+/// integer input used any other way is an error that says what is expected.
+fn cut_at_label_concat(
+    path: &Path,
+    proto: &pb::ModelProto,
+    graph: &pb::GraphProto,
+) -> Result<Option<(pb::ModelProto, ClassEmbedding)>, ImportError> {
+    use pb::tensor_proto::DataType;
+    let inputs = real_inputs(graph);
+    let integer = |i: &&pb::ValueInfoProto| matches!(elem_type(i), Some(t) if t == DataType::Int64 as i32 || t == DataType::Int32 as i32);
+    let Some(label) = inputs.iter().find(|i| integer(i)) else {
+        return Ok(None);
+    };
+    let problem = |problem: String| ImportError::Interface {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let expected = "a conditional generator feeds its integer label input to one Gather (axis 0) \
+                    of a constant [classes, width] float table, and that row to a Concat on the \
+                    last axis before the float latent vector, as cgan.py does: \
+                    Concat(Gather(table, label), z)";
+    let latent = match inputs.as_slice() {
+        [a, b] if !integer(a) || !integer(b) => {
+            if a.name == label.name {
+                *b
+            } else {
+                *a
+            }
+        }
+        _ => {
+            return Err(problem(format!(
+                "the graph has {} inputs with the integer input '{}'; {expected}",
+                inputs.len(),
+                label.name
+            )))
+        }
+    };
+    let users = |name: &str| -> Vec<usize> {
+        graph
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.input.iter().any(|i| i == name))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let [gather_at] = users(&label.name)[..] else {
+        return Err(problem(format!(
+            "the label input '{}' is used by {} nodes; {expected}",
+            label.name,
+            users(&label.name).len()
+        )));
+    };
+    let gather = &graph.node[gather_at];
+    let table = gather
+        .input
+        .first()
+        .and_then(|name| graph.initializer.iter().find(|t| &t.name == name));
+    let table = match (gather.op_type.as_str(), gather.input.get(1), table) {
+        ("Gather", Some(index), Some(table))
+            if index == &label.name && int_attribute(gather, "axis", 0) == 0 =>
+        {
+            table
+        }
+        _ => {
+            return Err(problem(format!(
+                "node '{}' ({}) takes the label input; {expected}",
+                gather.name, gather.op_type
+            )))
+        }
+    };
+    let Some((classes, width, values)) = float_table(table) else {
+        return Err(problem(format!(
+            "the label embedding '{}' is not a [classes, width] float table stored in the file",
+            table.name
+        )));
+    };
+    if classes == 0 || width == 0 || classes > mcugan_shared::format::MAX_CLASSES {
+        return Err(problem(format!(
+            "the label embedding '{}' has {classes} classes of {width} values (the chip holds \
+             1 to {} classes)",
+            table.name,
+            mcugan_shared::format::MAX_CLASSES
+        )));
+    }
+    let Some(row) = gather.output.first() else {
+        return Err(problem(format!("node '{}' has no output", gather.name)));
+    };
+    let [concat_at] = users(row)[..] else {
+        return Err(problem(format!(
+            "the label's embedding row is used by {} nodes; {expected}",
+            users(row).len()
+        )));
+    };
+    let concat = &graph.node[concat_at];
+    let axis = int_attribute(concat, "axis", 0);
+    let on_features = axis == 1 || axis == -1;
+    if concat.op_type != "Concat"
+        || concat.input.len() != 2
+        || concat.input[0] != *row
+        || concat.input[1] != latent.name
+        || !on_features
+    {
+        return Err(problem(format!(
+            "node '{}' ({}) takes the label's embedding row; {expected} (the row first: the \
+             chip's first layer reads the class row before the latent vector)",
+            concat.name, concat.op_type
+        )));
+    }
+    if users(&latent.name).len() != 1 || users(&table.name).len() != 1 {
+        return Err(problem(format!(
+            "the latent input '{}' or the table '{}' is used elsewhere too; {expected}",
+            latent.name, table.name
+        )));
+    }
+    let Some(joined) = concat.output.first().cloned() else {
+        return Err(problem(format!("node '{}' has no output", concat.name)));
+    };
+    // The latent input's width, to declare the new input's.
+    let latent_width = match latent.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(pb::type_proto::Value::TensorType(tensor)) => tensor
+            .shape
+            .as_ref()
+            .and_then(|s| s.dim.get(1))
+            .and_then(|d| match d.value {
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) => {
+                    usize::try_from(v).ok()
+                }
+                _ => None,
+            }),
+        _ => None,
+    };
+    let Some(latent_width) = latent_width else {
+        return Err(problem(format!(
+            "the latent input '{}' is not a float vector [batch, latent] of fixed width",
+            latent.name
+        )));
+    };
+
+    let mut cut = graph.clone();
+    let (table_name, label_name, latent_name) =
+        (table.name.clone(), label.name.clone(), latent.name.clone());
+    let mut new_input = latent.clone();
+    new_input.name = joined;
+    if let Some(pb::type_proto::Value::TensorType(tensor)) =
+        new_input.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        if let Some(dim) = tensor.shape.as_mut().and_then(|s| s.dim.get_mut(1)) {
+            dim.value = Some(pb::tensor_shape_proto::dimension::Value::DimValue(
+                (width + latent_width) as i64,
+            ));
+        }
+    }
+    cut.node = graph
+        .node
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != gather_at && *i != concat_at)
+        .map(|(_, n)| n.clone())
+        .collect();
+    cut.initializer.retain(|t| t.name != table_name);
+    cut.input
+        .retain(|i| i.name != label_name && i.name != latent_name && i.name != table_name);
+    cut.input.insert(0, new_input);
+    let mut model = proto.clone();
+    model.graph = Some(cut);
+    Ok(Some((
+        model,
+        ClassEmbedding {
+            classes,
+            width,
+            table: values,
+        },
+    )))
 }
 
 /// One float input `[batch, latent]` (batch fixed or symbolic), one output; returns the

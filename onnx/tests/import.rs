@@ -194,3 +194,58 @@ fn an_input_that_is_not_one_latent_vector_is_refused() {
         "{text}"
     );
 }
+
+#[derive(serde::Deserialize)]
+struct ConditionalExpected {
+    latents: Vec<Vec<f32>>,
+    labels: Vec<u16>,
+    outputs: Vec<Vec<f32>>,
+}
+
+/// cgan.py's generator as PyTorch exports it (inputs `z` and an int64 `label`, `Gather` on the
+/// embedding table, `Concat` before the first `Gemm`): the table becomes the class embedding,
+/// the graph is cut at the `Concat`, and tract's image for (z, label) is onnxruntime's.
+#[test]
+fn a_conditional_generator_imports_with_its_class_embedding() {
+    let name = "cgan-digits-opset17.onnx";
+    let imported = import(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let g = &imported.generator;
+    let classes = g.classes.as_ref().expect("a class embedding");
+    assert_eq!((classes.classes, classes.width), (10, 10));
+    assert_eq!((g.latent_dim(), g.layers[0].inputs), (100, 110));
+    let widths: Vec<usize> = g.layers.iter().map(|l| l.outputs).collect();
+    assert_eq!(widths, [128, 256, 512, 1024, 784]);
+    assert_eq!(g.output_activation(), Activation::Tanh);
+
+    let path = fixture("cgan-digits-opset17.expected.json");
+    let expected: ConditionalExpected =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for ((z, &label), want) in expected
+        .latents
+        .iter()
+        .zip(&expected.labels)
+        .zip(&expected.outputs)
+    {
+        let row = classes.row(usize::from(label)).unwrap();
+        let input: Vec<f32> = row.iter().chain(z).copied().collect();
+        let tract = g.forward(&input).unwrap();
+        let layers = g.layers_forward_all(&input).pop().unwrap();
+        for (what, got) in [("tract", &tract), ("dense layers", &layers)] {
+            let max = got
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(max <= 1e-4, "label {label}, {what}: max abs error {max}");
+        }
+    }
+}
+
+#[test]
+fn a_label_row_after_the_latent_vector_is_refused_saying_why() {
+    let text = refused("refuse-label-after-latent.onnx");
+    assert!(
+        text.contains("join") && text.contains("the row first"),
+        "{text}"
+    );
+}

@@ -964,9 +964,14 @@ impl<'a> Model<'a> {
         self.layers.iter().map(Layer::bytes_read).sum()
     }
 
-    /// Number of weights and biases.
+    /// Number of weights and biases, and the class table's codes of a conditional model.
     pub fn parameter_count(&self) -> usize {
-        self.layers.iter().map(|l| l.macs() + l.outputs).sum()
+        let table = self.classes.map_or(0, |t| t.classes * t.width);
+        self.layers
+            .iter()
+            .map(|l| l.macs() + l.outputs)
+            .sum::<usize>()
+            + table
     }
 
     /// Length of the whole blob in bytes.

@@ -196,3 +196,45 @@ fn the_shipped_generator_quantizes_alike_from_safetensors_and_from_onnx() {
         seeds.len() * 784 - same_pixels
     );
 }
+
+/// The shipped conditional generator's ONNX export (cgan.py's form) quantizes to a blob with
+/// the same class table as the one from `generator.safetensors`, images within 30 dB of the
+/// graph's own for every class, and (nearly) the same pixels as the safetensors blob's.
+#[test]
+fn the_conditional_generator_quantizes_alike_from_safetensors_and_from_onnx() {
+    use mcugan::simulate::{class_grid_requests, simulate_requests};
+    let from_onnx = load_float_generator(&fixture("cgan-digits-opset17.onnx")).unwrap();
+    let from_safetensors =
+        load_float_generator(&mcugan_e2e::shipped_conditional_generator()).unwrap();
+    assert!(from_onnx.reference_name().contains("tract"));
+    assert_eq!(from_onnx.classes, from_safetensors.classes);
+
+    let opts = options("mnist-digits-conditional");
+    let onnx_blob = quantize(&from_onnx, &opts).unwrap().blob;
+    let st_blob = quantize(&from_safetensors, &opts).unwrap().blob;
+    let (a, b) = (
+        Model::parse(&onnx_blob).unwrap(),
+        Model::parse(&st_blob).unwrap(),
+    );
+    assert_eq!(a.classes(), Some(10));
+    let (ta, tb) = (a.class_table().unwrap(), b.class_table().unwrap());
+    for class in 0..10 {
+        assert_eq!(ta.row(class), tb.row(class), "class {class}");
+    }
+
+    let requests = class_grid_requests(&[0, 1, 2], 10);
+    let onnx_images = simulate_requests(&onnx_blob, &requests).unwrap();
+    let st_images = simulate_requests(&st_blob, &requests).unwrap();
+    let (mut equal, mut total) = (0usize, 0usize);
+    for ((request, x), y) in requests.iter().zip(&onnx_images).zip(&st_images) {
+        let reference = from_onnx.draw_request(*request).unwrap();
+        let psnr = mcugan::simulate::psnr(&reference, x);
+        assert!(psnr >= 30.0, "{request:?}: {psnr:.1} dB from the graph");
+        equal += x.iter().zip(y).filter(|(p, q)| p == q).count();
+        total += x.len();
+    }
+    assert!(
+        equal as f64 >= 0.99 * total as f64,
+        "{equal} of {total} pixels equal"
+    );
+}
