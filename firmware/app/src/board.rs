@@ -107,14 +107,24 @@ pub fn halt() -> ! {
     }
 }
 
+/// What the next image of [`serve`] changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
+pub enum Advance {
+    /// The button was pressed: a conditional model's next class (0, 1, …, 9, 0, …) with the
+    /// same latent vector; an unconditional model's next seed.
+    Class,
+    /// The timer ran out: the next seed (a new latent vector), in the same class.
+    Seed,
+}
+
 /// Validates `blob` (halting with the error logged if it is invalid), then draws seed 0, 1,
-/// 2, … — the next one each time `next()` returns (a button press or a timeout). A conditional
-/// model draws seed `n` in class `n mod classes`, so each press shows the next class (0, 1, …,
-/// 9, 0, …) with a new latent vector. `A` and `P` size the RAM buffers, as for [`crate::run`].
+/// 2, … — a new image each time `next()` returns (a button press or a timeout, see
+/// [`Advance`]). A conditional model starts at class 0 and cycles through its classes on
+/// presses. `A` and `P` size the RAM buffers, as for [`crate::run`].
 pub fn serve<S: Screen, const A: usize, const P: usize>(
     blob: &[u8],
     board: &mut CycleCountedBoard<S>,
-    mut next: impl FnMut(&mut CycleCountedBoard<S>),
+    mut next: impl FnMut(&mut CycleCountedBoard<S>) -> Advance,
 ) -> ! {
     let model = match validate(blob, board) {
         Ok(model) => model,
@@ -123,13 +133,17 @@ pub fn serve<S: Screen, const A: usize, const P: usize>(
     board.image_width = usize::from(model.image().width).max(1);
     let mut buffer = [0u8; P];
     let pixels = &mut buffer[..model.pixel_count().min(P)];
-    let mut seed = 0u32;
+    let classes = model.classes().map_or(0, |c| c as u32);
+    let (mut seed, mut class) = (0u32, 0u32);
     loop {
-        if let Err(err) = draw::<A>(&model, request_for(&model, seed, None), pixels, board) {
+        let asked = (classes > 0).then_some(class as u16);
+        if let Err(err) = draw::<A>(&model, request_for(&model, seed, asked), pixels, board) {
             defmt::error!("drawing failed: {}", err);
             halt();
         }
-        next(board);
-        seed = seed.wrapping_add(1);
+        match (next(board), classes) {
+            (Advance::Class, 1..) => class = (class + 1) % classes,
+            _ => seed = seed.wrapping_add(1),
+        }
     }
 }

@@ -9,7 +9,7 @@
 use cortex_m_rt::entry;
 use defmt_rtt as _;
 use embedded_hal::digital::InputPin;
-use mcugan_firmware_app::board::{halt, serve, CycleCountedBoard};
+use mcugan_firmware_app::board::{halt, serve, Advance, CycleCountedBoard};
 use nrf52840_hal::{gpio, pac};
 use panic_probe as _;
 
@@ -48,8 +48,13 @@ fn main() -> ! {
     let mut board = CycleCountedBoard::new(&mut core.DCB, &mut core.DWT, CORE_HZ, screen);
     defmt::info!("nRF52840-DK: press button 1 for a new digit");
     serve::<_, ACTIVATION_WIDTH, IMAGE_PIXELS>(&MODEL.0, &mut board, |board| {
-        // Wait for a press (or the timeout), then for the release.
-        board.wait_until(AUTO_NEXT_MS, || button.is_low().unwrap_or(false));
-        board.wait_until(AUTO_NEXT_MS, || button.is_high().unwrap_or(true));
+        // Wait for a press (or the timeout), then for the release: a press asks a
+        // conditional model for the next class, the timeout for a new seed.
+        if board.wait_until(AUTO_NEXT_MS, || button.is_low().unwrap_or(false)) {
+            board.wait_until(AUTO_NEXT_MS, || button.is_high().unwrap_or(true));
+            Advance::Class
+        } else {
+            Advance::Seed
+        }
     })
 }

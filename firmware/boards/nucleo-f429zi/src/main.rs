@@ -9,7 +9,7 @@
 
 use cortex_m_rt::entry;
 use defmt_rtt as _;
-use mcugan_firmware_app::board::{halt, serve, CycleCountedBoard};
+use mcugan_firmware_app::board::{halt, serve, Advance, CycleCountedBoard};
 use panic_probe as _;
 use stm32f4xx_hal::pac;
 use stm32f4xx_hal::prelude::*;
@@ -56,8 +56,13 @@ fn main() -> ! {
         core_hz / 1_000_000
     );
     serve::<_, ACTIVATION_WIDTH, IMAGE_PIXELS>(&MODEL.0, &mut board, |board| {
-        // Wait for a press (or the timeout), then for the release.
-        board.wait_until(AUTO_NEXT_MS, || button.is_high());
-        board.wait_until(AUTO_NEXT_MS, || button.is_low());
+        // Wait for a press (or the timeout), then for the release: a press asks a
+        // conditional model for the next class, the timeout for a new seed.
+        if board.wait_until(AUTO_NEXT_MS, || button.is_high()) {
+            board.wait_until(AUTO_NEXT_MS, || button.is_low());
+            Advance::Class
+        } else {
+            Advance::Seed
+        }
     })
 }
