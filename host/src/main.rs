@@ -215,17 +215,8 @@ enum Command {
         /// each seed in class `seed mod classes`.
         #[arg(long)]
         class: Option<u16>,
-        /// Draw a latent walk instead of seeds: from seed A to seed B (`A..B`, both ends
-        /// drawn), --frames images; --png becomes an animated PNG. A conditional model walks
-        /// in --class, or between --walk-classes, or else from A's default class to B's.
-        #[arg(long, conflicts_with = "seeds")]
-        walk: Option<String>,
-        /// Frames of a --walk, both ends included.
-        #[arg(long, default_value_t = 16, requires = "walk")]
-        frames: u32,
-        /// The classes a --walk of a conditional model runs between (`C..D`).
-        #[arg(long, requires = "walk", conflicts_with = "class")]
-        walk_classes: Option<String>,
+        #[command(flatten)]
+        walk: WalkArgs,
         /// Write a --walk as one still picture, its frames in a row, instead of an animation.
         #[arg(long, requires = "walk")]
         strip: bool,
@@ -260,17 +251,8 @@ enum Command {
         /// has one row per class, the seeds across.
         #[arg(long)]
         class_rows: Option<u16>,
-        /// Draw a latent walk instead of seeds: from seed A to seed B (`A..B`, both ends
-        /// drawn), --frames images; --png becomes an animated PNG. A conditional model walks
-        /// in --class, or between --walk-classes, or else from A's default class to B's.
-        #[arg(long, conflicts_with = "seeds")]
-        walk: Option<String>,
-        /// Frames of a --walk, both ends included.
-        #[arg(long, default_value_t = 16, requires = "walk")]
-        frames: u32,
-        /// The classes a --walk of a conditional model runs between (`C..D`).
-        #[arg(long, requires = "walk", conflicts_with = "class")]
-        walk_classes: Option<String>,
+        #[command(flatten)]
+        walk: WalkArgs,
     },
     /// Benchmark a firmware ELF under QEMU: instructions per layer and per MAC, flash bytes
     /// read, flash and RAM budgets; every image checked against the host simulation.
@@ -330,6 +312,32 @@ enum Command {
 /// names the limit in the error).
 fn parse_seeds(text: &str, max: u64, what: &str) -> Result<Vec<u32>> {
     Ok(Seeds::parse(text)?.to_vec_at_most(max, what)?)
+}
+
+/// A latent walk's options (`simulate` and `qemu`).
+#[derive(clap::Args, Debug)]
+struct WalkArgs {
+    /// Draw a latent walk instead of seeds: from seed A to seed B (`A..B`, both ends drawn),
+    /// --frames images; --png becomes an animated PNG. A conditional model walks in --class,
+    /// or between --walk-classes, or else from A's default class to B's.
+    #[arg(long, conflicts_with = "seeds")]
+    walk: Option<String>,
+    /// Frames of a --walk, both ends included.
+    #[arg(long, default_value_t = 16, requires = "walk")]
+    frames: u32,
+    /// The classes a --walk of a conditional model runs between (`C..D`).
+    #[arg(long, requires = "walk", conflicts_with = "class")]
+    walk_classes: Option<String>,
+}
+
+impl WalkArgs {
+    /// The walk asked for, if any; `class` is the command's `--class`.
+    fn walk(&self, class: Option<u16>) -> Result<Option<mcugan_shared::Walk>> {
+        self.walk
+            .as_deref()
+            .map(|walk| parse_walk(walk, self.frames, class, self.walk_classes.as_deref()))
+            .transpose()
+    }
 }
 
 /// `A..B` (two 32-bit seeds, or one) and the walk's classes: `--walk-classes C..D`, else
@@ -1393,14 +1401,9 @@ fn main() -> Result<()> {
             format,
             class,
             walk,
-            frames,
-            walk_classes,
             strip,
-        } => match walk {
-            Some(walk) => {
-                let walk = parse_walk(&walk, frames, class, walk_classes.as_deref())?;
-                simulate_walk_command(&model, &walk, png, strip, force)?
-            }
+        } => match walk.walk(class)? {
+            Some(walk) => simulate_walk_command(&model, &walk, png, strip, force)?,
             None => simulate_command(&model, &seeds, png, out_dir, format, class, force)?,
         },
         Command::BenchFirmware {
@@ -1457,11 +1460,8 @@ fn main() -> Result<()> {
             class,
             class_rows,
             walk,
-            frames,
-            walk_classes,
         } => {
-            if let Some(walk) = walk {
-                let walk = parse_walk(&walk, frames, class, walk_classes.as_deref())?;
+            if let Some(walk) = walk.walk(class)? {
                 return qemu_walk_command(&elf, &walk, check, png, timeout, force);
             }
             let seeds = parse_seeds(

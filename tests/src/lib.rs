@@ -40,6 +40,22 @@ pub fn shipped_conditional_generator() -> PathBuf {
     repo_root().join("models/mnist-digits-conditional/generator.safetensors")
 }
 
+/// The offline digits' test split (`cargo xtask setup` makes it), or `None` when it is missing
+/// and the run does not require it (`MCUGAN_REQUIRE_DATASETS` unset; `cargo xtask test` sets it).
+pub fn test_digits() -> Option<mcugan::data::Dataset> {
+    let dir = repo_root().join("data/mnist-digits");
+    if !dir.is_dir() {
+        assert!(
+            std::env::var_os("MCUGAN_REQUIRE_DATASETS").is_none(),
+            "{} is missing (run `cargo xtask setup`)",
+            dir.display()
+        );
+        eprintln!("skipped: {} is missing", dir.display());
+        return None;
+    }
+    Some(mcugan::data::load_split(&dir, mcugan::data::Split::Test).expect("the test digits load"))
+}
+
 /// Builds serialise: they share the firmware's target directory and its output path.
 static FIRMWARE_BUILD: Mutex<()> = Mutex::new(());
 

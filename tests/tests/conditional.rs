@@ -4,7 +4,6 @@
 
 use candle_core::Device;
 use mcugan::classifier::Classifier;
-use mcugan::data::{load_split, Split};
 use mcugan::eval::{class_accuracy, Evaluator};
 use mcugan::firmware::{run_qemu, run_qemu_requests, run_qemu_walk, QemuOptions};
 use mcugan::quantize::{fold, quantize, FloatGenerator, QuantizeOptions};
@@ -140,17 +139,7 @@ fn an_unconditional_firmware_refuses_a_class() {
 }
 
 fn digits() -> Option<mcugan::data::Dataset> {
-    let dir = repo_root().join("data/mnist-digits");
-    if !dir.is_dir() {
-        assert!(
-            std::env::var_os("MCUGAN_REQUIRE_DATASETS").is_none(),
-            "{} is missing (run `cargo xtask setup`)",
-            dir.display()
-        );
-        eprintln!("skipped: {} is missing", dir.display());
-        return None;
-    }
-    Some(load_split(&dir, Split::Test).unwrap())
+    mcugan_e2e::test_digits()
 }
 
 #[test]

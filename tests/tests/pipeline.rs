@@ -101,30 +101,7 @@ fn the_same_seed_trains_the_same_generator() {
         config.epochs = 1;
         config.sample_interval = 0;
         train(&config).unwrap();
-        let bytes = std::fs::read(out.join("generator.safetensors")).unwrap();
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
-        let mut flat: Vec<(String, Vec<u8>)> = tensors
-            .into_iter()
-            .map(|(name, t)| {
-                let t = t.flatten_all().unwrap();
-                let bytes = match t.dtype() {
-                    candle_core::DType::I64 => t
-                        .to_vec1::<i64>()
-                        .unwrap()
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect(),
-                    _ => t
-                        .to_vec1::<f32>()
-                        .unwrap()
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect(),
-                };
-                (name, bytes)
-            })
-            .collect();
-        flat.sort();
+        let flat = tensor_bytes(&out.join("generator.safetensors"));
         runs.push(flat);
     }
     assert_eq!(runs[0].len(), 8 * 2 + 3 * 3);

@@ -4,7 +4,6 @@
 
 use candle_core::Device;
 use mcugan::classifier::Classifier;
-use mcugan::data::{load_split, Split};
 use mcugan::eval::Evaluator;
 use mcugan::quantize::fold;
 use mcugan::simulate::simulate;
@@ -12,17 +11,7 @@ use mcugan::train::load_generator;
 use mcugan_e2e::{repo_root, shipped_generator, shipped_model};
 
 fn digits() -> Option<mcugan::data::Dataset> {
-    let dir = repo_root().join("data/mnist-digits");
-    if !dir.is_dir() {
-        assert!(
-            std::env::var_os("MCUGAN_REQUIRE_DATASETS").is_none(),
-            "{} is missing (run `cargo xtask setup`)",
-            dir.display()
-        );
-        eprintln!("skipped: {} is missing", dir.display());
-        return None;
-    }
-    Some(load_split(&dir, Split::Test).unwrap())
+    mcugan_e2e::test_digits()
 }
 
 fn classifier() -> Classifier {
