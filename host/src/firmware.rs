@@ -186,7 +186,7 @@ pub fn run_qemu(elf: &Path, seeds: &[u32], options: &QemuOptions) -> anyhow::Res
 }
 
 /// The most frames of a walk the firmware draws.
-pub const MAX_WALK_FRAMES: u32 = u16::MAX as u32;
+pub const MAX_WALK_FRAMES: u32 = mcugan_shared::infer::MAX_WALK_FRAMES;
 
 /// The firmware's command-line argument for `walk`: `walk=A..B:FRAMES[:CLASS..CLASS]`.
 pub fn walk_argument(walk: &mcugan_shared::Walk) -> String {

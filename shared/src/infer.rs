@@ -50,8 +50,8 @@ pub enum InferenceError {
     /// An unconditional model was asked for a class.
     #[error("the model is unconditional: it draws no class")]
     NotConditional,
-    /// A walk frame beyond the walk's frames.
-    #[error("frame {frame} of a walk of {frames} frames")]
+    /// A walk frame beyond the walk's frames, or a walk of more than [`MAX_WALK_FRAMES`].
+    #[error("frame {frame} of a walk of {frames} frames (at most {MAX_WALK_FRAMES})")]
     FrameOutOfRange {
         /// The frame asked for.
         frame: u32,
@@ -78,9 +78,12 @@ pub struct Walk {
     pub from: ImageRequest,
     /// Where it ends (the same class as `from` for a walk between seeds only).
     pub to: ImageRequest,
-    /// Images along the walk, both ends included (at least 1).
+    /// Images along the walk, both ends included (1 to [`MAX_WALK_FRAMES`]).
     pub frames: u32,
 }
+
+/// The most frames a [`Walk`] may have.
+pub const MAX_WALK_FRAMES: u32 = u16::MAX as u32;
 
 /// What to draw: the latent vector's seed and, for a conditional model, the class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,7 +224,7 @@ pub fn generate_walk_frame_in<const N: usize>(
     pixels: &mut [u8],
     observer: &mut dyn LayerObserver,
 ) -> Result<(), InferenceError> {
-    if frame >= walk.frames {
+    if frame >= walk.frames || walk.frames > MAX_WALK_FRAMES {
         return Err(InferenceError::FrameOutOfRange {
             frame,
             frames: walk.frames,
@@ -237,8 +240,9 @@ pub fn generate_walk_frame_in<const N: usize>(
         Input::Walk {
             from: (walk.from.seed, from_class),
             to: (walk.to.seed, to_class),
-            step: frame,
-            steps: walk.frames - 1,
+            // Both fit: frame < frames <= MAX_WALK_FRAMES.
+            step: frame as u16,
+            steps: (walk.frames - 1) as u16,
         },
         &mut activations.narrow,
         &mut activations.wide.0,
@@ -279,8 +283,8 @@ enum Input<'a> {
     Walk {
         from: (u32, Option<usize>),
         to: (u32, Option<usize>),
-        step: u32,
-        steps: u32,
+        step: u16,
+        steps: u16,
     },
 }
 

@@ -54,17 +54,19 @@ pub fn sample_latent(seed: u32, latent: &mut [i8]) {
 }
 
 /// One code of a straight walk from `a` to `b` in `steps` steps, at step `step`:
-/// `(a·(steps − step) + b·step) / steps`, rounded half away from zero, in integers (`a` at step
-/// 0, `b` at step `steps`; `a` when `steps` is 0). The host and the chip blend latent codes
-/// and class rows with it, so a walk's frames are the same bytes on both.
+/// `(a·(steps − step) + b·step) / steps`, rounded half away from zero, in 32-bit integers (`a`
+/// at step 0, `b` at step `steps` and beyond; `a` when `steps` is 0). The host and the chip
+/// blend latent codes and class rows with it, so a walk's frames are the same bytes on both.
+/// (`u16` steps keep the sum within `i32`, so the chip divides in one instruction.)
 #[inline]
-pub fn blend_code(a: i8, b: i8, step: u32, steps: u32) -> i8 {
+pub fn blend_code(a: i8, b: i8, step: u16, steps: u16) -> i8 {
     if steps == 0 {
         return a;
     }
-    let step = i64::from(step.min(steps));
-    let steps = i64::from(steps);
-    let sum = i64::from(a) * (steps - step) + i64::from(b) * step;
+    let step = i32::from(step.min(steps));
+    let steps = i32::from(steps);
+    // |sum| <= 128 · 65,535 < 2^31.
+    let sum = i32::from(a) * (steps - step) + i32::from(b) * step;
     let half = steps / 2;
     let rounded = if sum >= 0 {
         (sum + half) / steps

@@ -77,6 +77,16 @@ pub fn build_firmware(model: &Path, dest: &Path) -> Result<PathBuf> {
 /// Builds the firmware (release) with the given kernels around `model` and copies the ELF to
 /// `dest`.
 pub fn build_firmware_with(model: &Path, dest: &Path, kernels: Kernels) -> Result<PathBuf> {
+    build_firmware_with_features(model, dest, kernels, &[])
+}
+
+/// [`build_firmware_with`], with the QEMU board's cargo `features` (e.g. `walk`) on.
+pub fn build_firmware_with_features(
+    model: &Path,
+    dest: &Path,
+    kernels: Kernels,
+    features: &[&str],
+) -> Result<PathBuf> {
     let _guard = FIRMWARE_BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let model =
         std::fs::canonicalize(model).with_context(|| format!("finding {}", model.display()))?;
@@ -85,6 +95,10 @@ pub fn build_firmware_with(model: &Path, dest: &Path, kernels: Kernels) -> Resul
     let mut args = vec!["build", "--release", "--quiet"];
     if kernels == Kernels::Portable {
         args.push("--no-default-features");
+    }
+    let features = features.join(",");
+    if !features.is_empty() {
+        args.extend(["--features", &features]);
     }
     let output = Command::new(cargo)
         .args(&args)

@@ -10,8 +10,8 @@ use mcugan::quantize::{fold, quantize, FloatGenerator, QuantizeOptions};
 use mcugan::simulate::{simulate, simulate_requests, simulate_walk};
 use mcugan::train::load_generator;
 use mcugan_e2e::{
-    build_firmware, repo_root, shipped_conditional_generator, shipped_conditional_model,
-    shipped_model,
+    build_firmware, build_firmware_with_features, repo_root, shipped_conditional_generator,
+    shipped_conditional_model, shipped_model, Kernels,
 };
 use mcugan_shared::{ImageRequest, Model, Walk};
 
@@ -74,8 +74,34 @@ fn the_chip_draws_the_hosts_bytes_for_seed_and_class_pairs_and_walks() {
     let other = simulate_requests(&blob, &[ImageRequest::class(0, 3)]).unwrap();
     assert_ne!(run.images[0].pixels, other[0]);
 
-    // Walks: between two seeds in one class, between two classes of one seed, and (no class
-    // given) between two seeds' default classes — the chip's frames are the host's.
+    // The default build has no walk mode (it costs flash) and says how to get it.
+    let no_walk = run_qemu_walk(
+        &elf,
+        &Walk {
+            from: ImageRequest::seed(1),
+            to: ImageRequest::seed(2),
+            frames: 3,
+        },
+        &qemu(),
+    )
+    .unwrap();
+    assert!(!no_walk.succeeded());
+    assert!(
+        no_walk.log.iter().any(|l| l.contains("--features walk")),
+        "{}",
+        no_walk.log.join("\n")
+    );
+
+    // Walks (the `walk` build): between two seeds in one class, between two classes of one
+    // seed, and (no class given) between two seeds' default classes — the chip's frames are
+    // the host's.
+    let elf = build_firmware_with_features(
+        &shipped_conditional_model(),
+        &work.path().join("fw-walk.elf"),
+        Kernels::Dsp,
+        &["walk"],
+    )
+    .unwrap();
     let walks = [
         Walk {
             from: ImageRequest::class(3, 7),

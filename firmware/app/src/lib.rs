@@ -229,6 +229,9 @@ pub fn run<const A: usize, const P: usize>(
 /// Validates `blob` and draws the frames of `walk` one after another (see [`Walk`]); each
 /// goes to the board as an image whose request holds the frame number as its seed. `A` and
 /// `P` size the RAM buffers, as for [`run`].
+// Not inlined: its buffers must not add to the seed path's frame (the RAM budget counts the
+// stack's peak).
+#[inline(never)]
 pub fn run_walk<const A: usize, const P: usize>(
     blob: &[u8],
     walk: Walk,

@@ -3,9 +3,10 @@
 //! - Seeds and the output path come from the semihosting command line (QEMU's `-append`):
 //!   `out=PATH SEED|START..END ...`, each seed or range optionally followed by `:CLASS` (the
 //!   class a conditional model draws them in; default `seed mod classes`). Without seeds it
-//!   draws seeds 0..8 and writes no stream. `walk=A..B:FRAMES[:CLASS[..CLASS]]` draws a latent
-//!   walk instead (`mcugan_shared::Walk`): FRAMES images from seed A to seed B (both ends
-//!   included), in one class or from one class to another.
+//!   draws seeds 0..8 and writes no stream. With the `walk` feature,
+//!   `walk=A..B:FRAMES[:CLASS[..CLASS]]` draws a latent walk instead (`mcugan_shared::Walk`):
+//!   FRAMES images from seed A to seed B (both ends included), in one class or from one class
+//!   to another.
 //! - The image stream (`mcugan_shared::stream`) goes to `PATH` through semihosting.
 //! - SysTick, clocked from the core, times the work. Under `-icount shift=0` QEMU advances
 //!   virtual time by 1 ns per instruction, so ticks convert to instructions; the run measures
@@ -21,15 +22,21 @@ use heapless::Vec;
 use mcugan_shared::stream::{
     class_record, image_record_header, layer_record, stat_record, stream_header, StatKey,
 };
-use mcugan_shared::{ImageRequest, Walk};
+use mcugan_shared::ImageRequest;
+#[cfg(feature = "walk")]
+use mcugan_shared::Walk;
 use semihosting::fs::File;
 use semihosting::io::Write;
 
 use mcugan_firmware_app::{AppError, Board, SinkError, MAX_SEEDS};
 
 /// Seeds drawn when the command line names none.
-fn default_seeds() -> core::ops::Range<u64> {
-    0..8
+fn default_seeds() -> SeedRun {
+    SeedRun {
+        start: 0,
+        count: 8,
+        class: None,
+    }
 }
 /// Bytes of the semihosting command line this board reads.
 const CMDLINE_LEN: usize = 1024;
@@ -47,15 +54,25 @@ extern "C" {
 pub struct Mps2 {
     /// Owned so that nothing else reconfigures the timer while it measures.
     _syst: SYST,
-    seeds: SeedRanges,
-    walk: Option<Walk>,
     stream: Option<File>,
     paint_bottom: usize,
 }
 
+/// What the command line asks the run to draw.
+// One value, moved once into `main`: there is no heap to box the seed list into.
+#[allow(clippy::large_enum_variant)]
+pub enum Plan {
+    /// These seeds, each run of them in its class (if any).
+    Seeds(SeedRanges),
+    /// The frames of a latent walk.
+    #[cfg(feature = "walk")]
+    Walk(Walk),
+}
+
 impl Mps2 {
-    /// Takes the core peripherals, paints the stack, reads the command line.
-    pub fn take() -> Self {
+    /// Takes the core peripherals, paints the stack, reads the command line; returns the board
+    /// and what to draw (kept out of the board, so that the seed list is on the stack once).
+    pub fn take() -> (Self, Plan) {
         let paint_bottom = paint_stack();
         let Some(core) = cortex_m::Peripherals::take() else {
             defmt::error!("core peripherals already taken");
@@ -69,12 +86,10 @@ impl Mps2 {
 
         let mut board = Mps2 {
             _syst: syst,
-            seeds: Vec::new(),
-            walk: None,
             stream: None,
             paint_bottom,
         };
-        board.read_command_line();
+        let plan = board.read_command_line();
         if let Some(stream) = board.stream.as_mut() {
             if stream.write_all(&stream_header()).is_err() {
                 defmt::error!("cannot write the image stream");
@@ -82,16 +97,19 @@ impl Mps2 {
             }
         }
         board.calibrate();
-        board
+        (board, plan)
     }
 
-    fn read_command_line(&mut self) {
+    fn read_command_line(&mut self) -> Plan {
+        let mut seeds = SeedRanges::new();
+        #[cfg(feature = "walk")]
+        let mut walk = None;
         let args = match semihosting::experimental::env::args::<CMDLINE_LEN>() {
             Ok(args) => args,
             Err(_) => {
                 defmt::warn!("no semihosting command line; drawing the default seeds");
-                self.seeds.extend([(default_seeds(), None)]);
-                return;
+                seeds.extend([default_seeds()]);
+                return Plan::Seeds(seeds);
             }
         };
         // The first argument is the kernel's file name.
@@ -102,21 +120,36 @@ impl Mps2 {
             };
             if let Some(path) = arg.strip_prefix("out=") {
                 self.stream = Some(open_stream(path));
-            } else if let Some(walk) = arg.strip_prefix("walk=") {
-                match parse_walk(walk) {
-                    Some(walk) => self.walk = Some(walk),
+            } else if let Some(text) = arg.strip_prefix("walk=") {
+                #[cfg(not(feature = "walk"))]
+                {
+                    defmt::error!(
+                        "'walk={=str}': this firmware was built without the walk mode (build it \
+                         with --features walk)",
+                        text
+                    );
+                    exit_failure()
+                }
+                #[cfg(feature = "walk")]
+                match parse_walk(text) {
+                    Some(asked) => walk = Some(asked),
                     None => {
                         defmt::error!(
                             "bad walk '{=str}': expected walk=A..B:FRAMES[:CLASS[..CLASS]]",
-                            walk
+                            text
                         );
                         exit_failure()
                     }
                 }
             } else if let Some((start, end, class)) = parse_seeds(arg) {
-                let count =
-                    self.seeds.iter().map(|(r, _)| r.end - r.start).sum::<u64>() + end - start;
-                if count > MAX_SEEDS as u64 || self.seeds.push((start..end, class)).is_err() {
+                let count = seeds.iter().map(|r| u64::from(r.count)).sum::<u64>() + end - start;
+                // `count <= MAX_SEEDS` keeps each run's length in a u16 and start in a u32.
+                let run = SeedRun {
+                    start: start as u32,
+                    count: (end - start) as u16,
+                    class,
+                };
+                if count > MAX_SEEDS as u64 || seeds.push(run).is_err() {
                     defmt::error!("more than {=usize} seeds", MAX_SEEDS);
                     exit_failure()
                 }
@@ -128,9 +161,14 @@ impl Mps2 {
                 exit_failure()
             }
         }
-        if self.seeds.is_empty() {
-            self.seeds.extend([(default_seeds(), None)]);
+        #[cfg(feature = "walk")]
+        if let Some(walk) = walk {
+            return Plan::Walk(walk);
         }
+        if seeds.is_empty() {
+            seeds.extend([default_seeds()]);
+        }
+        Plan::Seeds(seeds)
     }
 
     /// Times a loop of known instruction count, so the host can turn ticks into instructions.
@@ -180,17 +218,24 @@ impl Mps2 {
 
 /// The seed ranges of the command line (a few bytes each, rather than a list of every seed),
 /// each with the class asked for, if any.
-pub type SeedRanges = Vec<(core::ops::Range<u64>, Option<u16>), 32>;
+pub type SeedRanges = Vec<SeedRun, 32>;
 
-impl Mps2 {
-    /// The seeds to draw, as ranges.
-    pub fn seeds(&self) -> SeedRanges {
-        self.seeds.clone()
-    }
+/// Consecutive seeds of the command line, and the class asked for them. Compact (12 bytes):
+/// the list lives on the stack, whose peak the RAM budget counts.
+#[derive(Clone, Copy, Debug)]
+pub struct SeedRun {
+    /// The first seed.
+    pub start: u32,
+    /// How many (at most `MAX_SEEDS` in all runs, so `start + count` stays within 2^32).
+    pub count: u16,
+    /// The class of a conditional model, if one is asked for.
+    pub class: Option<u16>,
+}
 
-    /// The latent walk to draw instead of the seeds, if the command line asks for one.
-    pub fn walk(&self) -> Option<Walk> {
-        self.walk
+impl SeedRun {
+    /// The `(seed, class)` pairs of the run.
+    pub fn requests(self) -> impl Iterator<Item = (u32, Option<u16>)> {
+        (0..u32::from(self.count)).map(move |i| (self.start.wrapping_add(i), self.class))
     }
 }
 
@@ -244,6 +289,7 @@ fn parse_seeds(arg: &str) -> Option<(u64, u64, Option<u16>)> {
     Some((start, end, class))
 }
 
+#[cfg(feature = "walk")]
 /// `A..B:FRAMES[:CLASS[..CLASS]]`: a walk from seed A to seed B (both 32-bit) in FRAMES
 /// frames (1 to 65,535), optionally in one class or from one class to another.
 fn parse_walk(arg: &str) -> Option<Walk> {
@@ -276,6 +322,7 @@ fn parse_walk(arg: &str) -> Option<Walk> {
     })
 }
 
+#[cfg(feature = "walk")]
 /// `A..B` (or `A`, meaning `A..A`) as its two numbers, in any order.
 fn parse_pair(bytes: &[u8]) -> Option<(u64, u64)> {
     match bytes.windows(2).position(|pair| pair == b"..") {

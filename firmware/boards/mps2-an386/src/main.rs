@@ -26,20 +26,18 @@ include!(concat!(env!("OUT_DIR"), "/model.rs"));
 
 #[entry]
 fn main() -> ! {
-    let mut board = board::Mps2::take();
-    if let Some(walk) = board.walk() {
-        let outcome = mcugan_firmware_app::run_walk::<ACTIVATION_WIDTH, IMAGE_PIXELS>(
+    let (mut board, plan) = board::Mps2::take();
+    let outcome = match plan {
+        #[cfg(feature = "walk")]
+        board::Plan::Walk(walk) => mcugan_firmware_app::run_walk::<ACTIVATION_WIDTH, IMAGE_PIXELS>(
             &MODEL.0, walk, &mut board,
-        );
-        board.finish(outcome)
-    }
-    let seeds = board.seeds();
-    // Ranges end at most at 2^32, so every seed fits a u32.
-    let seeds = seeds
-        .iter()
-        .flat_map(|(range, class)| range.clone().map(move |seed| (seed as u32, *class)));
-    let outcome =
-        mcugan_firmware_app::run::<ACTIVATION_WIDTH, IMAGE_PIXELS>(&MODEL.0, seeds, &mut board);
+        ),
+        board::Plan::Seeds(seeds) => mcugan_firmware_app::run::<ACTIVATION_WIDTH, IMAGE_PIXELS>(
+            &MODEL.0,
+            seeds.iter().flat_map(|run| run.requests()),
+            &mut board,
+        ),
+    };
     board.finish(outcome)
 }
 
