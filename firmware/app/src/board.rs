@@ -120,7 +120,8 @@ pub enum Advance {
 /// Validates `blob` (halting with the error logged if it is invalid), then draws seed 0, 1,
 /// 2, … — a new image each time `next()` returns (a button press or a timeout, see
 /// [`Advance`]). A conditional model starts at class 0 and cycles through its classes on
-/// presses. `A` and `P` size the RAM buffers, as for [`crate::run`].
+/// presses. With the `display` feature, a new seed arrives on the screen as a latent walk
+/// from the previous one ([`WALK_FRAMES`] frames). `A` and `P` size the RAM buffers, as for [`crate::run`].
 pub fn serve<S: Screen, const A: usize, const P: usize>(
     blob: &[u8],
     board: &mut CycleCountedBoard<S>,
@@ -143,7 +144,43 @@ pub fn serve<S: Screen, const A: usize, const P: usize>(
         }
         match (next(board), classes) {
             (Advance::Class, 1..) => class = (class + 1) % classes,
-            _ => seed = seed.wrapping_add(1),
+            _ => {
+                #[cfg(feature = "display")]
+                animate_walk::<S, A>(&model, seed, asked, pixels, board);
+                seed = seed.wrapping_add(1);
+            }
+        }
+    }
+}
+
+/// Frames a screen shows on the way from one seed's image to the next (`display` feature).
+#[cfg(feature = "display")]
+pub const WALK_FRAMES: u32 = 8;
+
+/// Shows the latent walk from `seed`'s image to the next seed's on the screen (the frames
+/// between the two; the next image itself is drawn as usual): one digit morphs into the next.
+#[cfg(feature = "display")]
+fn animate_walk<S: Screen, const A: usize>(
+    model: &mcugan_shared::Model<'_>,
+    seed: u32,
+    class: Option<u16>,
+    pixels: &mut [u8],
+    board: &mut CycleCountedBoard<S>,
+) {
+    let walk = mcugan_shared::Walk {
+        from: request_for(model, seed, class),
+        to: request_for(model, seed.wrapping_add(1), class),
+        frames: WALK_FRAMES,
+    };
+    for frame in 1..WALK_FRAMES - 1 {
+        let drawn =
+            mcugan_shared::generate_walk_frame_in::<A>(model, &walk, frame, pixels, &mut ());
+        match drawn {
+            Ok(()) => board.screen.show(pixels, board.image_width),
+            Err(err) => {
+                defmt::warn!("walk frame {=u32}: {}", frame, err);
+                return;
+            }
         }
     }
 }
