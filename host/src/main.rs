@@ -507,6 +507,20 @@ fn simulate_walk_command(
     Ok(())
 }
 
+/// Prints a firmware run's log (and a broken image stream); an error if the run failed.
+fn show_run(run: &firmware::FirmwareRun) -> Result<()> {
+    for line in &run.log {
+        println!("{line}");
+    }
+    if let Some(err) = &run.stream_error {
+        println!("image stream: {err}");
+    }
+    if !run.succeeded() {
+        bail!("the firmware failed ({})", run.outcome());
+    }
+    Ok(())
+}
+
 /// `mcugan qemu --walk`: the walk drawn by the firmware, checked against the host simulation.
 fn qemu_walk_command(
     elf: &Path,
@@ -538,15 +552,7 @@ fn qemu_walk_command(
     };
     let asked = checked.as_ref().map_or(*walk, |(_, w, _)| *w);
     let run = firmware::run_qemu_walk(elf, &asked, &QemuOptions::with_timeout(timeout))?;
-    for line in &run.log {
-        println!("{line}");
-    }
-    if let Some(err) = &run.stream_error {
-        println!("image stream: {err}");
-    }
-    if !run.succeeded() {
-        bail!("the firmware failed ({})", run.outcome());
-    }
+    show_run(&run)?;
     let frames: Vec<Vec<u8>> = run.images.iter().map(|i| i.pixels.clone()).collect();
     if frames.len() != walk.frames as usize {
         bail!(
@@ -1501,15 +1507,7 @@ fn main() -> Result<()> {
             }
             let options = QemuOptions::with_timeout(timeout);
             let run = firmware::run_qemu_requests(&elf, &requests, &options)?;
-            for line in &run.log {
-                println!("{line}");
-            }
-            if let Some(err) = &run.stream_error {
-                println!("image stream: {err}");
-            }
-            if !run.succeeded() {
-                bail!("the firmware failed ({})", run.outcome());
-            }
+            show_run(&run)?;
             if run.images.len() != requests.len() {
                 bail!(
                     "the firmware drew {} of {} images",
