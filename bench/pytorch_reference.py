@@ -5,7 +5,7 @@ Written from the facts in ../shared/reference/seed-gan.md (PyTorch-GAN's gan.py)
 networks, BatchNorm1d(n, 0.8) quirk, BCE, Adam(2e-4, (0.5, 0.999)), batch 64, generator step then
 discriminator step on the same fakes detached.
 
-  check-step DUMP.safetensors   replay steps dumped by `cargo run --release -p mcugan --example
+  check-step DUMP.safetensors   replay steps dumped by `cargo run --release -p mcugan-train --example
                                 dump_step` from the same initial weights, batches and latents, and
                                 compare losses and weights
   train --data DIR --epochs N   train on IDX files (raw or .gz) and report seconds per epoch

@@ -13,8 +13,8 @@ use anyhow::{bail, Context};
 use mcugan_shared::Model;
 use serde::Serialize;
 
-use crate::firmware::{elf_sizes, run_qemu, ElfSizes, QemuOptions};
-use crate::simulate::simulate;
+use mcugan_device_tools::firmware::{elf_sizes, run_qemu, ElfSizes, QemuOptions};
+use mcugan_model_tools::simulate::simulate;
 
 /// Runtime code (vector table, `.text`, `.rodata`, without the model) the firmware aims at.
 pub const RUNTIME_CODE_GOAL: u64 = 16 * 1024;

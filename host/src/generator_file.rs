@@ -8,8 +8,8 @@ use std::path::Path;
 use anyhow::Context;
 use candle_core::Device;
 
-use crate::quantize::{self, FloatGenerator};
-use crate::train;
+use mcugan_model_tools::quantize::FloatGenerator;
+use mcugan_train::train;
 
 /// Whether `path` names an ONNX file (by its extension, as ONNX has no magic bytes).
 pub fn is_onnx(path: &Path) -> bool {
@@ -24,7 +24,7 @@ pub fn load_float_generator(path: &Path) -> anyhow::Result<FloatGenerator> {
         return import_onnx(path);
     }
     let generator = train::load_generator(path, &Device::Cpu)?;
-    quantize::fold(&generator).with_context(|| format!("folding {}", path.display()))
+    mcugan_train::fold::fold(&generator).with_context(|| format!("folding {}", path.display()))
 }
 
 #[cfg(feature = "onnx")]

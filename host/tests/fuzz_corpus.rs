@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use mcugan::data::{decode_gz, parse_idx_images, parse_idx_labels};
-use mcugan::train::{Checkpoint, TrainState};
+use mcugan_model_tools::data::{decode_gz, parse_idx_images, parse_idx_labels};
+use mcugan_train::train::{Checkpoint, TrainState};
 
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

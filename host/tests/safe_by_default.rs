@@ -436,8 +436,10 @@ fn simulate_writes_a_folder_of_images_byte_for_byte_the_same() {
         );
     }
     // The pixels are the simulation's.
-    let expected = mcugan::simulate::simulate(&std::fs::read(&blob).unwrap(), &[12]).unwrap();
-    let picture = mcugan::picture::load_png(&first.join("seed-0000000012.png")).unwrap();
+    let expected =
+        mcugan_model_tools::simulate::simulate(&std::fs::read(&blob).unwrap(), &[12]).unwrap();
+    let picture =
+        mcugan_model_tools::picture::load_png(&first.join("seed-0000000012.png")).unwrap();
     assert_eq!(picture.pixels, expected[0]);
     // Again into the same folder: refused without --force.
     let output = mcugan(&[

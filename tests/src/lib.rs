@@ -42,7 +42,7 @@ pub fn shipped_conditional_generator() -> PathBuf {
 
 /// The offline digits' test split (`cargo xtask setup` makes it), or `None` when it is missing
 /// and the run does not require it (`MCUGAN_REQUIRE_DATASETS` unset; `cargo xtask test` sets it).
-pub fn test_digits() -> Option<mcugan::data::Dataset> {
+pub fn test_digits() -> Option<mcugan_model_tools::data::Dataset> {
     let dir = repo_root().join("data/mnist-digits");
     if !dir.is_dir() {
         assert!(
@@ -53,7 +53,10 @@ pub fn test_digits() -> Option<mcugan::data::Dataset> {
         eprintln!("skipped: {} is missing", dir.display());
         return None;
     }
-    Some(mcugan::data::load_split(&dir, mcugan::data::Split::Test).expect("the test digits load"))
+    Some(
+        mcugan_model_tools::data::load_split(&dir, mcugan_model_tools::data::Split::Test)
+            .expect("the test digits load"),
+    )
 }
 
 /// Builds serialise: they share the firmware's target directory and its output path.

@@ -3,17 +3,18 @@
 //! generator, and it draws the class it is asked for (measured with the shipped classifier).
 
 use candle_core::Device;
-use mcugan::classifier::Classifier;
-use mcugan::eval::{class_accuracy, Evaluator};
-use mcugan::firmware::{run_qemu, run_qemu_requests, run_qemu_walk, QemuOptions};
-use mcugan::quantize::{fold, quantize, FloatGenerator, QuantizeOptions};
-use mcugan::simulate::{simulate, simulate_requests, simulate_walk};
-use mcugan::train::load_generator;
+use mcugan_device_tools::firmware::{run_qemu, run_qemu_requests, run_qemu_walk, QemuOptions};
 use mcugan_e2e::{
     build_firmware, build_firmware_with_features, repo_root, shipped_conditional_generator,
     shipped_conditional_model, shipped_model, Kernels,
 };
+use mcugan_model_tools::eval::{class_accuracy, Evaluator};
+use mcugan_model_tools::quantize::{quantize, FloatGenerator, QuantizeOptions};
+use mcugan_model_tools::simulate::{simulate, simulate_requests, simulate_walk};
 use mcugan_shared::{ImageRequest, Model, Walk};
+use mcugan_train::classifier::Classifier;
+use mcugan_train::fold::fold;
+use mcugan_train::train::load_generator;
 
 fn qemu() -> QemuOptions {
     QemuOptions::with_timeout(120)
@@ -164,7 +165,7 @@ fn an_unconditional_firmware_refuses_a_class() {
     assert_eq!(run.images[0].pixels, simulate(&blob, &[1]).unwrap()[0]);
 }
 
-fn digits() -> Option<mcugan::data::Dataset> {
+fn digits() -> Option<mcugan_model_tools::data::Dataset> {
     mcugan_e2e::test_digits()
 }
 

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use mcugan::data::{load_split, Split};
 use mcugan_e2e::repo_root;
+use mcugan_model_tools::data::{load_split, Split};
 
 fn required() -> bool {
     std::env::var_os("MCUGAN_REQUIRE_DATASETS").is_some()

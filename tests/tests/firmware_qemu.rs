@@ -1,8 +1,8 @@
 //! The firmware under QEMU (`mps2-an386`, Cortex-M4F) against the host simulation.
 
-use mcugan::firmware::{run_qemu, QemuOptions};
-use mcugan::simulate::simulate;
+use mcugan_device_tools::firmware::{run_qemu, QemuOptions};
 use mcugan_e2e::{build_firmware, build_firmware_with, shipped_int4_model, shipped_model, Kernels};
+use mcugan_model_tools::simulate::simulate;
 use mcugan_shared::encode::set_version;
 use mcugan_shared::{FormatError, Model};
 
@@ -112,13 +112,14 @@ fn the_firmware_reports_its_measurements() {
     let stack = run.stats["stack_peak_bytes"];
     assert!(stack > 2048 && stack < 16 * 1024, "stack {stack}");
     // The RAM budget: statics, activations and stack within 8 KiB.
-    let sizes = mcugan::firmware::elf_sizes(&elf).unwrap();
+    let sizes = mcugan_device_tools::firmware::elf_sizes(&elf).unwrap();
     let ram = sizes.static_ram() + u64::from(stack);
     assert!(ram <= 8 * 1024, "RAM {ram} B exceeds the 8 KiB budget");
     // flip-link's layout: the stack starts below .bss, so an overflow runs off the bottom of
     // RAM (a fault) instead of into the statics.
     let (stack_start, bss) =
-        mcugan::firmware::elf_symbol_and_section(&elf, "_stack_start", ".bss").unwrap();
+        mcugan_device_tools::firmware::elf_symbol_and_section(&elf, "_stack_start", ".bss")
+            .unwrap();
     let (stack_start, bss) = (stack_start.unwrap(), bss.unwrap());
     assert!(
         stack_start <= bss,

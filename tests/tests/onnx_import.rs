@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use mcugan::firmware::{run_qemu, QemuOptions};
 use mcugan::generator_file::load_float_generator;
-use mcugan::quantize::{quantize, QuantizeOptions};
-use mcugan::simulate::{compare, simulate};
+use mcugan_device_tools::firmware::{run_qemu, QemuOptions};
 use mcugan_e2e::{build_firmware, repo_root, shipped_generator};
+use mcugan_model_tools::quantize::{quantize, QuantizeOptions};
+use mcugan_model_tools::simulate::{compare, simulate};
 use mcugan_shared::Model;
 
 fn fixture(name: &str) -> PathBuf {
@@ -202,7 +202,7 @@ fn the_shipped_generator_quantizes_alike_from_safetensors_and_from_onnx() {
 /// graph's own for every class, and (nearly) the same pixels as the safetensors blob's.
 #[test]
 fn the_conditional_generator_quantizes_alike_from_safetensors_and_from_onnx() {
-    use mcugan::simulate::{class_grid_requests, simulate_requests};
+    use mcugan_model_tools::simulate::{class_grid_requests, simulate_requests};
     let from_onnx = load_float_generator(&fixture("cgan-digits-opset17.onnx")).unwrap();
     let from_safetensors =
         load_float_generator(&mcugan_e2e::shipped_conditional_generator()).unwrap();
@@ -228,7 +228,7 @@ fn the_conditional_generator_quantizes_alike_from_safetensors_and_from_onnx() {
     let (mut equal, mut total) = (0usize, 0usize);
     for ((request, x), y) in requests.iter().zip(&onnx_images).zip(&st_images) {
         let reference = from_onnx.draw_request(*request).unwrap();
-        let psnr = mcugan::simulate::psnr(&reference, x);
+        let psnr = mcugan_model_tools::simulate::psnr(&reference, x);
         assert!(psnr >= 30.0, "{request:?}: {psnr:.1} dB from the graph");
         equal += x.iter().zip(y).filter(|(p, q)| p == q).count();
         total += x.len();

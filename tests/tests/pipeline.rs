@@ -3,10 +3,11 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use mcugan::data::{write_split, Dataset, Split};
-use mcugan::quantize::{fold, quantize, QuantizeOptions};
-use mcugan::simulate::simulate;
-use mcugan::train::{load_generator, train, TrainConfig};
+use mcugan_model_tools::data::{write_split, Dataset, Split};
+use mcugan_model_tools::quantize::{quantize, QuantizeOptions};
+use mcugan_model_tools::simulate::simulate;
+use mcugan_train::fold::fold;
+use mcugan_train::train::{load_generator, train, TrainConfig};
 
 /// 96 images of bright vertical or horizontal bars, labelled by orientation.
 fn bars(dir: &Path) {
@@ -61,7 +62,8 @@ fn train_checkpoint_quantize_simulate() {
     assert!(log.starts_with("epoch,batch,batches_done,d_loss,g_loss\n"));
     // Sample grids at batches 0, 2 and 4: 5x5 images of 28 px with 2 px padding.
     for n in [0, 2, 4] {
-        let grid = mcugan::picture::load_png(&out.join(format!("samples/{n}.png"))).unwrap();
+        let grid =
+            mcugan_model_tools::picture::load_png(&out.join(format!("samples/{n}.png"))).unwrap();
         assert_eq!((grid.width, grid.height), (152, 152));
     }
 
@@ -117,7 +119,7 @@ fn the_small_data_recipe_exports_the_weight_average() {
     let (data, out) = (work.path().join("data"), work.path().join("run"));
     bars(&data);
     let mut config = config(&data, &out);
-    config.recipe = mcugan::recipe::Recipe::SMALL_DATA;
+    config.recipe = mcugan_train::recipe::Recipe::SMALL_DATA;
     config.sample_interval = 0;
     let summary = train(&config).unwrap();
     assert_eq!(summary.recipe, "small-data");
@@ -175,7 +177,7 @@ fn tensor_bytes(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 fn conditional_config(data: &Path, out: &Path, epochs: usize) -> TrainConfig {
     let mut config = config(data, out);
     config.classes = Some(2);
-    config.engine = mcugan::train::Engine::Candle;
+    config.engine = mcugan_train::train::Engine::Candle;
     config.sample_interval = 0;
     config.epochs = epochs;
     config
@@ -183,7 +185,7 @@ fn conditional_config(data: &Path, out: &Path, epochs: usize) -> TrainConfig {
 
 #[test]
 fn the_conditional_gan_trains_resumes_quantizes_and_draws_each_class() {
-    use mcugan::simulate::{class_grid_requests, simulate_requests};
+    use mcugan_model_tools::simulate::{class_grid_requests, simulate_requests};
     use mcugan_shared::ImageRequest;
 
     let work = tempfile::tempdir().unwrap();
@@ -198,7 +200,7 @@ fn the_conditional_gan_trains_resumes_quantizes_and_draws_each_class() {
     train(&conditional_config(&data, &resumed, 1)).unwrap();
     let mut again = TrainConfig::resume(resumed.clone(), Some(2)).unwrap();
     assert_eq!(again.classes, Some(2), "resume keeps the conditional model");
-    again.engine = mcugan::train::Engine::Candle;
+    again.engine = mcugan_train::train::Engine::Candle;
     again.progress = false;
     train(&again).unwrap();
     let a = tensor_bytes(&straight.join("generator.safetensors"));
@@ -240,7 +242,7 @@ fn the_conditional_gan_trains_resumes_quantizes_and_draws_each_class() {
     let images = simulate_requests(&quantized.blob, &requests).unwrap();
     for (request, image) in requests.iter().zip(&images) {
         let reference = float.draw_request(*request).unwrap();
-        let psnr = mcugan::simulate::psnr(&reference, image);
+        let psnr = mcugan_model_tools::simulate::psnr(&reference, image);
         assert!(psnr > 25.0, "{request:?}: int8 vs float PSNR {psnr:.1} dB");
     }
     assert_ne!(images[0], images[3], "the class does not change the image");
@@ -257,12 +259,12 @@ fn the_conditional_gan_refuses_what_it_cannot_train() {
     let err = |config: TrainConfig| format!("{:#}", train(&config).unwrap_err());
 
     let mut fused = conditional_config(&data, &out, 1);
-    fused.engine = mcugan::train::Engine::Fused { threads: 1 };
+    fused.engine = mcugan_train::train::Engine::Fused { threads: 1 };
     assert!(err(fused).contains("--engine candle"));
     let mut one = conditional_config(&data, &out, 1);
     one.classes = Some(1);
     assert!(err(one).contains("2 to 256 classes"));
     let mut dropout = conditional_config(&data, &out, 1);
-    dropout.recipe = mcugan::recipe::Recipe::SMALL_DATA;
+    dropout.recipe = mcugan_train::recipe::Recipe::SMALL_DATA;
     assert!(err(dropout).contains("dropout"));
 }

@@ -1,11 +1,12 @@
 //! The model that ships in `models/`: valid, reproducible from its checkpoint, close to float.
 
 use candle_core::Device;
-use mcugan::quantize::{fold, quantize, FloatGenerator, QuantizeOptions};
-use mcugan::simulate::compare;
-use mcugan::train::load_generator;
 use mcugan_e2e::{shipped_generator, shipped_int4_model, shipped_model};
+use mcugan_model_tools::quantize::{quantize, FloatGenerator, QuantizeOptions};
+use mcugan_model_tools::simulate::compare;
 use mcugan_shared::Model;
+use mcugan_train::fold::fold;
+use mcugan_train::train::load_generator;
 
 fn float() -> FloatGenerator {
     fold(&load_generator(&shipped_generator(), &Device::Cpu).unwrap()).unwrap()

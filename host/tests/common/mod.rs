@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use mcugan::data::{write_split, Dataset, Split};
+use mcugan_model_tools::data::{write_split, Dataset, Split};
 
 /// `n` images of bright vertical or horizontal bars (labelled by orientation) as a training
 /// split in `dir`.

@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use mcugan_shared::ImageShape;
 
 /// The file format of an image folder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ImageFormat {
     /// 8-bit grayscale (one channel) or RGB (three) PNG.
     Png,

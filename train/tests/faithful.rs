@@ -13,9 +13,9 @@
 //!   statistics by momentum 0.1 towards the batch mean and unbiased variance.
 
 use candle_core::{Device, Tensor};
-use mcugan::adam::AdamConfig;
-use mcugan::fused::FusedTrainer;
-use mcugan::train::TrainState;
+use mcugan_train::adam::AdamConfig;
+use mcugan_train::fused::FusedTrainer;
+use mcugan_train::train::TrainState;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -212,7 +212,7 @@ fn fixed_batch() -> (TrainState, Tensor, Tensor) {
         .map(|_| if rng.random::<f32>() < 0.2 { 1.0 } else { -1.0 })
         .collect();
     let real = Tensor::from_vec(real, (BATCH, 784), &device).unwrap();
-    let z = mcugan::train::sample_z(&mut rng, BATCH, &device).unwrap();
+    let z = mcugan_train::train::sample_z(&mut rng, BATCH, &device).unwrap();
     (state, real, z)
 }
 

@@ -23,15 +23,15 @@ use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
 
 use crate::adam::{Adam, AdamConfig};
-use crate::data::{self, Dataset, Split};
 use crate::fused::FusedTrainer;
 use crate::gan::{
     bce_with_logit_targets, bce_with_logits, mse, mse_targets, Discriminator, Generator,
     CONDITIONAL_DROPOUT, IMAGE_PIXELS, LATENT_DIM,
 };
 use crate::kernel_trainer::{self, KernelTrainer};
-use crate::picture::{self, GridLayout};
 use crate::recipe::{dropout_mask, translate, Recipe, WeightAverage};
+use mcugan_model_tools::data::{self, Dataset, Split};
+use mcugan_model_tools::picture::{self, GridLayout};
 
 /// File name of the full training checkpoint in the output directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
@@ -477,7 +477,7 @@ impl TrainState {
         meta.insert("rng_word_pos".into(), self.rng.get_word_pos().to_string());
         meta.insert("config".into(), config_json.to_string());
         meta.insert("recipe".into(), serde_json::to_string(&self.recipe)?);
-        crate::fsutil::safetensors_bytes(tensors, meta)
+        mcugan_model_tools::fsutil::safetensors_bytes(tensors, meta)
     }
 
     /// Restores a state written by [`TrainState::to_checkpoint`] into this freshly built one
@@ -705,8 +705,8 @@ pub fn save_generator(
     path: &Path,
     meta: HashMap<String, String>,
 ) -> anyhow::Result<()> {
-    let bytes = crate::fsutil::safetensors_bytes(generator.state()?, meta)?;
-    crate::fsutil::write_atomically(path, &bytes)
+    let bytes = mcugan_model_tools::fsutil::safetensors_bytes(generator.state()?, meta)?;
+    mcugan_model_tools::fsutil::write_atomically(path, &bytes)
         .with_context(|| format!("writing {}", path.display()))
 }
 
@@ -872,7 +872,7 @@ fn open_loss_log(path: &Path, resume_at: Option<u64>) -> anyhow::Result<fs::File
             }
         }
     }
-    crate::fsutil::write_atomically(path, kept.as_bytes())
+    mcugan_model_tools::fsutil::write_atomically(path, kept.as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     fs::OpenOptions::new()
         .append(true)
@@ -1263,7 +1263,7 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         final_g_loss: last_g,
     };
     let json = serde_json::to_vec_pretty(&summary)?;
-    crate::fsutil::write_atomically(&out.join(SUMMARY_FILE), &json)?;
+    mcugan_model_tools::fsutil::write_atomically(&out.join(SUMMARY_FILE), &json)?;
     Ok(summary)
 }
 
@@ -1338,7 +1338,8 @@ fn save_checkpoint(
     stepper.store_into(state)?;
     check_parameters(state, path)?;
     let checkpoint = state.to_checkpoint(config_json, position)?;
-    crate::fsutil::write_atomically(path, &checkpoint).context("writing the checkpoint")
+    mcugan_model_tools::fsutil::write_atomically(path, &checkpoint)
+        .context("writing the checkpoint")
 }
 
 fn generator_metadata(

@@ -2,17 +2,17 @@
 //! (`bench/pytorch_reference.py check-step`): the initial weights, a real batch, the latent
 //! batch, the losses, and every weight after the step.
 //!
-//! `cargo run --release -p mcugan --example dump_step -- DATA_DIR OUT.safetensors [STEPS] [candle|fused]`
+//! `cargo run --release -p mcugan-train --example dump_step -- DATA_DIR OUT.safetensors [STEPS] [candle|fused]`
 //! (the trainer that takes the steps: candle's autograd, the default, or the fused CPU step).
 
 use std::collections::HashMap;
 
 use anyhow::Context;
 use candle_core::{Device, Tensor};
-use mcugan::adam::AdamConfig;
-use mcugan::data::{load_split, Split};
-use mcugan::fused::FusedTrainer;
-use mcugan::train::{dataset_tensor, sample_z, TrainState};
+use mcugan_model_tools::data::{load_split, Split};
+use mcugan_train::adam::AdamConfig;
+use mcugan_train::fused::FusedTrainer;
+use mcugan_train::train::{dataset_tensor, sample_z, TrainState};
 
 fn snapshot(
     state: &TrainState,

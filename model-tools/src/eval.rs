@@ -15,7 +15,41 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use crate::classifier::{argmax, Classifier, CLASSES, INPUT_PIXELS};
+/// Classes a digit classifier tells apart.
+pub const CLASSES: usize = 10;
+/// Pixels of the images measured: 28x28 grayscale, one byte each.
+pub const INPUT_PIXELS: usize = 28 * 28;
+/// One vector of f64 per image.
+pub type Rows = Vec<Vec<f64>>;
+
+/// The network whose space the metrics are measured in: a feature vector (FID) and class
+/// probabilities (the IS analogue, coverage, class accuracy) for each image. The digit
+/// classifier of `mcugan-train` is one; this crate needs no training framework to use it.
+pub trait FeatureExtractor {
+    /// Features and class probabilities of gray-level images (28x28 each, one after another).
+    fn features_and_probabilities(&self, pixels: &[u8]) -> anyhow::Result<(Rows, Rows)>;
+
+    /// Predicted class of every image.
+    fn predict(&self, pixels: &[u8]) -> anyhow::Result<Vec<usize>> {
+        let (_, p) = self.features_and_probabilities(pixels)?;
+        Ok(p.iter().map(|row| argmax(row)).collect())
+    }
+}
+
+/// Index of the largest value (the first, on ties).
+pub fn argmax(values: &[f64]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
+        .0
+}
 
 /// The metrics of one set of images.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -276,21 +310,21 @@ pub fn classes_covered(shares: &[f64]) -> usize {
 }
 
 /// Measures images against the real test images' feature statistics.
-pub struct Evaluator {
-    classifier: Classifier,
+pub struct Evaluator<C> {
+    classifier: C,
     real: FeatureStats,
 }
 
-impl Evaluator {
+impl<C: FeatureExtractor> Evaluator<C> {
     /// An evaluator whose reference is `real_test` (gray levels, 28x28 each).
-    pub fn new(classifier: Classifier, real_test: &[u8]) -> anyhow::Result<Self> {
+    pub fn new(classifier: C, real_test: &[u8]) -> anyhow::Result<Self> {
         let (features, _) = classifier.features_and_probabilities(real_test)?;
         let real = FeatureStats::fit(&features).context("the real test images")?;
         Ok(Self { classifier, real })
     }
 
     /// The classifier in use.
-    pub fn classifier(&self) -> &Classifier {
+    pub fn classifier(&self) -> &C {
         &self.classifier
     }
 

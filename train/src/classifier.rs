@@ -19,16 +19,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::adam::{Adam, AdamConfig};
-use crate::data::Dataset;
+use mcugan_model_tools::data::Dataset;
+use mcugan_model_tools::eval::FeatureExtractor;
 
 /// Length of the feature vector FID is computed on.
 pub const FEATURES: usize = 128;
-/// Classes the classifier tells apart.
-pub const CLASSES: usize = 10;
-/// Pixels of the images it classifies: 28x28 grayscale, one byte each.
-pub const INPUT_PIXELS: usize = 28 * 28;
-/// One vector of f64 per image.
-pub type Rows = Vec<Vec<f64>>;
+pub use mcugan_model_tools::eval::{argmax, Rows, CLASSES, INPUT_PIXELS};
 /// Images go through the classifier in batches of this many when evaluating.
 const EVAL_BATCH: usize = 500;
 
@@ -157,8 +153,7 @@ impl Classifier {
 
     /// Predicted class of every image.
     pub fn predict(&self, pixels: &[u8]) -> anyhow::Result<Vec<usize>> {
-        let (_, p) = self.features_and_probabilities(pixels)?;
-        Ok(p.iter().map(|row| argmax(row)).collect())
+        FeatureExtractor::predict(self, pixels)
     }
 
     /// Fraction of `data`'s images classified as their label.
@@ -269,11 +264,11 @@ impl Classifier {
             .collect();
         let mut meta = self.meta.clone();
         meta.insert("format".into(), "mcugan-classifier-1".into());
-        let bytes = crate::fsutil::safetensors_bytes(tensors, meta)?;
+        let bytes = mcugan_model_tools::fsutil::safetensors_bytes(tensors, meta)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        crate::fsutil::write_atomically(path, &bytes)
+        mcugan_model_tools::fsutil::write_atomically(path, &bytes)
             .with_context(|| format!("writing {}", path.display()))
     }
 
@@ -313,19 +308,10 @@ impl Classifier {
     }
 }
 
-/// Index of the largest value (the first, on ties).
-pub fn argmax(values: &[f64]) -> usize {
-    values
-        .iter()
-        .enumerate()
-        .fold((0, f64::NEG_INFINITY), |best, (i, &v)| {
-            if v > best.1 {
-                (i, v)
-            } else {
-                best
-            }
-        })
-        .0
+impl FeatureExtractor for Classifier {
+    fn features_and_probabilities(&self, pixels: &[u8]) -> anyhow::Result<(Rows, Rows)> {
+        Classifier::features_and_probabilities(self, pixels)
+    }
 }
 
 #[cfg(test)]
