@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use mcugan::data::{decode_gz, parse_idx_images, parse_idx_labels};
+use mcugan_model_tools::data::{decode_gz, parse_idx_images, parse_idx_labels};
 
 fuzz_target!(|bytes: &[u8]| {
     let path = Path::new("fuzz-input");
