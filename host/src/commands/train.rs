@@ -1,0 +1,223 @@
+//! `mcugan train`: the reference GAN (or cgan.py's conditional one) on a folder of IDX files, with resume and Ctrl-C checkpoints.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use mcugan_train::train;
+
+use super::Global;
+
+/// The command line of `mcugan train`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory of MNIST-style IDX files (raw or .gz).
+    #[arg(long, default_value = "data/mnist-digits")]
+    pub data: PathBuf,
+    /// Output directory: checkpoint, generator, losses.csv, samples/.
+    #[arg(long, default_value = "runs/train")]
+    pub out: PathBuf,
+    /// Epochs in all (default 200, as the reference; with --resume, the run's own number).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Seed of initialisation, shuffling and latent sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use only the first N training images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Save a 5x5 sample grid every N batches (0: never).
+    #[arg(long, default_value_t = 400)]
+    pub sample_interval: u64,
+    /// Training recipe: `reference` (gan.py unchanged) or `small-data` (discriminator
+    /// dropout, translation augmentation, label smoothing, generator weight average).
+    #[arg(long, default_value = "reference")]
+    pub recipe: String,
+    /// Also keep the generator every N epochs in generators/ (0: only the last).
+    #[arg(long, default_value_t = 0)]
+    pub save_every: usize,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Continue the run whose checkpoint is in --out (its data, seed, batch size and recipe
+    /// are kept; --epochs is the new total, --lr may lower the learning rate).
+    #[arg(long)]
+    pub resume: bool,
+    /// Adam's learning rate (the reference's 0.0002 unless given).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Where to train: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// The training step: `auto` (fused on the CPU, candle elsewhere), `fused` (written out
+    /// by hand, CPU only), `kernels` (the step as GPU kernels over one arena: CUDA, or
+    /// emulated on the CPU, slowly, to check it) or `candle` (candle's autograd, any device).
+    #[arg(long, default_value = "auto")]
+    pub engine: String,
+    /// Train cgan.py's class-conditional GAN: the generator draws the class it is asked
+    /// for (candle's engine; MSE losses, as cgan.py).
+    #[arg(long)]
+    pub conditional: bool,
+    /// Classes of the conditional GAN (default: the training labels' largest plus one).
+    #[arg(long, requires = "conditional")]
+    pub classes: Option<usize>,
+}
+
+/// Runs `mcugan train`.
+pub fn run(args: Args, global: &Global) -> Result<()> {
+    let force = global.force;
+    let given = global.given;
+    let Args {
+        data,
+        out,
+        epochs,
+        seed,
+        limit,
+        batch_size,
+        sample_interval,
+        save_every,
+        recipe,
+        quiet,
+        resume,
+        lr,
+        device,
+        engine,
+        conditional,
+        classes,
+    } = args;
+    if epochs == Some(0) {
+        bail!("--epochs must be at least 1");
+    }
+    let mut config = if resume {
+        // The run's own settings, as `resume` took them from its checkpoint.
+        let mut config = train::TrainConfig::resume(out.clone(), epochs)?;
+        for (id, flag) in KEPT_ON_RESUME {
+            if given(id) {
+                eprintln!(
+                    "note: --resume keeps the run's own {} ({}); {flag} is ignored",
+                    flag.trim_start_matches("--"),
+                    match id {
+                        "seed" => config.seed.to_string(),
+                        "limit" => config
+                            .limit
+                            .map_or_else(|| "none".to_string(), |l| l.to_string()),
+                        "batch_size" => config.batch_size.to_string(),
+                        _ => config.recipe.name().to_string(),
+                    }
+                );
+            }
+        }
+        if given("conditional") {
+            eprintln!(
+                "note: --resume keeps the run's own model ({}); --conditional is ignored",
+                train::describe_model(config.classes)
+            );
+        }
+        if given("data") {
+            // The same images in another place: the content hash decides.
+            config.data_dir = data;
+        }
+        config
+    } else {
+        let left = mcugan::overwrite::prepare_run_dir(&out, force)?;
+        if !left.is_empty() {
+            let names: Vec<String> = left
+                .iter()
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
+            eprintln!(
+                "note: replaced the old run in {}; its other files stay and do not belong \
+                 to the new run: {}",
+                out.display(),
+                names.join(", ")
+            );
+        }
+        let mut config = train::TrainConfig::reference(data, out.clone(), epochs.unwrap_or(200));
+        config.seed = seed;
+        config.limit = limit;
+        config.batch_size = batch_size;
+        config.recipe = mcugan_train::recipe::Recipe::by_name(&recipe)
+            .with_context(|| format!("unknown recipe '{recipe}' (reference or small-data)"))?;
+        if conditional {
+            let classes = match classes {
+                Some(classes) => classes,
+                None => mcugan_model_tools::data::class_count(
+                    &config.data_dir,
+                    mcugan_model_tools::data::Split::Train,
+                )
+                .with_context(|| format!("reading the labels in {}", config.data_dir.display()))?,
+            };
+            config.classes = Some(classes);
+        }
+        config
+    };
+    config.sample_interval = sample_interval;
+    config.progress = !quiet;
+    config.save_every = save_every;
+    if let Some(lr) = lr {
+        if !(lr.is_finite() && lr > 0.0) {
+            bail!("--lr must be a positive number, got {lr}");
+        }
+        config.adam.lr = lr;
+    }
+    config.device = mcugan_train::device::parse(&device)?;
+    config.engine = match engine.as_str() {
+        "auto" if config.classes.is_some() => train::Engine::Candle,
+        "auto" => train::Engine::for_device(&config.device),
+        "fused" => train::Engine::Fused {
+            threads: mcugan_train::cpu::training_threads(),
+        },
+        "kernels" => train::Engine::Kernels,
+        "candle" => train::Engine::Candle,
+        other => bail!("unknown engine '{other}' (auto, fused, kernels or candle)"),
+    };
+    install_interrupt_handler();
+    let summary = match train::train(&config) {
+        Ok(summary) => summary,
+        Err(e) => match e.downcast_ref::<train::Interrupted>() {
+            Some(stop) => {
+                eprintln!(
+                    "{stop}\nresume with: mcugan train --resume --out {} --epochs {}",
+                    out.display(),
+                    config.epochs
+                );
+                std::process::exit(130);
+            }
+            None => return Err(e),
+        },
+    };
+    println!(
+        "trained {} epochs on {} images: {:.2} s/epoch, {:.0} images/s on {}; generator in {}",
+        summary.epochs,
+        summary.images,
+        summary.mean_epoch_seconds,
+        summary.images_per_second,
+        summary.device,
+        out.join(train::GENERATOR_FILE).display()
+    );
+    Ok(())
+}
+
+/// Ctrl-C asks a training run to save a checkpoint and stop; a second Ctrl-C exits at once
+/// (checkpoints are written atomically, so nothing half-written is left).
+pub(super) fn install_interrupt_handler() {
+    let installed = ctrlc::set_handler(|| {
+        if train::request_interrupt() {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this batch and saving a checkpoint (Ctrl-C again to quit now)");
+    });
+    if let Err(e) = installed {
+        eprintln!("warning: Ctrl-C will not save a checkpoint: {e}");
+    }
+}
+
+/// The `train` flags that `--resume` takes from the checkpoint instead: (clap id, flag).
+pub(super) const KEPT_ON_RESUME: [(&str, &str); 4] = [
+    ("seed", "--seed"),
+    ("limit", "--limit"),
+    ("batch_size", "--batch-size"),
+    ("recipe", "--recipe"),
+];
