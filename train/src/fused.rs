@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use crate::adam::{AdamConfig, StepCoefficients};
 use crate::gan::{DISCRIMINATOR_WIDTHS, GENERATOR_WIDTHS, IMAGE_PIXELS, LATENT_DIM, LEAKY_SLOPE};
 use crate::recipe::{draw_shift, fill_dropout_mask, Recipe};
-use crate::train::TrainState;
+use crate::state::TrainState;
 
 /// Side of the square images.
 const SIDE: usize = 28;
@@ -1073,7 +1073,7 @@ pub(crate) mod test_support {
             }
         }
         let mut z = Vec::new();
-        crate::train::latent_batch(seed, 0, b, &mut z);
+        crate::latent::latent_batch(seed, 0, b, &mut z);
         (real, z)
     }
 

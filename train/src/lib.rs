@@ -14,5 +14,7 @@ pub mod fold;
 pub mod fused;
 pub mod gan;
 pub mod kernel_trainer;
+pub mod latent;
 pub mod recipe;
+pub mod state;
 pub mod train;

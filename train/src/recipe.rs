@@ -249,7 +249,7 @@ impl WeightAverage {
             for norm in &mut generator.norms {
                 norm.momentum = 1.0 / k as f64;
             }
-            let z = crate::train::sample_z(rng, batch, &device)?;
+            let z = crate::latent::sample_z(rng, batch, &device)?;
             generator.forward_train(&z)?;
         }
         for (norm, live_norm) in generator.norms.iter_mut().zip(&live.norms) {

@@ -26,7 +26,7 @@ use crate::adam::{AdamConfig, StepCoefficients};
 use crate::fused::{store, HostCopy, Network};
 use crate::gan::{DISCRIMINATOR_WIDTHS, GENERATOR_WIDTHS, IMAGE_PIXELS, LATENT_DIM, LEAKY_SLOPE};
 use crate::recipe::Recipe;
-use crate::train::TrainState;
+use crate::state::TrainState;
 
 /// The arguments of one kernel launch, laid out as `struct KernelArgs` in `kernels.h`:
 /// addresses of buffers, integers and reals, by position.

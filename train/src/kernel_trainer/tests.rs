@@ -42,7 +42,7 @@ fn same_as_fused(
         .collect();
     let mut latents = Vec::new();
     for (number, &(_, len)) in batches.iter().enumerate() {
-        crate::train::latent_batch(9, number as u64, len, &mut latents);
+        crate::latent::latent_batch(9, number as u64, len, &mut latents);
     }
     kernels.begin_epoch(&order, &latents).unwrap();
 
