@@ -43,6 +43,23 @@ pub fn parse(text: &str) -> Result<Device, DeviceError> {
     })
 }
 
+/// The device in words, with the CPU thread count.
+pub fn device_name(device: &Device) -> String {
+    match device {
+        Device::Cpu => format!(
+            "cpu ({} GEMM thread{} of {} cores)",
+            crate::cpu::gemm_threads(),
+            if crate::cpu::gemm_threads() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

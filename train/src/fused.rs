@@ -26,6 +26,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::adam::{AdamConfig, StepCoefficients};
+use crate::engine::{Batch, TrainingStep};
 use crate::gan::{DISCRIMINATOR_WIDTHS, GENERATOR_WIDTHS, IMAGE_PIXELS, LATENT_DIM, LEAKY_SLOPE};
 use crate::recipe::{draw_shift, fill_dropout_mask, Recipe};
 use crate::state::TrainState;
@@ -1046,6 +1047,72 @@ fn matmul_at_b(
     let a = Operand::transposed(a, m);
     let b = Operand::rows(b, n);
     matmul(par, out, a, b, m, n, k);
+}
+
+/// The fused step as a [`TrainingStep`]: the trainer and the training images it gathers
+/// each batch from.
+pub struct FusedStep {
+    trainer: FusedTrainer,
+    images: Vec<f32>,
+    real_batch: Vec<f32>,
+    losses: Vec<(f32, f32)>,
+}
+
+impl FusedStep {
+    /// The step of `trainer` over `images` (`[n, 784]` row-major in `[-1, 1]`).
+    pub fn new(trainer: FusedTrainer, images: Vec<f32>) -> Self {
+        Self {
+            trainer,
+            images,
+            real_batch: Vec::new(),
+            losses: Vec::new(),
+        }
+    }
+}
+
+impl TrainingStep for FusedStep {
+    fn describe(&self, _device: &candle_core::Device) -> String {
+        let threads = self.trainer.threads();
+        format!(
+            "cpu (fused step, {threads} thread{} of {} cores)",
+            if threads == 1 { "" } else { "s" },
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        )
+    }
+
+    fn begin_epoch(&mut self, _order: &[u32], _latents: &[f32]) -> anyhow::Result<()> {
+        // Batches read the epoch's order and latents where they lie.
+        Ok(())
+    }
+
+    fn train_batch(&mut self, state: &mut TrainState, batch: &Batch) -> anyhow::Result<()> {
+        self.real_batch.clear();
+        for &i in &batch.order[batch.start..batch.start + batch.len] {
+            let i = i as usize;
+            let image = self
+                .images
+                .get(i * IMAGE_PIXELS..(i + 1) * IMAGE_PIXELS)
+                .context("an image index beyond the training images")?;
+            self.real_batch.extend_from_slice(image);
+        }
+        let losses = self
+            .trainer
+            .train_batch(&mut state.rng, &self.real_batch, batch.z())?;
+        self.losses.push((losses.d_loss, losses.g_loss));
+        Ok(())
+    }
+
+    fn take_losses(&mut self) -> anyhow::Result<Vec<(f32, f32)>> {
+        Ok(std::mem::take(&mut self.losses))
+    }
+
+    fn fakes(&mut self) -> anyhow::Result<Vec<f32>> {
+        Ok(self.trainer.fakes().to_vec())
+    }
+
+    fn store_into(&mut self, state: &mut TrainState) -> anyhow::Result<()> {
+        self.trainer.store_into(state)
+    }
 }
 
 #[cfg(test)]

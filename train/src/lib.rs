@@ -10,6 +10,7 @@ pub mod adam;
 pub mod classifier;
 pub mod cpu;
 pub mod device;
+pub mod engine;
 pub mod fold;
 pub mod fused;
 pub mod gan;

@@ -22,9 +22,10 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::adam::AdamConfig;
-use crate::fused::FusedTrainer;
+use crate::engine::{Batch, CandleStep, TrainingStep};
+use crate::fused::{FusedStep, FusedTrainer};
 use crate::gan::{Generator, CONDITIONAL_DROPOUT, IMAGE_PIXELS, LATENT_DIM};
-use crate::kernel_trainer::{self, KernelTrainer};
+use crate::kernel_trainer;
 use crate::recipe::Recipe;
 use mcugan_model_tools::data::{self, Dataset, Split};
 use mcugan_model_tools::picture::{self, GridLayout};
@@ -296,50 +297,33 @@ fn check_parameters(state: &TrainState, checkpoint: &Path) -> anyhow::Result<()>
 /// GPU they are read in groups (the log still has every batch).
 const LOSS_READ_INTERVAL: usize = 50;
 
-/// Losses of batches not yet read back from the device (candle), or not yet logged (fused).
+/// The batches trained but not yet in the loss log, as `(epoch, batch, batches_done)`; their
+/// losses wait in the engine until [`PendingLosses::flush`] reads them.
 struct PendingLosses {
     rows: Vec<(usize, usize, u64)>,
-    d: Vec<Tensor>,
-    g: Vec<Tensor>,
-    host: Vec<(f32, f32)>,
 }
 
 impl PendingLosses {
-    fn new() -> Self {
-        Self {
-            rows: Vec::new(),
-            d: Vec::new(),
-            g: Vec::new(),
-            host: Vec::new(),
-        }
-    }
-
-    /// Reads every pending loss, writes them to the log, and returns the last pair; a loss
-    /// that is not finite is an error that names its batch.
+    /// Reads the pending batches' losses from `step`, writes them to the log, and returns the
+    /// last pair; a loss that is not finite is an error that names its batch.
     fn flush(
         &mut self,
+        step: &mut dyn TrainingStep,
         log: &mut impl Write,
         checkpoint: &Path,
     ) -> anyhow::Result<Option<(f32, f32)>> {
         if self.rows.is_empty() {
             return Ok(None);
         }
-        let (d, g): (Vec<f32>, Vec<f32>) = if self.d.is_empty() {
-            self.host.drain(..).unzip()
-        } else {
-            (
-                Tensor::stack(&self.d, 0)?.to_vec1::<f32>()?,
-                Tensor::stack(&self.g, 0)?.to_vec1::<f32>()?,
-            )
-        };
-        if d.len() != self.rows.len() {
+        let losses = step.take_losses()?;
+        if losses.len() != self.rows.len() {
             bail!(
                 "{} losses came back for {} batches",
-                d.len(),
+                losses.len(),
                 self.rows.len()
             );
         }
-        for (((epoch, batch, done), d), g) in self.rows.iter().zip(&d).zip(&g) {
+        for (&(epoch, batch, done), &(d, g)) in self.rows.iter().zip(&losses) {
             let diverged = if !d.is_finite() || !g.is_finite() {
                 Some("is not finite")
             } else if d.abs() > MAX_PLAUSIBLE_LOSS || g.abs() > MAX_PLAUSIBLE_LOSS {
@@ -358,11 +342,8 @@ impl PendingLosses {
             }
             writeln!(log, "{epoch},{batch},{done},{d},{g}")?;
         }
-        let last = (d[d.len() - 1], g[g.len() - 1]);
         self.rows.clear();
-        self.d.clear();
-        self.g.clear();
-        Ok(Some(last))
+        Ok(losses.last().copied())
     }
 }
 
@@ -398,6 +379,76 @@ fn open_loss_log(path: &Path, resume_at: Option<u64>) -> anyhow::Result<fs::File
 /// as it was.
 pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
     INTERRUPT_REQUESTED.store(false, Ordering::SeqCst);
+    let data = load_training_data(config)?;
+    let device = &config.device;
+    let images = dataset_tensor(&data, device)?;
+    let out = &config.out_dir;
+    let checkpoint_path = out.join(CHECKPOINT_FILE);
+    fs::create_dir_all(out.join(SAMPLES_DIR))
+        .with_context(|| format!("creating {}", out.display()))?;
+
+    let mut state = TrainState::for_model(
+        config.seed,
+        config.adam,
+        config.recipe,
+        config.classes,
+        device,
+    )?;
+    let data_hash = content_hash(&data);
+    let position = if config.resume {
+        resume(config, &data, &data_hash, &mut state)?
+    } else {
+        EpochPosition::default()
+    };
+    let settings = RunSettings {
+        data_dir: std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone()),
+        data_hash: Some(data_hash),
+        images: data.len(),
+        limit: config.limit,
+        epochs: config.epochs,
+        batch_size: config.batch_size,
+        seed: config.seed,
+        adam: config.adam,
+        recipe: config.recipe,
+        classes: config.classes,
+    };
+    let step = training_step(config, &state, &data, images)?;
+    let resume_at = config.resume.then_some(state.batches_done);
+    let log = open_loss_log(&out.join(LOSS_LOG_FILE), resume_at)?;
+    // A final batch of one image cannot go through BatchNorm in training mode; it is dropped.
+    let batches_per_epoch =
+        data.len().div_ceil(config.batch_size) - usize::from(data.len() % config.batch_size == 1);
+    let progress = progress_bar(config, batches_per_epoch);
+    progress.set_position((state.epoch * batches_per_epoch + position.next_batch) as u64);
+    progress.reset_eta();
+    let mut run = Run {
+        config,
+        data: &data,
+        state,
+        step,
+        position,
+        checkpoint_path,
+        config_json: serde_json::to_string(&settings)?,
+        log,
+        pending: PendingLosses { rows: Vec::new() },
+        progress,
+        batches_per_epoch,
+        last_losses: (f32::NAN, f32::NAN),
+        // Not `with_capacity(epochs)`: a huge --epochs must not allocate up front.
+        epoch_seconds: Vec::new(),
+        images_trained: 0,
+        started: Instant::now(),
+        last_checkpoint: None,
+    };
+    while run.state.epoch < config.epochs {
+        run.train_epoch()?;
+    }
+    run.finish()
+}
+
+/// The training split of `config`'s data (the first `--limit` images), checked against the
+/// run's settings.
+fn load_training_data(config: &TrainConfig) -> anyhow::Result<Dataset> {
     let mut data = data::load_split(&config.data_dir, Split::Train).with_context(|| {
         format!(
             "loading the training split of {}",
@@ -416,7 +467,6 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
     if config.batch_size < 2 {
         bail!("batch size must be at least 2 (BatchNorm needs two samples)");
     }
-    let data_hash = content_hash(&data);
     let device = &config.device;
     if matches!(config.engine, Engine::Fused { .. }) && !device.is_cpu() {
         bail!(
@@ -427,354 +477,327 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
     if let Some(classes) = config.classes {
         check_conditional(config, &data, classes)?;
     }
-    let images = dataset_tensor(&data, device)?;
-    let labels = match config.classes {
-        Some(_) => {
-            let labels: Vec<u32> = data.labels.iter().map(|&l| u32::from(l)).collect();
-            Some(Tensor::from_vec(labels, data.len(), device)?)
-        }
-        None => None,
-    };
-    let out = &config.out_dir;
-    let checkpoint_path = out.join(CHECKPOINT_FILE);
-    fs::create_dir_all(out.join(SAMPLES_DIR))
-        .with_context(|| format!("creating {}", out.display()))?;
+    Ok(data)
+}
 
-    let mut state = TrainState::for_model(
-        config.seed,
-        config.adam,
-        config.recipe,
-        config.classes,
-        device,
-    )?;
-    let mut position = EpochPosition::default();
-    if config.resume {
-        let checkpoint = Checkpoint::read(&checkpoint_path)?;
-        let settings = checkpoint.settings()?;
-        if let Some(stored) = &settings.data_hash {
-            if *stored != data_hash {
-                bail!(
-                    "the training images in {} differ from the ones the run was trained on (content \
-                     hash {} there, {} here): resume needs the same data; point --data at a copy \
-                     of it",
-                    config.data_dir.display(),
-                    &stored[..stored.len().min(16)],
-                    &data_hash[..16]
-                );
-            }
-        }
-        if settings.classes != config.classes {
+/// Restores the run's checkpoint into `state` (after checking that it is this run's, on the
+/// same data, with epochs left to train); returns where in its epoch the run stopped.
+fn resume(
+    config: &TrainConfig,
+    data: &Dataset,
+    data_hash: &str,
+    state: &mut TrainState,
+) -> anyhow::Result<EpochPosition> {
+    let checkpoint = Checkpoint::read(&config.out_dir.join(CHECKPOINT_FILE))?;
+    let settings = checkpoint.settings()?;
+    if let Some(stored) = &settings.data_hash {
+        if stored != data_hash {
             bail!(
-                "the checkpoint holds {}, not {}",
-                describe_model(settings.classes),
-                describe_model(config.classes)
-            );
-        }
-        if settings.images != data.len() {
-            bail!(
-                "the checkpoint was trained on {} images, {} has {}",
-                settings.images,
+                "the training images in {} differ from the ones the run was trained on (content \
+                 hash {} there, {} here): resume needs the same data; point --data at a copy \
+                 of it",
                 config.data_dir.display(),
-                data.len()
+                &stored[..stored.len().min(16)],
+                &data_hash[..16]
             );
-        }
-        position = state
-            .restore(&checkpoint)
-            .context("restoring the checkpoint")?;
-        if state.epoch >= config.epochs {
-            bail!(
-                "the run in {} has trained {} of its {} epochs already: nothing to resume; give \
-                 --epochs more than {} to train it further",
-                out.display(),
-                state.epoch,
-                settings.epochs,
-                state.epoch
-            );
-        }
-        if position.next_batch > 0 && position.order.len() != data.len() {
-            bail!("the checkpoint's epoch order does not match the data");
         }
     }
-    let settings = RunSettings {
-        data_dir: std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone()),
-        data_hash: Some(data_hash),
-        images: data.len(),
-        limit: config.limit,
-        epochs: config.epochs,
-        batch_size: config.batch_size,
-        seed: config.seed,
-        adam: config.adam,
-        recipe: config.recipe,
-        classes: config.classes,
-    };
-    let config_json = serde_json::to_string(&settings)?;
-    // The hand-written trainers read the images as plain floats.
-    let pixels: Vec<f32> = match config.engine {
-        Engine::Candle => Vec::new(),
-        _ => images.flatten_all()?.to_vec1()?,
-    };
-    let mut stepper = match config.engine {
-        Engine::Fused { threads } => Stepper::Fused(Box::new(FusedTrainer::new(&state, threads)?)),
-        Engine::Kernels => Stepper::Kernels(Box::new(kernel_trainer::for_device(
-            &state,
-            &pixels,
+    if settings.classes != config.classes {
+        bail!(
+            "the checkpoint holds {}, not {}",
+            describe_model(settings.classes),
+            describe_model(config.classes)
+        );
+    }
+    if settings.images != data.len() {
+        bail!(
+            "the checkpoint was trained on {} images, {} has {}",
+            settings.images,
+            config.data_dir.display(),
+            data.len()
+        );
+    }
+    let position = state
+        .restore(&checkpoint)
+        .context("restoring the checkpoint")?;
+    if state.epoch >= config.epochs {
+        bail!(
+            "the run in {} has trained {} of its {} epochs already: nothing to resume; give \
+             --epochs more than {} to train it further",
+            config.out_dir.display(),
+            state.epoch,
+            settings.epochs,
+            state.epoch
+        );
+    }
+    if position.next_batch > 0 && position.order.len() != data.len() {
+        bail!("the checkpoint's epoch order does not match the data");
+    }
+    Ok(position)
+}
+
+/// The engine `config` asks for, over the training images (`images`, `[n, 784]` on the
+/// run's device), starting from `state`.
+fn training_step(
+    config: &TrainConfig,
+    state: &TrainState,
+    data: &Dataset,
+    images: Tensor,
+) -> anyhow::Result<Box<dyn TrainingStep>> {
+    let device = &config.device;
+    Ok(match config.engine {
+        Engine::Candle => {
+            let labels = match config.classes {
+                Some(_) => {
+                    let labels: Vec<u32> = data.labels.iter().map(|&l| u32::from(l)).collect();
+                    Some(Tensor::from_vec(labels, data.len(), device)?)
+                }
+                None => None,
+            };
+            Box::new(CandleStep::new(images, labels, device))
+        }
+        // The hand-written engines read the images as plain floats.
+        Engine::Fused { threads } => Box::new(FusedStep::new(
+            FusedTrainer::new(state, threads)?,
+            images.flatten_all()?.to_vec1()?,
+        )),
+        Engine::Kernels => Box::new(kernel_trainer::for_device(
+            state,
+            &images.flatten_all()?.to_vec1::<f32>()?,
             config.batch_size,
             device,
-        )?)),
-        Engine::Candle => Stepper::Candle,
-    };
-    let mut real_batch = Vec::with_capacity(config.batch_size * IMAGE_PIXELS);
+        )?),
+    })
+}
 
-    let resume_at = config.resume.then_some(state.batches_done);
-    let mut log = open_loss_log(&out.join(LOSS_LOG_FILE), resume_at)?;
+/// A run in progress: the state, the engine that trains it, and what the loop keeps
+/// between batches (loss log, progress, timings).
+struct Run<'a> {
+    config: &'a TrainConfig,
+    data: &'a Dataset,
+    state: TrainState,
+    step: Box<dyn TrainingStep>,
+    position: EpochPosition,
+    checkpoint_path: PathBuf,
+    config_json: String,
+    log: fs::File,
+    pending: PendingLosses,
+    progress: ProgressBar,
+    batches_per_epoch: usize,
+    last_losses: (f32, f32),
+    epoch_seconds: Vec<f64>,
+    images_trained: usize,
+    started: Instant,
+    last_checkpoint: Option<Instant>,
+}
 
-    // A final batch of one image cannot go through BatchNorm in training mode; it is dropped.
-    let batch_size = config.batch_size;
-    let batches_per_epoch =
-        data.len().div_ceil(batch_size) - usize::from(data.len() % batch_size == 1);
-    let progress = progress_bar(config, batches_per_epoch);
-    progress.set_position((state.epoch * batches_per_epoch + position.next_batch) as u64);
-    progress.reset_eta();
-    // Not `with_capacity(epochs)`: a huge --epochs must not allocate up front.
-    let mut epoch_seconds = Vec::new();
-    let (mut last_d, mut last_g) = (f32::NAN, f32::NAN);
-    let mut pending = PendingLosses::new();
-    let mut images_trained = 0usize;
-    let run_start = Instant::now();
-    let mut last_checkpoint: Option<Instant> = None;
-
-    while state.epoch < config.epochs {
-        let epoch = state.epoch;
+impl Run<'_> {
+    /// Trains the rest of the current epoch, then ends it (loss log, checkpoint, kept
+    /// generator); an interrupt stops it with [`Interrupted`] after a checkpoint.
+    fn train_epoch(&mut self) -> anyhow::Result<()> {
+        let epoch = self.state.epoch;
         let epoch_start = Instant::now();
-        if position.next_batch == 0 {
-            position.order = (0..data.len() as u32).collect();
-            position.order.shuffle(&mut state.rng);
+        let (data_len, batch_size) = (self.data.len(), self.config.batch_size);
+        if self.position.next_batch == 0 {
+            self.position.order = (0..data_len as u32).collect();
+            self.position.order.shuffle(&mut self.state.rng);
         }
-        // The epoch's order and latent vectors go to the device once, not batch by batch.
-        let order = Tensor::from_slice(&position.order, data.len(), device)?;
-        let first_batch = position.next_batch;
-        // Each batch has its own random stream, so the epoch's batches are drawn in parallel.
-        let per_batch: Vec<Vec<f32>> = (first_batch..batches_per_epoch)
+        let first_batch = self.position.next_batch;
+        let (latents, latent_rows) = self.epoch_latents(first_batch);
+        self.step.begin_epoch(&self.position.order, &latents)?;
+        for batch_index in first_batch..self.batches_per_epoch {
+            let start = batch_index * batch_size;
+            let len = batch_size.min(data_len - start);
+            self.pending
+                .rows
+                .push((epoch, batch_index, self.state.batches_done));
+            let batch = Batch {
+                order: &self.position.order,
+                latents: &latents,
+                start,
+                len,
+                latent_row: latent_rows[batch_index - first_batch],
+            };
+            self.step.train_batch(&mut self.state, &batch)?;
+            let interval = self.config.sample_interval;
+            if interval > 0 && self.state.batches_done % interval == 0 {
+                let path = self
+                    .config
+                    .out_dir
+                    .join(SAMPLES_DIR)
+                    .join(format!("{}.png", self.state.batches_done));
+                save_sample_grid(&self.step.fakes()?, &path)?;
+            }
+            self.state.batches_done += 1;
+            self.position.next_batch = batch_index + 1;
+            self.images_trained += len;
+            self.progress.inc(1);
+            let interrupted = INTERRUPT_REQUESTED.load(Ordering::SeqCst);
+            if self.pending.rows.len() >= LOSS_READ_INTERVAL || interrupted {
+                self.read_losses(epoch)?;
+            }
+            if interrupted && self.position.next_batch < self.batches_per_epoch {
+                self.log.flush()?;
+                self.save_checkpoint()?;
+                return Err(self.stop(epoch + 1));
+            }
+        }
+        self.end_epoch(epoch, epoch_start)
+    }
+
+    /// The latent vectors of the epoch's batches from `first_batch` on, one after another,
+    /// and each batch's first row. Each batch has its own random stream, so the epoch's
+    /// batches are drawn in parallel.
+    fn epoch_latents(&self, first_batch: usize) -> (Vec<f32>, Vec<usize>) {
+        let (data_len, batch_size) = (self.data.len(), self.config.batch_size);
+        let batches_done = self.state.batches_done;
+        let seed = self.config.seed;
+        let per_batch: Vec<Vec<f32>> = (first_batch..self.batches_per_epoch)
             .into_par_iter()
             .map(|batch_index| {
                 let start = batch_index * batch_size;
-                let len = batch_size.min(data.len() - start);
-                let number = state.batches_done + (batch_index - first_batch) as u64;
+                let len = batch_size.min(data_len - start);
+                let number = batches_done + (batch_index - first_batch) as u64;
                 let mut values = Vec::with_capacity(len * LATENT_DIM);
-                latent_batch(config.seed, number, len, &mut values);
+                latent_batch(seed, number, len, &mut values);
                 values
             })
             .collect();
         let mut latents = Vec::with_capacity(per_batch.iter().map(Vec::len).sum());
-        let mut latent_offsets = Vec::with_capacity(per_batch.len());
+        let mut rows = Vec::with_capacity(per_batch.len());
         for values in &per_batch {
-            latent_offsets.push(latents.len() / LATENT_DIM);
+            rows.push(latents.len() / LATENT_DIM);
             latents.extend_from_slice(values);
         }
-        drop(per_batch);
-        let latent_rows = latents.len() / LATENT_DIM;
-        let latent_tensor = match &mut stepper {
-            Stepper::Candle => Some(Tensor::from_slice(
-                &latents,
-                (latent_rows, LATENT_DIM),
-                device,
-            )?),
-            Stepper::Fused(_) => None,
-            Stepper::Kernels(kernels) => {
-                kernels.begin_epoch(&position.order, &latents)?;
-                None
-            }
-        };
+        (latents, rows)
+    }
 
-        for batch_index in first_batch..batches_per_epoch {
-            let start = batch_index * batch_size;
-            let len = batch_size.min(data.len() - start);
-            let offset = latent_offsets[batch_index - first_batch];
-            let sample =
-                config.sample_interval > 0 && state.batches_done % config.sample_interval == 0;
-            let sample_path = out
-                .join(SAMPLES_DIR)
-                .join(format!("{}.png", state.batches_done));
-            pending.rows.push((epoch, batch_index, state.batches_done));
-            match (&mut stepper, &latent_tensor) {
-                (Stepper::Fused(fused), _) => {
-                    real_batch.clear();
-                    for &i in &position.order[start..start + len] {
-                        let i = i as usize;
-                        real_batch
-                            .extend_from_slice(&pixels[i * IMAGE_PIXELS..(i + 1) * IMAGE_PIXELS]);
-                    }
-                    let z = &latents[offset * LATENT_DIM..(offset + len) * LATENT_DIM];
-                    let losses = fused.train_batch(&mut state.rng, &real_batch, z)?;
-                    pending.host.push((losses.d_loss, losses.g_loss));
-                    if sample {
-                        save_sample_grid(fused.fakes(), &sample_path)?;
-                    }
-                }
-                (Stepper::Kernels(kernels), _) => {
-                    kernels.train_batch(start, len, offset)?;
-                    if sample {
-                        save_sample_grid(&kernels.fakes()?, &sample_path)?;
-                    }
-                }
-                (Stepper::Candle, Some(latent_tensor)) => {
-                    let real = images.index_select(&order.narrow(0, start, len)?, 0)?;
-                    let z = latent_tensor.narrow(0, offset, len)?;
-                    let batch_labels = match &labels {
-                        Some(labels) => {
-                            let real = labels.index_select(&order.narrow(0, start, len)?, 0)?;
-                            state
-                                .fake_labels(len, device)?
-                                .map(|fake| BatchLabels { real, fake })
-                        }
-                        None => None,
-                    };
-                    let losses = state.train_batch(&real, &z, batch_labels.as_ref())?;
-                    pending.d.push(losses.d_loss);
-                    pending.g.push(losses.g_loss);
-                    if sample {
-                        let n = len.min(25);
-                        let values = losses.fakes.narrow(0, 0, n)?.flatten_all()?.to_vec1()?;
-                        save_sample_grid(&values, &sample_path)?;
-                    }
-                }
-                (Stepper::Candle, None) => {
-                    unreachable!("candle's path always has its latent tensor")
-                }
-            }
-            state.batches_done += 1;
-            position.next_batch = batch_index + 1;
-            images_trained += len;
-            progress.inc(1);
-            let interrupted = INTERRUPT_REQUESTED.load(Ordering::SeqCst);
-            if pending.rows.len() >= LOSS_READ_INTERVAL || interrupted {
-                stepper.collect_losses(&mut pending)?;
-                if let Some((d, g)) = pending
-                    .flush(&mut log, &checkpoint_path)
-                    .inspect_err(|_| progress.abandon())?
-                {
-                    (last_d, last_g) = (d, g);
-                    progress.set_message(format!(
-                        "epoch {}/{} D {d:.3} G {g:.3}",
-                        epoch + 1,
-                        config.epochs
-                    ));
-                }
-            }
-            if interrupted && position.next_batch < batches_per_epoch {
-                log.flush()?;
-                save_checkpoint(
-                    &mut state,
-                    &mut stepper,
-                    &config_json,
-                    &position,
-                    &checkpoint_path,
-                )?;
-                progress.abandon();
-                return Err(Interrupted {
-                    checkpoint: checkpoint_path,
-                    batches_done: state.batches_done,
-                    epoch: epoch + 1,
-                }
-                .into());
-            }
+    /// Writes the pending batches' losses to the log and shows the last on the bar.
+    fn read_losses(&mut self, epoch: usize) -> anyhow::Result<()> {
+        if let Some((d, g)) = self.flush_losses()? {
+            self.progress.set_message(format!(
+                "epoch {}/{} D {d:.3} G {g:.3}",
+                epoch + 1,
+                self.config.epochs
+            ));
         }
-        stepper.collect_losses(&mut pending)?;
-        if let Some((d, g)) = pending
-            .flush(&mut log, &checkpoint_path)
-            .inspect_err(|_| progress.abandon())?
-        {
-            (last_d, last_g) = (d, g);
+        Ok(())
+    }
+
+    fn flush_losses(&mut self) -> anyhow::Result<Option<(f32, f32)>> {
+        let last = self
+            .pending
+            .flush(self.step.as_mut(), &mut self.log, &self.checkpoint_path)
+            .inspect_err(|_| self.progress.abandon())?;
+        if let Some(losses) = last {
+            self.last_losses = losses;
         }
-        state.epoch = epoch + 1;
-        position = EpochPosition::default();
+        Ok(last)
+    }
+
+    /// The end of an epoch: the loss log, a checkpoint when one is due (or the run ends or
+    /// is interrupted), the generator kept every `--save-every` epochs, a line of progress.
+    fn end_epoch(&mut self, epoch: usize, epoch_start: Instant) -> anyhow::Result<()> {
+        self.flush_losses()?;
+        self.state.epoch = epoch + 1;
+        self.position = EpochPosition::default();
         let seconds = epoch_start.elapsed().as_secs_f64();
-        epoch_seconds.push(seconds);
-        log.flush()?;
-        let due = last_checkpoint.is_none_or(|at| at.elapsed() >= CHECKPOINT_INTERVAL);
-        let keep_generator = config.save_every > 0 && state.epoch % config.save_every == 0;
+        self.epoch_seconds.push(seconds);
+        self.log.flush()?;
+        let config = self.config;
+        let due = self
+            .last_checkpoint
+            .is_none_or(|at| at.elapsed() >= CHECKPOINT_INTERVAL);
+        let keep_generator = config.save_every > 0 && self.state.epoch % config.save_every == 0;
         // Read once: an interrupted run stops below only after this epoch's checkpoint.
         let interrupted = INTERRUPT_REQUESTED.load(Ordering::SeqCst);
-        if due || state.epoch == config.epochs || interrupted {
-            save_checkpoint(
-                &mut state,
-                &mut stepper,
-                &config_json,
-                &position,
-                &checkpoint_path,
-            )?;
-            last_checkpoint = Some(Instant::now());
+        if due || self.state.epoch == config.epochs || interrupted {
+            self.save_checkpoint()?;
+            self.last_checkpoint = Some(Instant::now());
         } else if keep_generator {
             // The fused and kernel engines hold the live weights; bring them into `state`.
-            stepper.store_into(&mut state)?;
+            self.step.store_into(&mut self.state)?;
         }
         if keep_generator {
-            let dir = out.join(GENERATORS_DIR);
+            let dir = config.out_dir.join(GENERATORS_DIR);
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let path = dir.join(format!("epoch-{}.safetensors", state.epoch));
-            let exported = state.exported_generator()?;
-            let generator = exported.as_ref().unwrap_or(&state.generator);
-            save_generator(
-                generator,
-                &path,
-                generator_metadata(config, &data, state.epoch),
-            )?;
+            let path = dir.join(format!("epoch-{}.safetensors", self.state.epoch));
+            self.save_generator(&path)?;
         }
+        let (d, g) = self.last_losses;
         say(
-            &progress,
+            &self.progress,
             format!(
-                "epoch {}/{}: D {last_d:.4} G {last_g:.4} ({seconds:.1} s)",
+                "epoch {}/{}: D {d:.4} G {g:.4} ({seconds:.1} s)",
                 epoch + 1,
                 config.epochs
             ),
         );
-        if interrupted && state.epoch < config.epochs {
-            progress.abandon();
-            return Err(Interrupted {
-                checkpoint: checkpoint_path,
-                batches_done: state.batches_done,
-                epoch: state.epoch,
-            }
-            .into());
+        if interrupted && self.state.epoch < config.epochs {
+            return Err(self.stop(self.state.epoch));
         }
+        Ok(())
     }
-    progress.finish_and_clear();
 
-    let total = run_start.elapsed().as_secs_f64();
-    let exported = state.exported_generator()?;
-    save_generator(
-        exported.as_ref().unwrap_or(&state.generator),
-        &out.join(GENERATOR_FILE),
-        generator_metadata(config, &data, state.epoch),
-    )?;
+    /// Brings `state` up to date from the engine and writes it atomically as the checkpoint.
+    fn save_checkpoint(&mut self) -> anyhow::Result<()> {
+        self.step.store_into(&mut self.state)?;
+        check_parameters(&self.state, &self.checkpoint_path)?;
+        let checkpoint = self
+            .state
+            .to_checkpoint(&self.config_json, &self.position)?;
+        mcugan_model_tools::fsutil::write_atomically(&self.checkpoint_path, &checkpoint)
+            .context("writing the checkpoint")
+    }
 
-    let summary = TrainSummary {
-        data_dir: config.data_dir.display().to_string(),
-        images: data.len(),
-        epochs: config.epochs,
-        batch_size: config.batch_size,
-        seed: config.seed,
-        device: match &stepper {
-            Stepper::Fused(fused) => format!(
-                "cpu (fused step, {} thread{} of {} cores)",
-                fused.threads(),
-                if fused.threads() == 1 { "" } else { "s" },
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            ),
-            Stepper::Kernels(_) if device.is_cpu() => "cpu (kernel step, emulated)".to_string(),
-            Stepper::Kernels(_) => format!("{} (kernel step)", device_name(device)),
-            Stepper::Candle => device_name(device),
-        },
-        recipe: config.recipe.name().to_string(),
-        mean_epoch_seconds: epoch_seconds.iter().sum::<f64>() / epoch_seconds.len().max(1) as f64,
-        epoch_seconds,
-        images_per_second: images_trained as f64 / total.max(1e-9),
-        final_d_loss: last_d,
-        final_g_loss: last_g,
-    };
-    let json = serde_json::to_vec_pretty(&summary)?;
-    mcugan_model_tools::fsutil::write_atomically(&out.join(SUMMARY_FILE), &json)?;
-    Ok(summary)
+    /// The generator as trained so far (the weight average, when the recipe keeps one),
+    /// written to `path`; `state` must be up to date.
+    fn save_generator(&self, path: &Path) -> anyhow::Result<()> {
+        let exported = self.state.exported_generator()?;
+        save_generator(
+            exported.as_ref().unwrap_or(&self.state.generator),
+            path,
+            generator_metadata(self.config, self.data, self.state.epoch),
+        )
+    }
+
+    /// The error that ends an interrupted run, in epoch `epoch` (from 1).
+    fn stop(&self, epoch: usize) -> anyhow::Error {
+        self.progress.abandon();
+        Interrupted {
+            checkpoint: self.checkpoint_path.clone(),
+            batches_done: self.state.batches_done,
+            epoch,
+        }
+        .into()
+    }
+
+    /// The end of the run: the generator and the summary, written to the output folder.
+    fn finish(self) -> anyhow::Result<TrainSummary> {
+        self.progress.finish_and_clear();
+        let total = self.started.elapsed().as_secs_f64();
+        let config = self.config;
+        self.save_generator(&config.out_dir.join(GENERATOR_FILE))?;
+        let epoch_seconds = self.epoch_seconds;
+        let summary = TrainSummary {
+            data_dir: config.data_dir.display().to_string(),
+            images: self.data.len(),
+            epochs: config.epochs,
+            batch_size: config.batch_size,
+            seed: config.seed,
+            device: self.step.describe(&config.device),
+            recipe: config.recipe.name().to_string(),
+            mean_epoch_seconds: epoch_seconds.iter().sum::<f64>()
+                / epoch_seconds.len().max(1) as f64,
+            epoch_seconds,
+            images_per_second: self.images_trained as f64 / total.max(1e-9),
+            final_d_loss: self.last_losses.0,
+            final_g_loss: self.last_losses.1,
+        };
+        let json = serde_json::to_vec_pretty(&summary)?;
+        mcugan_model_tools::fsutil::write_atomically(&config.out_dir.join(SUMMARY_FILE), &json)?;
+        Ok(summary)
+    }
 }
 
 /// "the conditional GAN of N classes" or "the unconditional GAN", for messages.
@@ -809,49 +832,6 @@ fn check_conditional(config: &TrainConfig, data: &Dataset, classes: usize) -> an
     Ok(())
 }
 
-/// What runs the training step: candle's autograd on `TrainState` itself, or a hand-written
-/// trainer with its own copy of the state.
-enum Stepper {
-    Candle,
-    Fused(Box<FusedTrainer>),
-    Kernels(Box<KernelTrainer<Box<dyn kernel_trainer::Backend>>>),
-}
-
-impl Stepper {
-    /// Brings `state` up to date from a hand-written trainer's copy.
-    fn store_into(&mut self, state: &mut TrainState) -> anyhow::Result<()> {
-        match self {
-            Stepper::Candle => Ok(()),
-            Stepper::Fused(fused) => fused.store_into(state),
-            Stepper::Kernels(kernels) => kernels.store_into(state),
-        }
-    }
-
-    /// Moves the losses that the kernel trainer keeps on its device into `pending`.
-    fn collect_losses(&mut self, pending: &mut PendingLosses) -> anyhow::Result<()> {
-        if let Stepper::Kernels(kernels) = self {
-            pending.host.extend(kernels.take_losses()?);
-        }
-        Ok(())
-    }
-}
-
-/// Brings `state` up to date from the hand-written trainer, if one runs, and writes it
-/// atomically as the checkpoint at `path`.
-fn save_checkpoint(
-    state: &mut TrainState,
-    stepper: &mut Stepper,
-    config_json: &str,
-    position: &EpochPosition,
-    path: &Path,
-) -> anyhow::Result<()> {
-    stepper.store_into(state)?;
-    check_parameters(state, path)?;
-    let checkpoint = state.to_checkpoint(config_json, position)?;
-    mcugan_model_tools::fsutil::write_atomically(path, &checkpoint)
-        .context("writing the checkpoint")
-}
-
 fn generator_metadata(
     config: &TrainConfig,
     data: &Dataset,
@@ -872,23 +852,6 @@ fn generator_metadata(
             config.classes.map_or("none".to_string(), |c| c.to_string()),
         ),
     ])
-}
-
-/// The device in words, with the CPU thread count.
-pub fn device_name(device: &Device) -> String {
-    match device {
-        Device::Cpu => format!(
-            "cpu ({} GEMM thread{} of {} cores)",
-            crate::cpu::gemm_threads(),
-            if crate::cpu::gemm_threads() == 1 {
-                ""
-            } else {
-                "s"
-            },
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        ),
-        other => format!("{other:?}"),
-    }
 }
 
 /// Prints a line above the bar, or on stderr when the bar is hidden (not a terminal).

@@ -2,7 +2,10 @@
 //! plain f64 Rust: the losses of the first batch, which generator and discriminator saw, the
 //! size and direction of each network's first Adam step, and BatchNorm's running statistics.
 //!
-//! Both trainers are held to it: candle's autograd and the hand-fused CPU step.
+//! This is the engines' conformance suite: every engine (candle's autograd, the hand-fused
+//! CPU step, the kernel step on its CPU emulator) is driven through the one `TrainingStep`
+//! interface the training loop uses, and held to the same reference; `engines.rs` holds them
+//! to each other over several epochs.
 //!
 //! What these pin, because each silently breaks GAN reproductions:
 //! - the generator step comes first and is judged by the discriminator *before* its update;
@@ -14,7 +17,8 @@
 
 use candle_core::{Device, Tensor};
 use mcugan_train::adam::AdamConfig;
-use mcugan_train::fused::FusedTrainer;
+use mcugan_train::engine::{Batch, CandleStep, TrainingStep};
+use mcugan_train::fused::{FusedStep, FusedTrainer};
 use mcugan_train::train::TrainState;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -216,46 +220,70 @@ fn fixed_batch() -> (TrainState, Tensor, Tensor) {
     (state, real, z)
 }
 
-/// The two trainers.
+/// Every engine, built as the training loop builds it.
 #[derive(Clone, Copy, Debug)]
 enum Engine {
     Candle,
     Fused,
+    KernelsEmulated,
 }
 
-const ENGINES: [Engine; 2] = [Engine::Candle, Engine::Fused];
+const ENGINES: [Engine; 3] = [Engine::Candle, Engine::Fused, Engine::KernelsEmulated];
 
-/// One training batch by `engine`, its result back in `state`: the G and D losses and the fakes.
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// `engine` over the training images `real`, starting from `state`.
+fn build(engine: Engine, state: &TrainState, real: &Tensor) -> Box<dyn TrainingStep> {
+    let device = Device::Cpu;
+    match engine {
+        Engine::Candle => Box::new(CandleStep::new(real.clone(), None, &device)),
+        Engine::Fused => Box::new(FusedStep::new(
+            FusedTrainer::new(state, 2).unwrap(),
+            flat(real),
+        )),
+        Engine::KernelsEmulated => Box::new(
+            mcugan_train::kernel_trainer::for_device(state, &flat(real), BATCH, &device).unwrap(),
+        ),
+    }
+}
+
+/// One training batch by `engine`, through the [`TrainingStep`] interface alone, its result
+/// back in `state`: the G and D losses and the fakes.
 fn train_batch(
     state: &mut TrainState,
     real: &Tensor,
     z: &Tensor,
     engine: Engine,
 ) -> (f64, f64, Vec<Vec<f64>>) {
-    match engine {
-        Engine::Candle => {
-            let losses = state.train_batch(real, z, None).unwrap();
-            (
-                f64::from(losses.g_loss.to_scalar::<f32>().unwrap()),
-                f64::from(losses.d_loss.to_scalar::<f32>().unwrap()),
-                rows(&losses.fakes),
-            )
-        }
-        Engine::Fused => {
-            let mut fused = FusedTrainer::new(state, 2).unwrap();
-            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let losses = fused
-                .train_batch(&mut state.rng, &flat(real), &flat(z))
-                .unwrap();
-            fused.store_into(state).unwrap();
-            let fakes = fused
-                .fakes()
-                .chunks(784)
-                .map(|r| r.iter().map(|&x| f64::from(x)).collect())
-                .collect();
-            (f64::from(losses.g_loss), f64::from(losses.d_loss), fakes)
-        }
-    }
+    let mut step = build(engine, state, real);
+    let order: Vec<u32> = (0..BATCH as u32).collect();
+    let latents = flat(z);
+    step.begin_epoch(&order, &latents).unwrap();
+    let batch = Batch {
+        order: &order,
+        latents: &latents,
+        start: 0,
+        len: BATCH,
+        latent_row: 0,
+    };
+    step.train_batch(state, &batch).unwrap();
+    let losses = step.take_losses().unwrap();
+    assert_eq!(losses.len(), 1, "{engine:?}: one batch, one pair of losses");
+    assert!(
+        step.take_losses().unwrap().is_empty(),
+        "{engine:?}: losses are taken once"
+    );
+    let (d, g) = losses[0];
+    let fakes = step
+        .fakes()
+        .unwrap()
+        .chunks(784)
+        .map(|r| r.iter().map(|&x| f64::from(x)).collect())
+        .collect();
+    step.store_into(state).unwrap();
+    (f64::from(g), f64::from(d), fakes)
 }
 
 #[test]

@@ -23,6 +23,7 @@ pub mod emulator;
 use anyhow::{bail, ensure, Context};
 
 use crate::adam::{AdamConfig, StepCoefficients};
+use crate::engine::{Batch, TrainingStep};
 use crate::fused::{store, HostCopy, Network};
 use crate::gan::{DISCRIMINATOR_WIDTHS, GENERATOR_WIDTHS, IMAGE_PIXELS, LATENT_DIM, LEAKY_SLOPE};
 use crate::recipe::Recipe;
@@ -997,6 +998,37 @@ impl<B: Backend> KernelTrainer<B> {
             .real(eps)
             .real(rate);
         self.launch(Kernel::Adam, len, args)
+    }
+}
+
+/// The kernel step as a [`TrainingStep`] (the trainer holds the images on its device).
+impl<B: Backend> TrainingStep for KernelTrainer<B> {
+    fn describe(&self, device: &candle_core::Device) -> String {
+        if device.is_cpu() {
+            "cpu (kernel step, emulated)".to_string()
+        } else {
+            format!("{} (kernel step)", crate::device::device_name(device))
+        }
+    }
+
+    fn begin_epoch(&mut self, order: &[u32], latents: &[f32]) -> anyhow::Result<()> {
+        KernelTrainer::begin_epoch(self, order, latents)
+    }
+
+    fn train_batch(&mut self, _state: &mut TrainState, batch: &Batch) -> anyhow::Result<()> {
+        KernelTrainer::train_batch(self, batch.start, batch.len, batch.latent_row)
+    }
+
+    fn take_losses(&mut self) -> anyhow::Result<Vec<(f32, f32)>> {
+        KernelTrainer::take_losses(self)
+    }
+
+    fn fakes(&mut self) -> anyhow::Result<Vec<f32>> {
+        KernelTrainer::fakes(self)
+    }
+
+    fn store_into(&mut self, state: &mut TrainState) -> anyhow::Result<()> {
+        KernelTrainer::store_into(self, state)
     }
 }
 
