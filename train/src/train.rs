@@ -620,7 +620,7 @@ impl Run<'_> {
             };
             self.step.train_batch(&mut self.state, &batch)?;
             let interval = self.config.sample_interval;
-            if interval > 0 && self.state.batches_done % interval == 0 {
+            if interval > 0 && self.state.batches_done.is_multiple_of(interval) {
                 let path = self
                     .config
                     .out_dir
@@ -708,7 +708,8 @@ impl Run<'_> {
         let due = self
             .last_checkpoint
             .is_none_or(|at| at.elapsed() >= CHECKPOINT_INTERVAL);
-        let keep_generator = config.save_every > 0 && self.state.epoch % config.save_every == 0;
+        let keep_generator =
+            config.save_every > 0 && self.state.epoch.is_multiple_of(config.save_every);
         // Read once: an interrupted run stops below only after this epoch's checkpoint.
         let interrupted = INTERRUPT_REQUESTED.load(Ordering::SeqCst);
         if due || self.state.epoch == config.epochs || interrupted {
