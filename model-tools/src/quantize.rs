@@ -293,6 +293,110 @@ pub fn choose_range(values: &[f32]) -> ActivationQuant {
 
 /// Calibrates, quantizes and encodes `model`.
 pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Result<Quantized> {
+    let slopes = check_quantizable(model, options)?;
+    let layers = &model.layers;
+    let hidden = layers.len() - 1;
+    let observed = calibrate(model, options)?;
+    let output_quants: Vec<ActivationQuant> = observed.iter().map(|v| choose_range(v)).collect();
+    let (lut, lut_step) = pixel_lut(model.output_activation(), options);
+
+    let mut quantized = Vec::with_capacity(layers.len());
+    let mut input = ActivationQuant::LATENT;
+    for (l, layer) in layers.iter().enumerate() {
+        let is_last = l == hidden;
+        let output_scale = if is_last {
+            lut_step
+        } else {
+            output_quants[l].scale
+        };
+        // The mean of each input over the calibration images (the latent's is zero), used for
+        // bias correction; empty when it is off.
+        let input_means: Vec<f64> = match (options.bias_correction, l.checked_sub(1)) {
+            (true, Some(previous)) => feature_means(&observed[previous], layer.inputs),
+            _ => Vec::new(),
+        };
+        let format = options.weight_format(l, layers.len())?;
+        let (weights, channels, weight_scale_range) =
+            quantize_weights(l, layer, format, input, output_scale, &input_means)?;
+        let calibrated = observed
+            .get(l)
+            .map(|v| {
+                v.iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+                        (a.min(x), b.max(x))
+                    })
+            })
+            .unwrap_or((-1.0, 1.0));
+        quantized.push((
+            weights,
+            channels,
+            LayerQuantReport {
+                input,
+                output: output_quants.get(l).copied(),
+                weight_format: format,
+                weight_scale_range,
+                calibrated_range: calibrated,
+            },
+        ));
+        if !is_last {
+            input = output_quants[l];
+        }
+    }
+
+    let specs: Vec<LayerSpec> = layers
+        .iter()
+        .zip(&quantized)
+        .enumerate()
+        .map(|(l, (layer, (weights, channels, report)))| LayerSpec {
+            inputs: layer.inputs as u16,
+            outputs: layer.outputs as u16,
+            weights,
+            weight_format: report.weight_format,
+            channels,
+            output: if l == hidden {
+                OutputSpec::TanhPixels { lut: &lut }
+            } else {
+                OutputSpec::LeakyRelu {
+                    zero_point: output_quants[l].zero_point,
+                    negative_slope_q31: slopes[l],
+                }
+            },
+        })
+        .collect();
+    let (codes, class_codes_clipped) = match &model.classes {
+        Some(classes) => {
+            let (codes, clipped) = class_codes(classes);
+            (Some(codes), clipped)
+        }
+        None => (None, 0),
+    };
+    let blob = encode(&ModelSpec {
+        name: &options.name,
+        latent_dim: model.latent_dim() as u16,
+        image: model.image,
+        layers: &specs,
+        classes: match (&model.classes, &codes) {
+            (Some(classes), Some(codes)) => Some(ClassTableSpec {
+                width: u16::try_from(classes.width).context("the class embedding is too wide")?,
+                codes,
+            }),
+            _ => None,
+        },
+    })?;
+    Ok(Quantized {
+        blob,
+        layers: quantized.into_iter().map(|(_, _, report)| report).collect(),
+        class_codes_clipped,
+    })
+}
+
+/// Checks that `model` is one the chip runs and `options` fit the format: finite
+/// parameters, LeakyReLU hidden layers and a pixel output, widths, layer count, image, class
+/// embedding. Returns the hidden layers' slopes in Q31.
+fn check_quantizable(
+    model: &FloatGenerator,
+    options: &QuantizeOptions,
+) -> anyhow::Result<Vec<i32>> {
     let layers = &model.layers;
     ensure!(layers.len() >= 2, "the generator needs at least two layers");
     for (l, layer) in layers.iter().enumerate() {
@@ -354,11 +458,6 @@ pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Re
         image.height,
         image.channels
     );
-
-    // Calibration: every hidden layer's outputs over the calibration images, from the
-    // model's float reference.
-    let hidden = layers.len() - 1;
-    let mut observed: Vec<Vec<f32>> = vec![Vec::new(); hidden];
     if let Some(classes) = &model.classes {
         ensure!(
             classes.classes >= 1
@@ -376,6 +475,15 @@ pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Re
             "the class embedding holds a value that is not finite: the generator is broken"
         );
     }
+    Ok(slopes)
+}
+
+/// Calibration: every hidden layer's outputs over the calibration images, from the model's
+/// float reference.
+fn calibrate(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Result<Vec<Vec<f32>>> {
+    let layers = &model.layers;
+    let hidden = layers.len() - 1;
+    let mut observed: Vec<Vec<f32>> = vec![Vec::new(); hidden];
     for i in 0..options.calibration_images {
         // A conditional model is calibrated on every class alike (seed i draws class i mod C).
         let request = ImageRequest::default_for(
@@ -400,8 +508,12 @@ pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Re
             observed[l].extend_from_slice(out);
         }
     }
-    let output_quants: Vec<ActivationQuant> = observed.iter().map(|v| choose_range(v)).collect();
+    Ok(observed)
+}
 
+/// The output activation and the pixel mapping as the lookup table the chip indexes by the
+/// requantized accumulator, and the accumulator scale of one table step.
+fn pixel_lut(output_activation: Activation, options: &QuantizeOptions) -> (Vec<u8>, f64) {
     let half = options.lut_len / 2;
     let lut_step = f64::from(options.lut_range) / half as f64;
     let lut: Vec<u8> = (0..options.lut_len)
@@ -412,129 +524,57 @@ pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Re
                 .round() as u8
         })
         .collect();
+    (lut, lut_step)
+}
 
-    let mut weights_q: Vec<Vec<i8>> = Vec::new();
-    let mut channels_q: Vec<Vec<ChannelRequant>> = Vec::new();
-    let mut reports = Vec::new();
-    let mut input = ActivationQuant::LATENT;
-    let mut formats = Vec::with_capacity(layers.len());
-    for (l, layer) in layers.iter().enumerate() {
-        let is_last = l == hidden;
-        let format = options.weight_format(l, layers.len())?;
-        formats.push(format);
-        let levels = f64::from(format.range().1);
-        let output_scale = if is_last {
-            lut_step
-        } else {
-            output_quants[l].scale
-        };
-        // The mean of each input over the calibration images (the latent's is zero), used for
-        // bias correction; empty when it is off.
-        let input_means: Vec<f64> = match (options.bias_correction, l.checked_sub(1)) {
-            (true, Some(previous)) => feature_means(&observed[previous], layer.inputs),
-            _ => Vec::new(),
-        };
-        let mut w_q = Vec::with_capacity(layer.weight.len());
-        let mut channels = Vec::with_capacity(layer.outputs);
-        let (mut min_ws, mut max_ws) = (f64::INFINITY, 0f64);
-        for (o, row) in layer.weight.chunks_exact(layer.inputs).enumerate() {
-            let w_scale = weight_scale(row, format);
-            min_ws = min_ws.min(w_scale);
-            max_ws = max_ws.max(w_scale);
-            let mut sum_q: i64 = 0;
-            // Bias correction: the rounding error of the weights times the mean input, taken
-            // back out of the bias so the channel's mean output does not drift.
-            let mut drift = 0f64;
-            for (i, &w) in row.iter().enumerate() {
-                let q = (f64::from(w) / w_scale).round().clamp(-levels, levels) as i8;
-                sum_q += i64::from(q);
-                w_q.push(q);
-                if let Some(mean) = input_means.get(i) {
-                    drift += (f64::from(q) * w_scale - f64::from(w)) * mean;
-                }
+/// Layer `l`'s weights in `format` (per output channel, symmetric), each channel's `i32`
+/// bias (the input zero point folded in, and with `input_means` the weights' rounding drift
+/// taken out) and its requantization to `output_scale`; also the smallest and largest
+/// channel weight scale.
+fn quantize_weights(
+    l: usize,
+    layer: &FloatLayer,
+    format: WeightFormat,
+    input: ActivationQuant,
+    output_scale: f64,
+    input_means: &[f64],
+) -> anyhow::Result<(Vec<i8>, Vec<ChannelRequant>, (f64, f64))> {
+    let levels = f64::from(format.range().1);
+    let mut w_q = Vec::with_capacity(layer.weight.len());
+    let mut channels = Vec::with_capacity(layer.outputs);
+    let (mut min_ws, mut max_ws) = (f64::INFINITY, 0f64);
+    for (o, row) in layer.weight.chunks_exact(layer.inputs).enumerate() {
+        let w_scale = weight_scale(row, format);
+        min_ws = min_ws.min(w_scale);
+        max_ws = max_ws.max(w_scale);
+        let mut sum_q: i64 = 0;
+        // Bias correction: the rounding error of the weights times the mean input, taken
+        // back out of the bias so the channel's mean output does not drift.
+        let mut drift = 0f64;
+        for (i, &w) in row.iter().enumerate() {
+            let q = (f64::from(w) / w_scale).round().clamp(-levels, levels) as i8;
+            sum_q += i64::from(q);
+            w_q.push(q);
+            if let Some(mean) = input_means.get(i) {
+                drift += (f64::from(q) * w_scale - f64::from(w)) * mean;
             }
-            let acc_scale = input.scale * w_scale;
-            let corrected_bias = f64::from(layer.bias[o]) - drift;
-            let bias =
-                (corrected_bias / acc_scale).round() as i64 - i64::from(input.zero_point) * sum_q;
-            ensure!(
-                bias.abs() <= i64::from(MAX_ABS_BIAS),
-                "layer {l}, channel {o}: bias {bias} does not fit the accumulator"
-            );
-            let requant = requant_from_real(acc_scale / output_scale)
-                .with_context(|| format!("layer {l}, channel {o}"))?;
-            channels.push(ChannelRequant {
-                bias: bias as i32,
-                requant,
-            });
         }
-        let calibrated = observed
-            .get(l)
-            .map(|v| {
-                v.iter()
-                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
-                        (a.min(x), b.max(x))
-                    })
-            })
-            .unwrap_or((-1.0, 1.0));
-        reports.push(LayerQuantReport {
-            input,
-            output: output_quants.get(l).copied(),
-            weight_format: formats[l],
-            weight_scale_range: (min_ws, max_ws),
-            calibrated_range: calibrated,
+        let acc_scale = input.scale * w_scale;
+        let corrected_bias = f64::from(layer.bias[o]) - drift;
+        let bias =
+            (corrected_bias / acc_scale).round() as i64 - i64::from(input.zero_point) * sum_q;
+        ensure!(
+            bias.abs() <= i64::from(MAX_ABS_BIAS),
+            "layer {l}, channel {o}: bias {bias} does not fit the accumulator"
+        );
+        let requant = requant_from_real(acc_scale / output_scale)
+            .with_context(|| format!("layer {l}, channel {o}"))?;
+        channels.push(ChannelRequant {
+            bias: bias as i32,
+            requant,
         });
-        weights_q.push(w_q);
-        channels_q.push(channels);
-        if !is_last {
-            input = output_quants[l];
-        }
     }
-
-    let specs: Vec<LayerSpec> = layers
-        .iter()
-        .enumerate()
-        .map(|(l, layer)| LayerSpec {
-            inputs: layer.inputs as u16,
-            outputs: layer.outputs as u16,
-            weights: &weights_q[l],
-            weight_format: formats[l],
-            channels: &channels_q[l],
-            output: if l == hidden {
-                OutputSpec::TanhPixels { lut: &lut }
-            } else {
-                OutputSpec::LeakyRelu {
-                    zero_point: output_quants[l].zero_point,
-                    negative_slope_q31: slopes[l],
-                }
-            },
-        })
-        .collect();
-    let (codes, class_codes_clipped) = match &model.classes {
-        Some(classes) => {
-            let (codes, clipped) = class_codes(classes);
-            (Some(codes), clipped)
-        }
-        None => (None, 0),
-    };
-    let blob = encode(&ModelSpec {
-        name: &options.name,
-        latent_dim: model.latent_dim() as u16,
-        image,
-        layers: &specs,
-        classes: match (&model.classes, &codes) {
-            (Some(classes), Some(codes)) => Some(ClassTableSpec {
-                width: u16::try_from(classes.width).context("the class embedding is too wide")?,
-                codes,
-            }),
-            _ => None,
-        },
-    })?;
-    Ok(Quantized {
-        blob,
-        layers: reports,
-        class_codes_clipped,
-    })
+    Ok((w_q, channels, (min_ws, max_ws)))
 }
 
 #[cfg(test)]
