@@ -828,14 +828,6 @@ fn walk(model: &TypedModel, latent_dim: usize) -> Result<Walked, Refusal> {
         tract_op: "-".into(),
         problem: format!("{e:#}"),
     })?;
-    let shape_of = |outlet: OutletId| -> Option<Vec<usize>> {
-        model
-            .outlet_fact(outlet)
-            .ok()?
-            .shape
-            .as_concrete()
-            .map(|s| s.to_vec())
-    };
 
     let mut current = input;
     let mut affine = Affine::identity(&[1, latent_dim]).map_err(|e| Refusal {
@@ -858,38 +850,10 @@ fn walk(model: &TypedModel, latent_dim: usize) -> Result<Walked, Refusal> {
             .iter()
             .map(|&i| model.outlet_fact(i).ok().and_then(|f| f.konst.clone()))
             .collect();
-        let on_chain: Vec<usize> = node
-            .inputs
-            .iter()
-            .enumerate()
-            .filter(|(_, &i)| i == current)
-            .map(|(slot, _)| slot)
-            .collect();
-        if on_chain.is_empty() {
-            if consts.iter().all(Option::is_some) {
-                continue; // constant arithmetic that declutter left
-            }
-            return Err(Refusal::new(
-                node,
-                "is not on the single chain from the latent input to the image \
-                 (a second branch or a non-constant operand)",
-            ));
-        }
-        if on_chain.len() > 1
-            || consts
-                .iter()
-                .enumerate()
-                .any(|(i, c)| c.is_none() && !on_chain.contains(&i))
-        {
-            return Err(Refusal::new(
-                node,
-                "combines the chain with a non-constant tensor (a skip connection, a second \
-                 input or a computed weight)",
-            ));
-        }
-        let slot = on_chain[0];
+        let Some(slot) = chain_slot(node, current, &consts)? else {
+            continue; // constant arithmetic that declutter left
+        };
         let step = classify(node, slot, &consts).map_err(|p| Refusal::new(node, p))?;
-        let fail = |e: TractError| Refusal::new(node, format!("{e:#}"));
         let out = OutletId::new(id, 0);
         if finished {
             if !matches!(step, Step::Shape) {
@@ -902,80 +866,180 @@ fn walk(model: &TypedModel, latent_dim: usize) -> Result<Walked, Refusal> {
             current = out;
             continue;
         }
-        match step {
-            Step::Linear | Step::Shape => {
-                affine.lin = affine
-                    .lin
-                    .iter()
-                    .map(|t| eval_with(node.op.as_ref(), &consts, slot, t))
-                    .collect::<TractResult<_>>()
-                    .map_err(fail)?;
-                affine.offset =
-                    eval_with(node.op.as_ref(), &consts, slot, &affine.offset).map_err(fail)?;
+        if let Step::Activation(activation) = step {
+            if layers.len() == MAX_LAYERS {
+                return Err(Refusal::new(
+                    node,
+                    format!("the model format holds at most {MAX_LAYERS} layers"),
+                ));
             }
-            Step::Shift { negate } => {
-                let shifted =
-                    eval_with(node.op.as_ref(), &consts, slot, &affine.offset).map_err(fail)?;
-                if shifted.shape() != affine.offset.shape() {
-                    return Err(Refusal::new(
-                        node,
-                        "its constant broadcasts the wire to another shape",
-                    ));
-                }
-                affine.offset = shifted;
-                if negate {
-                    for t in &mut affine.lin {
-                        let negated: Vec<f32> =
-                            flat_f32(t).map_err(fail)?.iter().map(|v| -v).collect();
-                        *t = Tensor::from_shape(t.shape(), &negated).map_err(fail)?;
-                    }
-                }
+            let layer = close_layer(node, activation, &affine, inputs_width)?;
+            inputs_width = layer.outputs;
+            layers.push(layer);
+            layer_outlets.push(out);
+            if activation.makes_pixels() {
+                finished = true;
+            } else {
+                let shape = shape_of(model, out)
+                    .ok_or_else(|| Refusal::new(node, "its output has no fixed shape"))?;
+                affine =
+                    Affine::identity(&shape).map_err(|e| Refusal::new(node, format!("{e:#}")))?;
             }
-            Step::Activation(activation) => {
-                if layers.len() == MAX_LAYERS {
-                    return Err(Refusal::new(
-                        node,
-                        format!("the model format holds at most {MAX_LAYERS} layers"),
-                    ));
-                }
-                let offset = flat_f32(&affine.offset).map_err(fail)?;
-                let outputs = offset.len();
-                let mut weight = vec![0f32; outputs * inputs_width];
-                for (k, column) in affine.lin.iter().enumerate() {
-                    let column = flat_f32(column).map_err(fail)?;
-                    for (o, &w) in column.iter().enumerate() {
-                        weight[o * inputs_width + k] = w;
-                    }
-                }
-                if let Activation::LeakyRelu(slope) = activation {
-                    if !(0.0..1.0).contains(&slope) {
-                        return Err(Refusal::new(
-                            node,
-                            format!("LeakyRelu alpha {slope} is outside [0, 1)"),
-                        ));
-                    }
-                }
-                layers.push(FloatLayer {
-                    inputs: inputs_width,
-                    outputs,
-                    weight,
-                    bias: offset,
-                    activation,
-                });
-                layer_outlets.push(out);
-                inputs_width = outputs;
-                if activation.makes_pixels() {
-                    finished = true;
-                } else {
-                    let shape = shape_of(out)
-                        .ok_or_else(|| Refusal::new(node, "its output has no fixed shape"))?;
-                    affine = Affine::identity(&shape).map_err(fail)?;
-                }
-            }
+        } else {
+            apply_to_wire(node, step, slot, &consts, &mut affine)?;
         }
         current = out;
     }
+    finish_walk(
+        model,
+        &order,
+        current,
+        output,
+        finished,
+        layers,
+        layer_outlets,
+    )
+}
 
+/// The output shape of `outlet`, when it is fixed.
+fn shape_of(model: &TypedModel, outlet: OutletId) -> Option<Vec<usize>> {
+    model
+        .outlet_fact(outlet)
+        .ok()?
+        .shape
+        .as_concrete()
+        .map(|s| s.to_vec())
+}
+
+/// Which input of `node` is the chain's wire (`current`); `None` for a node off the chain
+/// made of constants only. Refuses a second branch, a second wire into one node, and a
+/// non-constant operand.
+fn chain_slot(
+    node: &TypedNode,
+    current: OutletId,
+    consts: &[Option<Arc<Tensor>>],
+) -> Result<Option<usize>, Refusal> {
+    let on_chain: Vec<usize> = node
+        .inputs
+        .iter()
+        .enumerate()
+        .filter(|(_, &i)| i == current)
+        .map(|(slot, _)| slot)
+        .collect();
+    if on_chain.is_empty() {
+        if consts.iter().all(Option::is_some) {
+            return Ok(None);
+        }
+        return Err(Refusal::new(
+            node,
+            "is not on the single chain from the latent input to the image \
+                 (a second branch or a non-constant operand)",
+        ));
+    }
+    if on_chain.len() > 1
+        || consts
+            .iter()
+            .enumerate()
+            .any(|(i, c)| c.is_none() && !on_chain.contains(&i))
+    {
+        return Err(Refusal::new(
+            node,
+            "combines the chain with a non-constant tensor (a skip connection, a second \
+                 input or a computed weight)",
+        ));
+    }
+    Ok(Some(on_chain[0]))
+}
+
+/// Applies a linear, reshaping or shifting `step` to the affine map the wire carries since
+/// the last activation.
+fn apply_to_wire(
+    node: &TypedNode,
+    step: Step,
+    slot: usize,
+    consts: &[Option<Arc<Tensor>>],
+    affine: &mut Affine,
+) -> Result<(), Refusal> {
+    let fail = |e: TractError| Refusal::new(node, format!("{e:#}"));
+    match step {
+        Step::Linear | Step::Shape => {
+            affine.lin = affine
+                .lin
+                .iter()
+                .map(|t| eval_with(node.op.as_ref(), &consts, slot, t))
+                .collect::<TractResult<_>>()
+                .map_err(fail)?;
+            affine.offset =
+                eval_with(node.op.as_ref(), &consts, slot, &affine.offset).map_err(fail)?;
+        }
+        Step::Shift { negate } => {
+            let shifted =
+                eval_with(node.op.as_ref(), &consts, slot, &affine.offset).map_err(fail)?;
+            if shifted.shape() != affine.offset.shape() {
+                return Err(Refusal::new(
+                    node,
+                    "its constant broadcasts the wire to another shape",
+                ));
+            }
+            affine.offset = shifted;
+            if negate {
+                for t in &mut affine.lin {
+                    let negated: Vec<f32> = flat_f32(t).map_err(fail)?.iter().map(|v| -v).collect();
+                    *t = Tensor::from_shape(t.shape(), &negated).map_err(fail)?;
+                }
+            }
+        }
+        Step::Activation(_) => {}
+    }
+    Ok(())
+}
+
+/// The dense layer that the affine map since the last activation makes, ended by `node`'s
+/// `activation`.
+fn close_layer(
+    node: &TypedNode,
+    activation: Activation,
+    affine: &Affine,
+    inputs_width: usize,
+) -> Result<FloatLayer, Refusal> {
+    let fail = |e: TractError| Refusal::new(node, format!("{e:#}"));
+    let offset = flat_f32(&affine.offset).map_err(fail)?;
+    let outputs = offset.len();
+    let mut weight = vec![0f32; outputs * inputs_width];
+    for (k, column) in affine.lin.iter().enumerate() {
+        let column = flat_f32(column).map_err(fail)?;
+        for (o, &w) in column.iter().enumerate() {
+            weight[o * inputs_width + k] = w;
+        }
+    }
+    if let Activation::LeakyRelu(slope) = activation {
+        if !(0.0..1.0).contains(&slope) {
+            return Err(Refusal::new(
+                node,
+                format!("LeakyRelu alpha {slope} is outside [0, 1)"),
+            ));
+        }
+    }
+    Ok(FloatLayer {
+        inputs: inputs_width,
+        outputs,
+        weight,
+        bias: offset,
+        activation,
+    })
+}
+
+/// Checks that the chain ends at the graph's output in a pixel activation, and reads the
+/// image shape off the output.
+fn finish_walk(
+    model: &TypedModel,
+    order: &[usize],
+    current: OutletId,
+    output: OutletId,
+    finished: bool,
+    layers: Vec<FloatLayer>,
+    layer_outlets: Vec<OutletId>,
+) -> Result<Walked, Refusal> {
     let last = order.last().map(|&id| model.node(id));
     let Some(last) = last else {
         return Err(Refusal {
@@ -996,8 +1060,8 @@ fn walk(model: &TypedModel, latent_dim: usize) -> Result<Walked, Refusal> {
             "the graph does not end in Tanh or Sigmoid (the chip's pixel output)",
         ));
     }
-    let shape =
-        shape_of(output).ok_or_else(|| Refusal::new(last, "the output has no fixed shape"))?;
+    let shape = shape_of(model, output)
+        .ok_or_else(|| Refusal::new(last, "the output has no fixed shape"))?;
     let pixels = layers.last().map_or(0, |l| l.outputs);
     let image = image_shape(&shape, pixels).map_err(|p| Refusal::new(last, p))?;
     Ok(Walked {
