@@ -454,20 +454,7 @@ fn cut_at_label_concat(
             )))
         }
     };
-    let Some((classes, width, values)) = float_table(table) else {
-        return Err(problem(format!(
-            "the label embedding '{}' is not a [classes, width] float table stored in the file",
-            table.name
-        )));
-    };
-    if classes == 0 || width == 0 || classes > mcugan_shared::format::MAX_CLASSES {
-        return Err(problem(format!(
-            "the label embedding '{}' has {classes} classes of {width} values (the chip holds \
-             1 to {} classes)",
-            table.name,
-            mcugan_shared::format::MAX_CLASSES
-        )));
-    }
+    let (classes, width, values) = class_table(table).map_err(problem)?;
     let Some(row) = gather.output.first() else {
         return Err(problem(format!("node '{}' has no output", gather.name)));
     };
@@ -501,8 +488,54 @@ fn cut_at_label_concat(
     let Some(joined) = concat.output.first().cloned() else {
         return Err(problem(format!("node '{}' has no output", concat.name)));
     };
-    // The latent input's width, to declare the new input's.
-    let latent_width = match latent.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+    let Some(latent_width) = fixed_width(latent) else {
+        return Err(problem(format!(
+            "the latent input '{}' is not a float vector [batch, latent] of fixed width",
+            latent.name
+        )));
+    };
+    let model = without_embedding(
+        proto,
+        graph,
+        [gather_at, concat_at],
+        [&table.name, &label.name, &latent.name],
+        latent,
+        joined,
+        width + latent_width,
+    );
+    Ok(Some((
+        model,
+        ClassEmbedding {
+            classes,
+            width,
+            table: values,
+        },
+    )))
+}
+
+/// The label embedding `table` as `(classes, width, values)`, if it is a float table of
+/// classes the chip holds.
+fn class_table(table: &pb::TensorProto) -> Result<(usize, usize, Vec<f32>), String> {
+    let Some((classes, width, values)) = float_table(table) else {
+        return Err(format!(
+            "the label embedding '{}' is not a [classes, width] float table stored in the file",
+            table.name
+        ));
+    };
+    if classes == 0 || width == 0 || classes > mcugan_shared::format::MAX_CLASSES {
+        return Err(format!(
+            "the label embedding '{}' has {classes} classes of {width} values (the chip holds \
+             1 to {} classes)",
+            table.name,
+            mcugan_shared::format::MAX_CLASSES
+        ));
+    }
+    Ok((classes, width, values))
+}
+
+/// The fixed width of a `[batch, width]` input.
+fn fixed_width(input: &pb::ValueInfoProto) -> Option<usize> {
+    match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(pb::type_proto::Value::TensorType(tensor)) => tensor
             .shape
             .as_ref()
@@ -514,17 +547,22 @@ fn cut_at_label_concat(
                 _ => None,
             }),
         _ => None,
-    };
-    let Some(latent_width) = latent_width else {
-        return Err(problem(format!(
-            "the latent input '{}' is not a float vector [batch, latent] of fixed width",
-            latent.name
-        )));
-    };
+    }
+}
 
+/// The graph without the label's Gather and Concat (`nodes`), the table, the label and the
+/// latent inputs (`removed`): the Concat's output `joined` (`[batch, width]`) becomes its
+/// input, declared like `latent`.
+fn without_embedding(
+    proto: &pb::ModelProto,
+    graph: &pb::GraphProto,
+    nodes: [usize; 2],
+    removed: [&String; 3],
+    latent: &pb::ValueInfoProto,
+    joined: String,
+    width: usize,
+) -> pb::ModelProto {
     let mut cut = graph.clone();
-    let (table_name, label_name, latent_name) =
-        (table.name.clone(), label.name.clone(), latent.name.clone());
     let mut new_input = latent.clone();
     new_input.name = joined;
     if let Some(pb::type_proto::Value::TensorType(tensor)) =
@@ -532,7 +570,7 @@ fn cut_at_label_concat(
     {
         if let Some(dim) = tensor.shape.as_mut().and_then(|s| s.dim.get_mut(1)) {
             dim.value = Some(pb::tensor_shape_proto::dimension::Value::DimValue(
-                (width + latent_width) as i64,
+                width as i64,
             ));
         }
     }
@@ -540,23 +578,16 @@ fn cut_at_label_concat(
         .node
         .iter()
         .enumerate()
-        .filter(|(i, _)| *i != gather_at && *i != concat_at)
+        .filter(|(i, _)| !nodes.contains(i))
         .map(|(_, n)| n.clone())
         .collect();
-    cut.initializer.retain(|t| t.name != table_name);
-    cut.input
-        .retain(|i| i.name != label_name && i.name != latent_name && i.name != table_name);
+    let [table_name, ..] = removed;
+    cut.initializer.retain(|t| &t.name != table_name);
+    cut.input.retain(|i| !removed.contains(&&i.name));
     cut.input.insert(0, new_input);
     let mut model = proto.clone();
     model.graph = Some(cut);
-    Ok(Some((
-        model,
-        ClassEmbedding {
-            classes,
-            width,
-            table: values,
-        },
-    )))
+    model
 }
 
 /// One float input `[batch, latent]` (batch fixed or symbolic), one output; returns the
