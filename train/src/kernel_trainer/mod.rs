@@ -702,17 +702,37 @@ impl<B: Backend> KernelTrainer<B> {
         latent_row: usize,
         slot: usize,
     ) -> anyhow::Result<()> {
+        let z = self.layout.latents + latent_row * LATENT_DIM;
+        let fakes = self.layout.d_input + b * IMAGE_PIXELS;
+        self.generator_forward(b, z, fakes)?;
+
+        // The discriminator on the fakes, and the generator's loss.
+        self.discriminator_forward(b, 2 * b)?;
+        let (logits, dl, losses) = (self.layout.logits, self.layout.dl, self.layout.losses);
+        let args = self
+            .args()
+            .buf(logits + b)
+            .buf(dl + b)
+            .buf(losses)
+            .int(b)
+            .int(slot);
+        self.launch(Kernel::GeneratorLoss, 1, args)?;
+        self.discriminator_backward(b, b, Gradients::OfInput)?;
+
+        self.generator_backward(b, z, fakes)?;
+        let steps = self.host.generator.steps + 1;
+        self.adam_step(true, steps)?;
+        self.discriminator_step(first, b, slot)
+    }
+
+    /// The generator's forward pass in training mode on the latent rows at `z`; its output
+    /// lands in the discriminator's fake rows (`fakes`).
+    fn generator_forward(&mut self, b: usize, z: usize, fakes: usize) -> anyhow::Result<()> {
         let g = GENERATOR_WIDTHS;
         let l = &self.layout;
-        let (gen_values, gen_grads) = (l.generator.value_at, l.generator.grad_at);
-        let z = l.latents + latent_row * LATENT_DIM;
-        let fakes = l.d_input + b * IMAGE_PIXELS;
+        let gen_values = l.generator.value_at;
         let (g_hidden, g_xhat, g_inv_std) = (l.g_hidden, l.g_xhat, l.g_inv_std);
         let (running_mean, running_var) = (l.running_mean, l.running_var);
-        let (grad_a, grad_b, grad_images) = (l.grad_a, l.grad_b, l.grad_images);
-
-        // The generator's forward pass in training mode; its output lands in the
-        // discriminator's fake rows.
         self.matmul(
             g_hidden[0],
             rows(z),
@@ -768,21 +788,17 @@ impl<B: Backend> KernelTrainer<B> {
         )?;
         let args = self.args().buf(fakes).buf(gen_values[9]).int(b).int(g[5]);
         self.launch(Kernel::AddBiasTanh, b * g[5], args)?;
+        Ok(())
+    }
 
-        // The discriminator on the fakes, and the generator's loss.
-        self.discriminator_forward(b, 2 * b)?;
-        let (logits, dl, losses) = (self.layout.logits, self.layout.dl, self.layout.losses);
-        let args = self
-            .args()
-            .buf(logits + b)
-            .buf(dl + b)
-            .buf(losses)
-            .int(b)
-            .int(slot);
-        self.launch(Kernel::GeneratorLoss, 1, args)?;
-        self.discriminator_backward(b, b, Gradients::OfInput)?;
-
-        // Back through the generator.
+    /// Back through the generator, from the discriminator's gradient at its input (the fake
+    /// rows), to the generator's gradients.
+    fn generator_backward(&mut self, b: usize, z: usize, fakes: usize) -> anyhow::Result<()> {
+        let g = GENERATOR_WIDTHS;
+        let l = &self.layout;
+        let (gen_values, gen_grads) = (l.generator.value_at, l.generator.grad_at);
+        let (g_hidden, g_xhat, g_inv_std) = (l.g_hidden, l.g_xhat, l.g_inv_std);
+        let (grad_a, grad_b, grad_images) = (l.grad_a, l.grad_b, l.grad_images);
         let args = self
             .args()
             .buf(grad_a)
@@ -852,11 +868,13 @@ impl<B: Backend> KernelTrainer<B> {
         self.matmul(gen_grads[0], transposed(grad), rows(z), g[1], g[0], b)?;
         let args = self.args().buf(gen_grads[1]).buf(grad).int(b).int(g[1]);
         self.launch(Kernel::ColumnSums, g[1], args)?;
-        let steps = self.host.generator.steps + 1;
-        self.adam_step(true, steps)?;
+        Ok(())
+    }
 
-        // The discriminator's step: real rows gathered, its pass over the fakes reused (its
-        // weights have not changed since).
+    /// The discriminator's step: real rows gathered, its pass over the fakes reused (its
+    /// weights have not changed since).
+    fn discriminator_step(&mut self, first: usize, b: usize, slot: usize) -> anyhow::Result<()> {
+        let (logits, dl, losses) = (self.layout.logits, self.layout.dl, self.layout.losses);
         let (data, d_input) = (self.layout.data, self.layout.d_input);
         let word_base = self.backend.word_base();
         let args = self
@@ -884,7 +902,6 @@ impl<B: Backend> KernelTrainer<B> {
         let steps = self.host.discriminator.steps + 1;
         self.adam_step(false, steps)
     }
-
     /// The discriminator's pass over rows `r0..r1` of its input into its hidden outputs and
     /// logits.
     fn discriminator_forward(&mut self, r0: usize, r1: usize) -> anyhow::Result<()> {
