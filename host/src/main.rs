@@ -67,9 +67,10 @@ fn main() -> Result<()> {
             sub.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
         })
     };
-    mcugan_train::cpu::configure(cli.threads);
+    let threads = configure_threads(cli.threads);
     let global = commands::Global {
         force: cli.force,
+        threads,
         given: &given,
     };
     match cli.command {
@@ -85,4 +86,27 @@ fn main() -> Result<()> {
         Command::Sizes(args) => commands::sizes::run(args, &global),
         Command::Report(args) => commands::report::run(args, &global),
     }
+}
+
+/// CPU settings for the whole process, made here at its start before any thread exists:
+/// candle's GEMM threads (`--threads`, else `RAYON_NUM_THREADS`, else
+/// [`mcugan_train::cpu::DEFAULT_GEMM_THREADS`]; candle reads the variables when its pools
+/// start) and the allocator's tuning for training. Returns the threads the user chose
+/// (`--threads`, else `RAYON_NUM_THREADS`), if any.
+fn configure_threads(threads: Option<usize>) -> Option<usize> {
+    let chosen = threads.or_else(|| {
+        std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    let gemm = chosen
+        .unwrap_or(mcugan_train::cpu::DEFAULT_GEMM_THREADS)
+        .max(1)
+        .to_string();
+    std::env::set_var("RAYON_NUM_THREADS", &gemm);
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", &gemm);
+    }
+    mcugan_train::cpu::keep_freed_memory();
+    chosen
 }

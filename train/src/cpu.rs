@@ -9,39 +9,18 @@
 /// Threads for candle's CPU matrix products unless the user chose (`RAYON_NUM_THREADS`).
 pub const DEFAULT_GEMM_THREADS: usize = 1;
 
-/// Threads the user asked for (0: none asked for).
-static CHOSEN_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Applies the settings; call at the start of `main`, before any tensor exists.
-/// `threads`: GEMM threads (`None`: `RAYON_NUM_THREADS` if set, else [`DEFAULT_GEMM_THREADS`]).
-pub fn configure(threads: Option<usize>) {
-    let chosen = threads.or_else(|| {
-        std::env::var("RAYON_NUM_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    });
-    if let Some(n) = chosen {
-        CHOSEN_THREADS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
-    }
-    let threads = chosen.unwrap_or(DEFAULT_GEMM_THREADS).max(1);
-    // Read once by candle when its thread pools start; nothing else runs yet.
-    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
-    }
-    keep_freed_memory();
-}
-
-/// Threads for the fused CPU trainer ([`crate::fused`]): the number the user chose, else every
-/// core (its matrix products and Adam pass split well even at batch 64).
-pub fn training_threads() -> usize {
-    match CHOSEN_THREADS.load(std::sync::atomic::Ordering::Relaxed) {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
+/// Threads for the fused CPU trainer ([`crate::fused`]): the number the user `chosen`, else
+/// every core (its matrix products and Adam pass split well even at batch 64).
+pub fn training_threads(chosen: Option<usize>) -> usize {
+    match chosen {
+        Some(n) => n.max(1),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     }
 }
 
-/// The GEMM threads in effect.
+/// The GEMM threads candle's CPU matrix products take: what `RAYON_NUM_THREADS` says (the
+/// variable candle reads when its pools start; a program sets it at its start, as the CLI's
+/// `main` does from `--threads`), else [`DEFAULT_GEMM_THREADS`].
 pub fn gemm_threads() -> usize {
     std::env::var("RAYON_NUM_THREADS")
         .ok()
@@ -49,8 +28,10 @@ pub fn gemm_threads() -> usize {
         .unwrap_or(DEFAULT_GEMM_THREADS)
 }
 
+/// Tunes the C allocator for training: every tensor from the heap (not fresh mmaps), freed
+/// memory kept. Call at the start of a program, before other threads start.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_memory() {
+pub fn keep_freed_memory() {
     // Serve every tensor from the heap (not fresh mmaps) and never hand freed memory back.
     // SAFETY: mallopt only changes allocator parameters; called before other threads start.
     unsafe {
@@ -59,8 +40,9 @@ fn keep_freed_memory() {
     }
 }
 
+/// Tunes the C allocator for training (nothing to do on this platform).
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}
+pub fn keep_freed_memory() {}
 
 /// The contiguous f32 elements an in-place CPU op works on: the target's, mutable, and the
 /// source's; an error names `op` when a tensor is not contiguous f32 or the lengths differ.

@@ -11,6 +11,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -103,13 +104,11 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// The fast choice for `device`: the fused step on the CPU (with
-    /// [`crate::cpu::training_threads`]), candle elsewhere.
-    pub fn for_device(device: &Device) -> Self {
+    /// The fast choice for `device`: the fused step on the CPU (on `threads` threads), candle
+    /// elsewhere.
+    pub fn for_device(device: &Device, threads: usize) -> Self {
         if device.is_cpu() {
-            Engine::Fused {
-                threads: crate::cpu::training_threads(),
-            }
+            Engine::Fused { threads }
         } else {
             Engine::Candle
         }
@@ -134,7 +133,7 @@ impl TrainConfig {
             device: Device::Cpu,
             progress: true,
             resume: false,
-            engine: Engine::for_device(&Device::Cpu),
+            engine: Engine::for_device(&Device::Cpu, crate::cpu::training_threads(None)),
             classes: None,
         }
     }
@@ -221,17 +220,38 @@ pub fn save_generator(
         .with_context(|| format!("writing {}", path.display()))
 }
 
-static INTERRUPT_REQUESTED: AtomicBool = AtomicBool::new(false);
+/// Asks a running [`train_until`] to stop after its current batch and save a checkpoint; the
+/// CLI's Ctrl-C handler holds a clone.
+#[derive(Clone, Debug, Default)]
+pub struct StopToken(Arc<AtomicBool>);
 
-/// Asks a running [`train`] to stop after its current batch, save a checkpoint and return
-/// [`Interrupted`]; the CLI calls this from its Ctrl-C handler. Returns whether a stop had
-/// already been asked for.
-pub fn request_interrupt() -> bool {
-    INTERRUPT_REQUESTED.swap(true, Ordering::SeqCst)
+impl StopToken {
+    /// A token no one has used yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the run to stop; returns whether a stop had been asked for already.
+    pub fn request(&self) -> bool {
+        self.0.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether a stop has been asked for.
+    pub fn is_requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
-/// The error [`train`] returns when it was stopped by [`request_interrupt`]; the checkpoint
-/// it names resumes the run.
+/// How a run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every epoch trained; the generator and the summary are written.
+    Finished(TrainSummary),
+    /// Stopped by its [`StopToken`], after writing a checkpoint that resumes it.
+    Interrupted(Interrupted),
+}
+
+/// Where a run stopped by its [`StopToken`] stands; the checkpoint it names resumes it.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "interrupted after {batches_done} batches (epoch {epoch}); checkpoint saved to {}",
@@ -374,11 +394,18 @@ fn open_loss_log(path: &Path, resume_at: Option<u64>) -> anyhow::Result<fs::File
 /// Trains per `config` (or resumes, when `config.resume`); returns the run's summary.
 ///
 /// A checkpoint is written atomically after the first and the last epoch, after any epoch that
-/// ends [`CHECKPOINT_INTERVAL`] or more after the last one, and when [`request_interrupt`] stops
-/// the run; a loss that is not finite stops it with an error and leaves the last checkpoint
+/// ends [`CHECKPOINT_INTERVAL`] or more after the last one, and when a [`StopToken`] stops
+/// the run ([`train_until`]); a loss that is not finite stops it with an error and leaves the last checkpoint
 /// as it was.
 pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
-    INTERRUPT_REQUESTED.store(false, Ordering::SeqCst);
+    match train_until(config, &StopToken::new())? {
+        Outcome::Finished(summary) => Ok(summary),
+        Outcome::Interrupted(stop) => Err(stop.into()),
+    }
+}
+
+/// [`train`], stopping early (after a checkpoint) once `stop` is requested.
+pub fn train_until(config: &TrainConfig, stop: &StopToken) -> anyhow::Result<Outcome> {
     let data = load_training_data(config)?;
     let device = &config.device;
     let images = dataset_tensor(&data, device)?;
@@ -439,11 +466,14 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
         images_trained: 0,
         started: Instant::now(),
         last_checkpoint: None,
+        stop: stop.clone(),
     };
     while run.state.epoch < config.epochs {
-        run.train_epoch()?;
+        if let Some(stopped) = run.train_epoch()? {
+            return Ok(Outcome::Interrupted(stopped));
+        }
     }
-    run.finish()
+    Ok(Outcome::Finished(run.finish()?))
 }
 
 /// The training split of `config`'s data (the first `--limit` images), checked against the
@@ -589,12 +619,13 @@ struct Run<'a> {
     images_trained: usize,
     started: Instant,
     last_checkpoint: Option<Instant>,
+    stop: StopToken,
 }
 
 impl Run<'_> {
     /// Trains the rest of the current epoch, then ends it (loss log, checkpoint, kept
-    /// generator); an interrupt stops it with [`Interrupted`] after a checkpoint.
-    fn train_epoch(&mut self) -> anyhow::Result<()> {
+    /// generator); a stop request ends it early, after a checkpoint, with [`Interrupted`].
+    fn train_epoch(&mut self) -> anyhow::Result<Option<Interrupted>> {
         let epoch = self.state.epoch;
         let epoch_start = Instant::now();
         let (data_len, batch_size) = (self.data.len(), self.config.batch_size);
@@ -632,14 +663,14 @@ impl Run<'_> {
             self.position.next_batch = batch_index + 1;
             self.images_trained += len;
             self.progress.inc(1);
-            let interrupted = INTERRUPT_REQUESTED.load(Ordering::SeqCst);
+            let interrupted = self.stop.is_requested();
             if self.pending.rows.len() >= LOSS_READ_INTERVAL || interrupted {
                 self.read_losses(epoch)?;
             }
             if interrupted && self.position.next_batch < self.batches_per_epoch {
                 self.log.flush()?;
                 self.save_checkpoint()?;
-                return Err(self.stop(epoch + 1));
+                return Ok(Some(self.stopped(epoch + 1)));
             }
         }
         self.end_epoch(epoch, epoch_start)
@@ -697,7 +728,11 @@ impl Run<'_> {
 
     /// The end of an epoch: the loss log, a checkpoint when one is due (or the run ends or
     /// is interrupted), the generator kept every `--save-every` epochs, a line of progress.
-    fn end_epoch(&mut self, epoch: usize, epoch_start: Instant) -> anyhow::Result<()> {
+    fn end_epoch(
+        &mut self,
+        epoch: usize,
+        epoch_start: Instant,
+    ) -> anyhow::Result<Option<Interrupted>> {
         self.flush_losses()?;
         self.state.epoch = epoch + 1;
         self.position = EpochPosition::default();
@@ -711,7 +746,7 @@ impl Run<'_> {
         let keep_generator =
             config.save_every > 0 && self.state.epoch.is_multiple_of(config.save_every);
         // Read once: an interrupted run stops below only after this epoch's checkpoint.
-        let interrupted = INTERRUPT_REQUESTED.load(Ordering::SeqCst);
+        let interrupted = self.stop.is_requested();
         if due || self.state.epoch == config.epochs || interrupted {
             self.save_checkpoint()?;
             self.last_checkpoint = Some(Instant::now());
@@ -735,9 +770,9 @@ impl Run<'_> {
             ),
         );
         if interrupted && self.state.epoch < config.epochs {
-            return Err(self.stop(self.state.epoch));
+            return Ok(Some(self.stopped(self.state.epoch)));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Brings `state` up to date from the engine and writes it atomically as the checkpoint.
@@ -762,15 +797,14 @@ impl Run<'_> {
         )
     }
 
-    /// The error that ends an interrupted run, in epoch `epoch` (from 1).
-    fn stop(&self, epoch: usize) -> anyhow::Error {
+    /// Where an interrupted run stopped, in epoch `epoch` (from 1).
+    fn stopped(&self, epoch: usize) -> Interrupted {
         self.progress.abandon();
         Interrupted {
             checkpoint: self.checkpoint_path.clone(),
             batches_done: self.state.batches_done,
             epoch,
         }
-        .into()
     }
 
     /// The end of the run: the generator and the summary, written to the output folder.

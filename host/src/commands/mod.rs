@@ -19,6 +19,8 @@ pub mod walk;
 pub struct Global<'a> {
     /// `--force`: replace what exists.
     pub force: bool,
+    /// CPU threads the user chose (`--threads`, else `RAYON_NUM_THREADS`), if any.
+    pub threads: Option<usize>,
     /// Whether the subcommand's argument with this clap id was given on the command line.
     pub given: &'a dyn Fn(&str) -> bool,
 }

@@ -119,54 +119,7 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
         );
     }
     if let Some(model) = &check {
-        // What the chip says it drew must be what was asked, and the same bytes.
-        let blob = read(model)?;
-        let classes = Model::parse(&blob)
-            .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", model.display()))?
-            .classes();
-        // Seeds without a class: the model's default class of each.
-        let asked: Vec<ImageRequest> = asked
-            .iter()
-            .map(|r| match r.class {
-                Some(_) => *r,
-                None => ImageRequest::default_for(r.seed, classes),
-            })
-            .collect();
-        let drawn: Vec<ImageRequest> = run
-            .images
-            .iter()
-            .map(|i| ImageRequest {
-                seed: i.seed,
-                class: i.class,
-            })
-            .collect();
-        if drawn != asked {
-            bail!(
-                "the chip drew other (seed, class) pairs than asked for: {:?}",
-                drawn
-                    .iter()
-                    .zip(&asked)
-                    .find(|(d, a)| d != a)
-                    .map(|(d, a)| format!("drew {d:?}, asked {a:?}"))
-            );
-        }
-        let expected = simulate::simulate_requests(&blob, &asked)?;
-        let same = run.images.len() == expected.len()
-            && run
-                .images
-                .iter()
-                .zip(&expected)
-                .all(|(a, b)| &a.pixels == b);
-        if !same {
-            bail!(
-                "the chip's images differ from the host simulation of {}",
-                model.display()
-            );
-        }
-        println!(
-            "all {} images equal the host simulation, byte for byte",
-            expected.len()
-        );
+        check_against_simulation(&run, &asked, model)?;
     }
     // The stream carries pixels, not the shape: the checked blob's, else square.
     let len = run.images.first().map_or(0, |i| i.pixels.len());
@@ -195,6 +148,65 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
         }
         println!("picture: {}", png.display());
     }
+    Ok(())
+}
+
+/// Checks that the chip drew the (seed, class) pairs `asked` for (seeds without a class in
+/// the model's default class of each), and that every image is the host simulation's of the
+/// blob `model`, byte for byte.
+fn check_against_simulation(
+    run: &firmware::FirmwareRun,
+    asked: &[ImageRequest],
+    model: &Path,
+) -> Result<()> {
+    // What the chip says it drew must be what was asked, and the same bytes.
+    let blob = read(model)?;
+    let classes = Model::parse(&blob)
+        .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", model.display()))?
+        .classes();
+    // Seeds without a class: the model's default class of each.
+    let asked: Vec<ImageRequest> = asked
+        .iter()
+        .map(|r| match r.class {
+            Some(_) => *r,
+            None => ImageRequest::default_for(r.seed, classes),
+        })
+        .collect();
+    let drawn: Vec<ImageRequest> = run
+        .images
+        .iter()
+        .map(|i| ImageRequest {
+            seed: i.seed,
+            class: i.class,
+        })
+        .collect();
+    if drawn != asked {
+        bail!(
+            "the chip drew other (seed, class) pairs than asked for: {:?}",
+            drawn
+                .iter()
+                .zip(&asked)
+                .find(|(d, a)| d != a)
+                .map(|(d, a)| format!("drew {d:?}, asked {a:?}"))
+        );
+    }
+    let expected = simulate::simulate_requests(&blob, &asked)?;
+    let same = run.images.len() == expected.len()
+        && run
+            .images
+            .iter()
+            .zip(&expected)
+            .all(|(a, b)| &a.pixels == b);
+    if !same {
+        bail!(
+            "the chip's images differ from the host simulation of {}",
+            model.display()
+        );
+    }
+    println!(
+        "all {} images equal the host simulation, byte for byte",
+        expected.len()
+    );
     Ok(())
 }
 

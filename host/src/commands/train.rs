@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use mcugan_train::train;
+use clap::ValueEnum;
+use mcugan_train::recipe::Recipe;
+use mcugan_train::train::{self, Engine, Outcome, StopToken, TrainConfig};
 
 use super::Global;
 
@@ -33,8 +35,8 @@ pub struct Args {
     pub sample_interval: u64,
     /// Training recipe: `reference` (gan.py unchanged) or `small-data` (discriminator
     /// dropout, translation augmentation, label smoothing, generator weight average).
-    #[arg(long, default_value = "reference")]
-    pub recipe: String,
+    #[arg(long, value_enum, default_value_t = RecipeName::Reference)]
+    pub recipe: RecipeName,
     /// Also keep the generator every N epochs in generators/ (0: only the last).
     #[arg(long, default_value_t = 0)]
     pub save_every: usize,
@@ -54,8 +56,8 @@ pub struct Args {
     /// The training step: `auto` (fused on the CPU, candle elsewhere), `fused` (written out
     /// by hand, CPU only), `kernels` (the step as GPU kernels over one arena: CUDA, or
     /// emulated on the CPU, slowly, to check it) or `candle` (candle's autograd, any device).
-    #[arg(long, default_value = "auto")]
-    pub engine: String,
+    #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+    pub engine: EngineChoice,
     /// Train cgan.py's class-conditional GAN: the generator draws the class it is asked
     /// for (candle's engine; MSE losses, as cgan.py).
     #[arg(long)]
@@ -65,146 +67,168 @@ pub struct Args {
     pub classes: Option<usize>,
 }
 
+/// `--recipe`: the named training recipes (described in the flag's help, which lists
+/// them inline).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RecipeName {
+    // gan.py unchanged.
+    Reference,
+    // Discriminator dropout, translation augmentation, label smoothing, weight average.
+    SmallData,
+}
+
+impl RecipeName {
+    fn recipe(self) -> Recipe {
+        match self {
+            RecipeName::Reference => Recipe::REFERENCE,
+            RecipeName::SmallData => Recipe::SMALL_DATA,
+        }
+    }
+}
+
+/// `--engine`: which training step runs (described in the flag's help).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineChoice {
+    // Fused on the CPU, candle elsewhere (candle for the conditional GAN).
+    Auto,
+    // Written out by hand, CPU only.
+    Fused,
+    // The step as GPU kernels over one arena (CUDA, or emulated on the CPU).
+    Kernels,
+    // candle's autograd, any device.
+    Candle,
+}
+
 /// Runs `mcugan train`.
 pub fn run(args: Args, global: &Global) -> Result<()> {
-    let force = global.force;
-    let given = global.given;
-    let Args {
-        data,
-        out,
-        epochs,
-        seed,
-        limit,
-        batch_size,
-        sample_interval,
-        save_every,
-        recipe,
-        quiet,
-        resume,
-        lr,
-        device,
-        engine,
-        conditional,
-        classes,
-    } = args;
-    if epochs == Some(0) {
+    if args.epochs == Some(0) {
         bail!("--epochs must be at least 1");
     }
-    let mut config = if resume {
-        // The run's own settings, as `resume` took them from its checkpoint.
-        let mut config = train::TrainConfig::resume(out.clone(), epochs)?;
-        for (id, flag) in KEPT_ON_RESUME {
-            if given(id) {
-                eprintln!(
-                    "note: --resume keeps the run's own {} ({}); {flag} is ignored",
-                    flag.trim_start_matches("--"),
-                    match id {
-                        "seed" => config.seed.to_string(),
-                        "limit" => config
-                            .limit
-                            .map_or_else(|| "none".to_string(), |l| l.to_string()),
-                        "batch_size" => config.batch_size.to_string(),
-                        _ => config.recipe.name().to_string(),
-                    }
-                );
-            }
-        }
-        if given("conditional") {
-            eprintln!(
-                "note: --resume keeps the run's own model ({}); --conditional is ignored",
-                train::describe_model(config.classes)
-            );
-        }
-        if given("data") {
-            // The same images in another place: the content hash decides.
-            config.data_dir = data;
-        }
-        config
+    let mut config = if args.resume {
+        resumed_config(&args, global)?
     } else {
-        let left = mcugan::overwrite::prepare_run_dir(&out, force)?;
-        if !left.is_empty() {
-            let names: Vec<String> = left
-                .iter()
-                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .collect();
-            eprintln!(
-                "note: replaced the old run in {}; its other files stay and do not belong \
-                 to the new run: {}",
-                out.display(),
-                names.join(", ")
-            );
-        }
-        let mut config = train::TrainConfig::reference(data, out.clone(), epochs.unwrap_or(200));
-        config.seed = seed;
-        config.limit = limit;
-        config.batch_size = batch_size;
-        config.recipe = mcugan_train::recipe::Recipe::by_name(&recipe)
-            .with_context(|| format!("unknown recipe '{recipe}' (reference or small-data)"))?;
-        if conditional {
-            let classes = match classes {
-                Some(classes) => classes,
-                None => mcugan_model_tools::data::class_count(
-                    &config.data_dir,
-                    mcugan_model_tools::data::Split::Train,
-                )
-                .with_context(|| format!("reading the labels in {}", config.data_dir.display()))?,
-            };
-            config.classes = Some(classes);
-        }
-        config
+        new_config(&args, global)?
     };
-    config.sample_interval = sample_interval;
-    config.progress = !quiet;
-    config.save_every = save_every;
-    if let Some(lr) = lr {
+    config.sample_interval = args.sample_interval;
+    config.progress = !args.quiet;
+    config.save_every = args.save_every;
+    if let Some(lr) = args.lr {
         if !(lr.is_finite() && lr > 0.0) {
             bail!("--lr must be a positive number, got {lr}");
         }
         config.adam.lr = lr;
     }
-    config.device = mcugan_train::device::parse(&device)?;
-    config.engine = match engine.as_str() {
-        "auto" if config.classes.is_some() => train::Engine::Candle,
-        "auto" => train::Engine::for_device(&config.device),
-        "fused" => train::Engine::Fused {
-            threads: mcugan_train::cpu::training_threads(),
-        },
-        "kernels" => train::Engine::Kernels,
-        "candle" => train::Engine::Candle,
-        other => bail!("unknown engine '{other}' (auto, fused, kernels or candle)"),
+    config.device = mcugan_train::device::parse(&args.device)?;
+    let threads = mcugan_train::cpu::training_threads(global.threads);
+    config.engine = match args.engine {
+        EngineChoice::Auto if config.classes.is_some() => Engine::Candle,
+        EngineChoice::Auto => Engine::for_device(&config.device, threads),
+        EngineChoice::Fused => Engine::Fused { threads },
+        EngineChoice::Kernels => Engine::Kernels,
+        EngineChoice::Candle => Engine::Candle,
     };
-    install_interrupt_handler();
-    let summary = match train::train(&config) {
-        Ok(summary) => summary,
-        Err(e) => match e.downcast_ref::<train::Interrupted>() {
-            Some(stop) => {
-                eprintln!(
-                    "{stop}\nresume with: mcugan train --resume --out {} --epochs {}",
-                    out.display(),
-                    config.epochs
-                );
-                std::process::exit(130);
-            }
-            None => return Err(e),
-        },
-    };
-    println!(
-        "trained {} epochs on {} images: {:.2} s/epoch, {:.0} images/s on {}; generator in {}",
-        summary.epochs,
-        summary.images,
-        summary.mean_epoch_seconds,
-        summary.images_per_second,
-        summary.device,
-        out.join(train::GENERATOR_FILE).display()
-    );
-    Ok(())
+    let stop = StopToken::new();
+    install_interrupt_handler(stop.clone());
+    let out = &args.out;
+    match train::train_until(&config, &stop)? {
+        Outcome::Finished(summary) => {
+            println!(
+                "trained {} epochs on {} images: {:.2} s/epoch, {:.0} images/s on {}; generator in {}",
+                summary.epochs,
+                summary.images,
+                summary.mean_epoch_seconds,
+                summary.images_per_second,
+                summary.device,
+                out.join(train::GENERATOR_FILE).display()
+            );
+            Ok(())
+        }
+        Outcome::Interrupted(stopped) => {
+            eprintln!(
+                "{stopped}\nresume with: mcugan train --resume --out {} --epochs {}",
+                out.display(),
+                config.epochs
+            );
+            std::process::exit(130);
+        }
+    }
 }
 
-/// Ctrl-C asks a training run to save a checkpoint and stop; a second Ctrl-C exits at once
+/// The run's own settings, as `--resume` takes them from its checkpoint; flags it ignores
+/// are named.
+fn resumed_config(args: &Args, global: &Global) -> Result<TrainConfig> {
+    let given = global.given;
+    let mut config = TrainConfig::resume(args.out.clone(), args.epochs)?;
+    for (id, flag) in KEPT_ON_RESUME {
+        if given(id) {
+            eprintln!(
+                "note: --resume keeps the run's own {} ({}); {flag} is ignored",
+                flag.trim_start_matches("--"),
+                match id {
+                    "seed" => config.seed.to_string(),
+                    "limit" => config
+                        .limit
+                        .map_or_else(|| "none".to_string(), |l| l.to_string()),
+                    "batch_size" => config.batch_size.to_string(),
+                    _ => config.recipe.name().to_string(),
+                }
+            );
+        }
+    }
+    if given("conditional") {
+        eprintln!(
+            "note: --resume keeps the run's own model ({}); --conditional is ignored",
+            train::describe_model(config.classes)
+        );
+    }
+    if given("data") {
+        // The same images in another place: the content hash decides.
+        config.data_dir = args.data.clone();
+    }
+    Ok(config)
+}
+
+/// A new run's settings (an old run in `--out` is replaced, with `--force`).
+fn new_config(args: &Args, global: &Global) -> Result<TrainConfig> {
+    let out = &args.out;
+    let left = mcugan::overwrite::prepare_run_dir(out, global.force)?;
+    if !left.is_empty() {
+        let names: Vec<String> = left
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        eprintln!(
+            "note: replaced the old run in {}; its other files stay and do not belong \
+             to the new run: {}",
+            out.display(),
+            names.join(", ")
+        );
+    }
+    let mut config =
+        TrainConfig::reference(args.data.clone(), out.clone(), args.epochs.unwrap_or(200));
+    config.seed = args.seed;
+    config.limit = args.limit;
+    config.batch_size = args.batch_size;
+    config.recipe = args.recipe.recipe();
+    if args.conditional {
+        let classes = match args.classes {
+            Some(classes) => classes,
+            None => mcugan_model_tools::data::class_count(
+                &config.data_dir,
+                mcugan_model_tools::data::Split::Train,
+            )
+            .with_context(|| format!("reading the labels in {}", config.data_dir.display()))?,
+        };
+        config.classes = Some(classes);
+    }
+    Ok(config)
+}
+
+/// Ctrl-C asks the training run to save a checkpoint and stop; a second Ctrl-C exits at once
 /// (checkpoints are written atomically, so nothing half-written is left).
-pub(super) fn install_interrupt_handler() {
-    let installed = ctrlc::set_handler(|| {
-        if train::request_interrupt() {
+fn install_interrupt_handler(stop: StopToken) {
+    let installed = ctrlc::set_handler(move || {
+        if stop.request() {
             std::process::exit(130);
         }
         eprintln!("\nstopping after this batch and saving a checkpoint (Ctrl-C again to quit now)");
@@ -215,7 +239,7 @@ pub(super) fn install_interrupt_handler() {
 }
 
 /// The `train` flags that `--resume` takes from the checkpoint instead: (clap id, flag).
-pub(super) const KEPT_ON_RESUME: [(&str, &str); 4] = [
+const KEPT_ON_RESUME: [(&str, &str); 4] = [
     ("seed", "--seed"),
     ("limit", "--limit"),
     ("batch_size", "--batch-size"),
