@@ -316,8 +316,11 @@ pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Re
             _ => Vec::new(),
         };
         let format = options.weight_format(l, layers.len())?;
-        let (weights, channels, weight_scale_range) =
-            quantize_weights(l, layer, format, input, output_scale, &input_means)?;
+        let QuantizedWeights {
+            weights,
+            channels,
+            scale_range: weight_scale_range,
+        } = quantize_weights(l, layer, format, input, output_scale, &input_means)?;
         let calibrated = observed
             .get(l)
             .map(|v| {
@@ -538,7 +541,7 @@ fn quantize_weights(
     input: ActivationQuant,
     output_scale: f64,
     input_means: &[f64],
-) -> anyhow::Result<(Vec<i8>, Vec<ChannelRequant>, (f64, f64))> {
+) -> anyhow::Result<QuantizedWeights> {
     let levels = f64::from(format.range().1);
     let mut w_q = Vec::with_capacity(layer.weight.len());
     let mut channels = Vec::with_capacity(layer.outputs);
@@ -574,7 +577,19 @@ fn quantize_weights(
             requant,
         });
     }
-    Ok((w_q, channels, (min_ws, max_ws)))
+    Ok(QuantizedWeights {
+        weights: w_q,
+        channels,
+        scale_range: (min_ws, max_ws),
+    })
+}
+
+/// One layer's quantized weights and channel records.
+struct QuantizedWeights {
+    weights: Vec<i8>,
+    channels: Vec<ChannelRequant>,
+    /// The smallest and largest channel weight scale.
+    scale_range: (f64, f64),
 }
 
 #[cfg(test)]

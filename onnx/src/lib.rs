@@ -997,15 +997,15 @@ fn apply_to_wire(
             affine.lin = affine
                 .lin
                 .iter()
-                .map(|t| eval_with(node.op.as_ref(), &consts, slot, t))
+                .map(|t| eval_with(node.op.as_ref(), consts, slot, t))
                 .collect::<TractResult<_>>()
                 .map_err(fail)?;
             affine.offset =
-                eval_with(node.op.as_ref(), &consts, slot, &affine.offset).map_err(fail)?;
+                eval_with(node.op.as_ref(), consts, slot, &affine.offset).map_err(fail)?;
         }
         Step::Shift { negate } => {
             let shifted =
-                eval_with(node.op.as_ref(), &consts, slot, &affine.offset).map_err(fail)?;
+                eval_with(node.op.as_ref(), consts, slot, &affine.offset).map_err(fail)?;
             if shifted.shape() != affine.offset.shape() {
                 return Err(Refusal::new(
                     node,
