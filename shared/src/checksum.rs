@@ -84,7 +84,12 @@ impl WordSums {
         };
         // The DSP build's assembly takes the aligned whole groups of 8 words first.
         #[cfg(mcugan_dsp_kernels)]
-        let rest = crate::dsp::word_sums_aligned(&mut sums, bytes);
+        let rest = {
+            let mut state = [sums.sum, sums.weighted];
+            let rest = crate::dsp::word_sums_aligned(&mut state, bytes);
+            [sums.sum, sums.weighted] = state;
+            rest
+        };
         #[cfg(not(mcugan_dsp_kernels))]
         let rest = bytes;
         let mut words = rest.chunks_exact(4);

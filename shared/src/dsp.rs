@@ -18,9 +18,7 @@
 //! so the loop's compare-and-branch costs 2 instructions per 64 MACs.
 #![allow(unsafe_code)]
 
-use crate::checksum::WordSums;
-use crate::format::{WeightFormat, COL_BLOCK, ROW_BLOCK};
-use crate::kernels::pair_sums;
+use crate::layout::{pair_sums, WeightFormat, COL_BLOCK, MAX_WIDTH, ROW_BLOCK};
 
 core::arch::global_asm!(
     ".syntax unified",
@@ -132,10 +130,9 @@ fn odd_sum(recovered: i32) -> i32 {
     }
 }
 
-/// The most int8 chunks a layer has: [`crate::format::MAX_WIDTH`] columns in chunks of
+/// The most int8 chunks a layer has: [`MAX_WIDTH`] columns in chunks of
 /// [`I8_CHUNK_BLOCKS`] blocks.
-const MAX_I8_CHUNKS: usize =
-    (crate::format::MAX_WIDTH / COL_BLOCK).div_ceil(I8_CHUNK_BLOCKS as usize);
+const MAX_I8_CHUNKS: usize = (MAX_WIDTH / COL_BLOCK).div_ceil(I8_CHUNK_BLOCKS as usize);
 
 /// A blocked layer's row-group kernel, checked once per layer.
 #[derive(Clone, Copy)]
@@ -160,7 +157,7 @@ impl<'a> GroupKernel<'a> {
         let block_bytes = ROW_BLOCK * COL_BLOCK * format.bits() as usize / 8;
         let group_len = blocks * block_bytes;
         let suits = blocks > 0
-            && blocks <= crate::format::MAX_WIDTH / COL_BLOCK
+            && blocks <= MAX_WIDTH / COL_BLOCK
             && x.len() == blocks * COL_BLOCK
             && weights.len().is_multiple_of(group_len)
             && (weights.as_ptr() as usize).is_multiple_of(4)
@@ -305,10 +302,11 @@ extern "C" {
     fn mcugan_word_sums(state: *mut [u64; 2], words: *const u32, groups: u32);
 }
 
-/// Adds to `sums` the words of the longest prefix of `bytes` that the assembly reads (whole
-/// groups of 8 words from a 4-aligned start) and returns the bytes left for the portable loop;
-/// all of `bytes` when its start is not 4-aligned.
-pub fn word_sums_aligned<'b>(sums: &mut WordSums, bytes: &'b [u8]) -> &'b [u8] {
+/// Adds to the checksum's running `(sum, weighted)` (`crate::checksum::WordSums`) the words of
+/// the longest prefix of `bytes` that the assembly reads (whole groups of 8 words from a
+/// 4-aligned start) and returns the bytes left for the portable loop; all of `bytes` when its
+/// start is not 4-aligned.
+pub fn word_sums_aligned<'b>(state: &mut [u64; 2], bytes: &'b [u8]) -> &'b [u8] {
     const GROUP: usize = 32;
     if !(bytes.as_ptr() as usize).is_multiple_of(4) {
         return bytes;
@@ -320,11 +318,8 @@ pub fn word_sums_aligned<'b>(sums: &mut WordSums, bytes: &'b [u8]) -> &'b [u8] {
     if count == 0 {
         return bytes;
     }
-    let mut state = [sums.sum, sums.weighted];
     // SAFETY: `bytes` is 4-aligned and holds `groups * 32` bytes, which the assembly reads as
     // words and nothing else; it writes only `state`.
-    unsafe { mcugan_word_sums(&mut state, bytes.as_ptr().cast(), count) };
-    sums.sum = state[0];
-    sums.weighted = state[1];
+    unsafe { mcugan_word_sums(state, bytes.as_ptr().cast(), count) };
     &bytes[groups * GROUP..]
 }

@@ -5,9 +5,8 @@
 //! hand-scheduled assembly ([`crate::dsp`]); integer sums do not depend on their order, so both
 //! give the same accumulators, and the QEMU tests check that they do.
 
-use crate::format::{
-    ChannelParams, ChannelRequant, WeightFormat, CHANNEL_RECORD_LEN, COL_BLOCK, ROW_BLOCK,
-};
+use crate::format::{ChannelParams, ChannelRequant, CHANNEL_RECORD_LEN};
+use crate::layout::{WeightFormat, COL_BLOCK, ROW_BLOCK};
 
 /// `Σ w·x` over one row of row-major `i8` weights (stored as raw bytes).
 ///
@@ -32,16 +31,6 @@ pub fn low_nibble(byte: u8) -> i32 {
 #[inline]
 pub fn high_nibble(byte: u8) -> i32 {
     i32::from((byte as i8) >> 4)
-}
-
-/// The row sums of a row pair from its raw accumulators: the even row is `Σ u·x − 128·Σ x`,
-/// the odd row `(packed − even) / 256` (exact: the difference is 256 times an integer).
-#[inline(always)]
-pub fn pair_sums(even: i32, packed: i32, sum_x: i32) -> (i32, i32) {
-    (
-        even.wrapping_sub(sum_x.wrapping_mul(128)),
-        packed.wrapping_sub(even) >> 8,
-    )
 }
 
 /// The four row sums of one row group of [`WeightFormat::I8Blocked`] weights, portable.

@@ -36,6 +36,7 @@ pub mod format;
 pub mod infer;
 pub mod kernels;
 pub mod latent;
+pub mod layout;
 pub mod requant;
 pub mod stream;
 
