@@ -2,10 +2,8 @@
 //! given model blob.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Mutex;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -59,17 +57,7 @@ pub fn test_digits() -> Option<mcugan_model_tools::data::Dataset> {
     )
 }
 
-/// Builds serialise: they share the firmware's target directory and its output path.
-static FIRMWARE_BUILD: Mutex<()> = Mutex::new(());
-
-/// Which inner kernels a firmware build runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernels {
-    /// The Cortex-M DSP-extension assembly (the default build).
-    Dsp,
-    /// The portable Rust kernels (`--no-default-features`), as on cores without DSP.
-    Portable,
-}
+pub use mcugan_device_tools::build::Kernels;
 
 /// Builds the default firmware (release, DSP kernels) around `model` and copies the ELF to
 /// `dest`.
@@ -90,32 +78,11 @@ pub fn build_firmware_with_features(
     kernels: Kernels,
     features: &[&str],
 ) -> Result<PathBuf> {
-    let _guard = FIRMWARE_BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let model =
-        std::fs::canonicalize(model).with_context(|| format!("finding {}", model.display()))?;
-    let firmware = repo_root().join("firmware");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut args = vec!["build", "--release", "--quiet"];
-    if kernels == Kernels::Portable {
-        args.push("--no-default-features");
-    }
-    let features = features.join(",");
-    if !features.is_empty() {
-        args.extend(["--features", &features]);
-    }
-    let output = Command::new(cargo)
-        .args(&args)
-        .current_dir(&firmware)
-        .env("MCUGAN_MODEL", &model)
-        .output()
-        .context("running cargo for the firmware")?;
-    if !output.status.success() {
-        bail!(
-            "firmware build failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let elf = firmware.join("target/thumbv7em-none-eabihf/release/mcugan-firmware");
-    std::fs::copy(&elf, dest).with_context(|| format!("copying {}", elf.display()))?;
-    Ok(dest.to_path_buf())
+    Ok(mcugan_device_tools::build::build_qemu_firmware(
+        &repo_root().join("firmware"),
+        model,
+        kernels,
+        features,
+        dest,
+    )?)
 }
