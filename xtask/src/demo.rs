@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::{
-    build_firmware, build_host_cli, make_data, mcugan, quiet, read_json, run, setup, step, Profile,
-    USAGE,
-};
+use crate::firmware::*;
+use crate::quiet;
+use crate::setup::*;
+use crate::util::*;
 
 /// The demo's default schedule: 100 epochs, where seeds 0–4 all drew the ten digits with FID
 /// 32.7–38.1 (README, "Recipe research"; at 70 epochs they spread from 39 to 79), about 2.5
@@ -25,29 +25,34 @@ const DEMO_LR: &str = "0.0004";
 
 /// Runs the demo with its command-line options (`--epochs N`, `--recipe R`, `--lr X`,
 /// `--seed S`, `--out DIR`).
-pub fn demo(root: &Path, args: &[String]) -> Result<()> {
-    let mut epochs = DEMO_EPOCHS;
-    let mut recipe = DEMO_RECIPE.to_string();
-    let mut lr = DEMO_LR.to_string();
-    let mut seed = "0".to_string();
-    let mut out = PathBuf::from("runs/demo");
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--epochs" => {
-                epochs = rest
-                    .next()
-                    .context("--epochs needs a number")?
-                    .parse()
-                    .context("--epochs needs a number")?
-            }
-            "--out" => out = PathBuf::from(rest.next().context("--out needs a directory")?),
-            "--recipe" => recipe = rest.next().context("--recipe needs a name")?.clone(),
-            "--lr" => lr = rest.next().context("--lr needs a number")?.clone(),
-            "--seed" => seed = rest.next().context("--seed needs a number")?.clone(),
-            other => bail!("unknown option {other:?}\n{USAGE}"),
-        }
-    }
+/// `cargo xtask demo`'s options.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Epochs to train.
+    #[arg(long, default_value_t = DEMO_EPOCHS)]
+    epochs: usize,
+    /// The training recipe (`mcugan train --recipe`).
+    #[arg(long, default_value = DEMO_RECIPE)]
+    recipe: String,
+    /// Adam's learning rate.
+    #[arg(long, default_value = DEMO_LR)]
+    lr: String,
+    /// The training seed.
+    #[arg(long, default_value = "0")]
+    seed: String,
+    /// Where the run, the model, the firmware and the picture go.
+    #[arg(long, default_value = "runs/demo")]
+    out: PathBuf,
+}
+
+pub fn demo(root: &Path, args: Args) -> Result<()> {
+    let Args {
+        epochs,
+        recipe,
+        lr,
+        seed,
+        out,
+    } = args;
     let started = Instant::now();
     setup(root, false)?;
     build_host_cli(root)?;
@@ -99,8 +104,7 @@ pub fn demo(root: &Path, args: &[String]) -> Result<()> {
     step("building the firmware around the new model");
     // Kept with the run (and named shortly in the tables) beside the model it was built for.
     let elf = out.join("mcugan-firmware.elf");
-    std::fs::copy(build_firmware(root, &blob)?, &elf)
-        .with_context(|| format!("copying the firmware to {}", elf.display()))?;
+    build_firmware(root, &blob, &elf)?;
     step("running the firmware on the emulated Cortex-M4F (QEMU mps2-an386) and measuring");
     let report = out.join("report.md");
     let report_json = out.join("report.json");

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::{mcugan, read_json, run, setup, step, USAGE};
+use crate::setup::*;
+use crate::util::*;
 
 /// One kept generator's figures.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -29,53 +30,93 @@ struct Point {
 
 /// Runs the task with its options: `--out DIR [--every K] [--seeds A,B,…] [--goal FID]
 /// [--replot] [train options…]`.
-pub fn fid_curve(root: &Path, args: &[String]) -> Result<()> {
-    let mut out = None;
-    let mut every = 10usize;
-    let mut seeds = vec![0u64];
-    let mut train_args = Vec::new();
-    let mut goal = None;
-    let mut replot = false;
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--out" => {
-                out = Some(PathBuf::from(
-                    rest.next().context("--out needs a directory")?,
-                ))
+/// `cargo xtask fid-curve`'s options: its own, and the `mcugan train` options it passes on
+/// (all but the seed, the sample interval and --save-every, which it sets itself).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where each seed's run and the curves go.
+    #[arg(long)]
+    out: PathBuf,
+    /// Evaluate the generator kept every K epochs.
+    #[arg(long, default_value_t = 10)]
+    every: usize,
+    /// The training seeds, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    seeds: Vec<u64>,
+    /// Draw a dashed line at this FID.
+    #[arg(long)]
+    goal: Option<f64>,
+    /// Redraw from the CSVs already measured; no training.
+    #[arg(long)]
+    replot: bool,
+    #[command(flatten)]
+    train: TrainOptions,
+}
+
+/// The `mcugan train` options that `fid-curve` passes on.
+#[derive(clap::Args)]
+struct TrainOptions {
+    /// `mcugan train --data`.
+    #[arg(long)]
+    data: Option<String>,
+    /// `mcugan train --epochs`.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// `mcugan train --limit`.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// `mcugan train --batch-size`.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// `mcugan train --recipe`.
+    #[arg(long)]
+    recipe: Option<String>,
+    /// `mcugan train --lr`.
+    #[arg(long)]
+    lr: Option<String>,
+    /// `mcugan train --device`.
+    #[arg(long)]
+    device: Option<String>,
+    /// `mcugan train --engine`.
+    #[arg(long)]
+    engine: Option<String>,
+    /// `mcugan train --threads`.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl TrainOptions {
+    /// The options as `mcugan train` arguments.
+    fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut add = |flag: &str, value: Option<String>| {
+            if let Some(value) = value {
+                args.extend([flag.to_string(), value]);
             }
-            "--every" => {
-                every = rest
-                    .next()
-                    .context("--every needs a number of epochs")?
-                    .parse()
-                    .context("--every needs a number of epochs")?
-            }
-            "--seeds" => {
-                seeds = rest
-                    .next()
-                    .context("--seeds needs a list such as 0,1,2,3,4")?
-                    .split(',')
-                    .map(|s| s.trim().parse::<u64>())
-                    .collect::<Result<_, _>>()
-                    .context("--seeds needs a list of numbers such as 0,1,2,3,4")?
-            }
-            "--goal" => {
-                goal = Some(
-                    rest.next()
-                        .context("--goal needs an FID")?
-                        .parse::<f64>()
-                        .context("--goal needs an FID such as 82.1")?,
-                )
-            }
-            "--replot" => replot = true,
-            "--save-every" | "--sample-interval" | "--seed" => {
-                bail!("{arg} is set by fid-curve itself (--every, --seeds)\n{USAGE}")
-            }
-            other => train_args.push(other.to_string()),
-        }
+        };
+        add("--data", self.data.clone());
+        add("--epochs", self.epochs.map(|n| n.to_string()));
+        add("--limit", self.limit.map(|n| n.to_string()));
+        add("--batch-size", self.batch_size.map(|n| n.to_string()));
+        add("--recipe", self.recipe.clone());
+        add("--lr", self.lr.clone());
+        add("--device", self.device.clone());
+        add("--engine", self.engine.clone());
+        add("--threads", self.threads.map(|n| n.to_string()));
+        args
     }
-    let out = out.context("fid-curve needs --out DIR")?;
+}
+
+pub fn fid_curve(root: &Path, args: Args) -> Result<()> {
+    let Args {
+        out,
+        every,
+        seeds,
+        goal,
+        replot,
+        train,
+    } = args;
+    let train_args = train.to_args();
     if every == 0 {
         bail!("--every needs at least 1 epoch");
     }
@@ -86,12 +127,7 @@ pub fn fid_curve(root: &Path, args: &[String]) -> Result<()> {
         bail!("--goal needs a positive FID (the picture's scale is logarithmic), got {goal}");
     }
     // A schedule shorter than --every keeps no generator: say so before training, not after.
-    let epochs = train_args
-        .iter()
-        .position(|a| a == "--epochs")
-        .and_then(|i| train_args.get(i + 1))
-        .and_then(|n| n.parse::<usize>().ok());
-    if let Some(epochs) = epochs.filter(|&n| n < every) {
+    if let Some(epochs) = train.epochs.filter(|&n| n < every) {
         bail!("--epochs {epochs} is fewer than --every {every}: no generator would be kept");
     }
     if replot && !train_args.is_empty() {
@@ -107,7 +143,7 @@ pub fn fid_curve(root: &Path, args: &[String]) -> Result<()> {
         }
     } else {
         setup(root, false)?;
-        crate::build_host_cli(root)?;
+        build_host_cli(root)?;
         for &seed in &seeds {
             let dir = out.join(format!("seed-{seed}"));
             let curve = one_seed(root, &dir, seed, every, &train_args)?;
