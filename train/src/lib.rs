@@ -19,3 +19,6 @@ pub mod latent;
 pub mod recipe;
 pub mod state;
 pub mod train;
+
+#[cfg(test)]
+mod test_support;

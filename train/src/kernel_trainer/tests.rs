@@ -7,10 +7,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::emulator::Emulator;
 use super::*;
-use crate::fused::test_support::{
-    assert_losses_agree, assert_states_agree, batch, max_abs_difference,
-};
 use crate::fused::FusedTrainer;
+use crate::test_support::{assert_losses_agree, assert_states_agree, batch, max_abs_difference};
 
 /// The emulator, boxed as the train loop has its backends.
 fn emulator(floats: usize, words: usize) -> anyhow::Result<Box<dyn Backend>> {
