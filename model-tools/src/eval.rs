@@ -215,57 +215,18 @@ pub fn symmetric_sqrt(m: &[f64], d: usize) -> Vec<f64> {
     out
 }
 
-/// Eigenvalues and eigenvectors (columns of the returned `d x d` matrix) of a symmetric matrix,
-/// by cyclic Jacobi rotations.
+/// Eigenvalues and eigenvectors (columns of the returned row-major `d x d` matrix) of a
+/// symmetric matrix, by nalgebra's `SymmetricEigen`.
 pub fn symmetric_eigen(m: &[f64], d: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut a = m.to_vec();
-    let mut v = vec![0.0; d * d];
+    let eigen = nalgebra::SymmetricEigen::new(nalgebra::DMatrix::from_row_slice(d, d, m));
+    let values = eigen.eigenvalues.iter().copied().collect();
+    let mut vectors = Vec::with_capacity(d * d);
     for i in 0..d {
-        v[i * d + i] = 1.0;
-    }
-    let norm: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
-    for _sweep in 0..100 {
-        let off: f64 = (0..d)
-            .flat_map(|i| (0..d).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * d + j] * a[i * d + j])
-            .sum::<f64>()
-            .sqrt();
-        if off <= 1e-14 * norm.max(1e-300) {
-            break;
-        }
-        for p in 0..d {
-            for q in p + 1..d {
-                let apq = a[p * d + q];
-                if apq.abs() < 1e-300 {
-                    continue;
-                }
-                let theta = (a[q * d + q] - a[p * d + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..d {
-                    let akp = a[k * d + p];
-                    let akq = a[k * d + q];
-                    a[k * d + p] = c * akp - s * akq;
-                    a[k * d + q] = s * akp + c * akq;
-                }
-                for k in 0..d {
-                    let apk = a[p * d + k];
-                    let aqk = a[q * d + k];
-                    a[p * d + k] = c * apk - s * aqk;
-                    a[q * d + k] = s * apk + c * aqk;
-                }
-                for k in 0..d {
-                    let vkp = v[k * d + p];
-                    let vkq = v[k * d + q];
-                    v[k * d + p] = c * vkp - s * vkq;
-                    v[k * d + q] = s * vkp + c * vkq;
-                }
-            }
+        for k in 0..d {
+            vectors.push(eigen.eigenvectors[(i, k)]);
         }
     }
-    ((0..d).map(|i| a[i * d + i]).collect(), v)
+    (values, vectors)
 }
 
 /// `exp(E_x KL(p(y|x) ‖ p(y)))`.
