@@ -420,15 +420,7 @@ fn cut_at_label_concat(
             )))
         }
     };
-    let users = |name: &str| -> Vec<usize> {
-        graph
-            .node
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.input.iter().any(|i| i == name))
-            .map(|(i, _)| i)
-            .collect()
-    };
+    let users = |name: &str| users_of(graph, name);
     let [gather_at] = users(&label.name)[..] else {
         return Err(problem(format!(
             "the label input '{}' is used by {} nodes; {expected}",
@@ -511,6 +503,17 @@ fn cut_at_label_concat(
             table: values,
         },
     )))
+}
+
+/// The nodes of `graph` that take the value `name` as an input.
+fn users_of(graph: &pb::GraphProto, name: &str) -> Vec<usize> {
+    graph
+        .node
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.input.iter().any(|i| i == name))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// The label embedding `table` as `(classes, width, values)`, if it is a float table of

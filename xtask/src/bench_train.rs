@@ -121,15 +121,7 @@ pub(crate) fn bench_train(root: &Path, args: Args) -> Result<()> {
             seconds_after_first(&summary["epoch_seconds"]),
         ));
     }
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
+    let cpu = cpu_name();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut report = format!(
         "## Training speed: {data}, {epochs} epochs (first epoch left out), {threads} threads, {cpu}, {cores} cores\n\n\
@@ -161,4 +153,17 @@ pub(crate) fn seconds_after_first(epochs: &serde_json::Value) -> f64 {
         &times[..]
     };
     kept.iter().sum::<f64>() / kept.len().max(1) as f64
+}
+
+/// The CPU's model name, as /proc/cpuinfo gives it.
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
 }

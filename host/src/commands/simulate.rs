@@ -153,53 +153,10 @@ pub(super) fn simulate_command(
     };
     let blobs = models
         .iter()
-        .map(|path| {
-            let blob = read(path)?;
-            let parsed = Model::parse(&blob)
-                .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", path.display()))?;
-            match (class, parsed.classes()) {
-                (Some(_), None) => bail!(
-                    "{}: the model is unconditional; --class is for a conditional model",
-                    path.display()
-                ),
-                (Some(class), Some(classes)) if usize::from(class) >= classes => bail!(
-                    "{}: --class {class} is beyond the model's {classes} classes (0..{classes})",
-                    path.display()
-                ),
-                _ => {}
-            }
-            let image = parsed.image();
-            drop(parsed);
-            Ok((path, blob, image))
-        })
+        .map(|path| read_model_for_class(path, class))
         .collect::<Result<Vec<_>>>()?;
     if let Some(dir) = &out_dir {
-        for (path, blob, image) in &blobs {
-            let folder_dir = if blobs.len() == 1 {
-                dir.clone()
-            } else {
-                dir.join(path.file_stem().unwrap_or(path.as_os_str()))
-            };
-            let folder = ImageFolder::create(&folder_dir, format, *image, force)?;
-            let mut bar = mcugan_model_tools::progress::Progress::new(
-                &format!("simulating {}", path.display()),
-                seeds.len(),
-                "images",
-                true,
-            );
-            simulate::simulate_each(blob, seeds.iter(), class, |seed, pixels| {
-                folder.write(seed, pixels)?;
-                bar.inc(1);
-                Ok(())
-            })?;
-            bar.finish();
-            println!(
-                "{} images drawn by the simulated chip from {}: {}",
-                seeds.len(),
-                path.display(),
-                folder.path_of(seeds.iter().next().unwrap_or(0)).display()
-            );
-        }
+        write_image_folders(&blobs, dir, format, &seeds, class, force)?;
     }
     if let (Some(png), Some(grid_seeds)) = (&png, &grid_seeds) {
         let square = (grid_seeds.len() as f64).sqrt().ceil().max(1.0) as usize;
@@ -241,6 +198,70 @@ pub(super) fn simulate_command(
             grid_seeds.len(),
             models.len(),
             png.display()
+        );
+    }
+    Ok(())
+}
+
+/// Reads and validates the blob at `path`, checking that it can draw `class`; returns it with
+/// its image shape.
+fn read_model_for_class(
+    path: &PathBuf,
+    class: Option<u16>,
+) -> Result<(&PathBuf, Vec<u8>, mcugan_shared::ImageShape)> {
+    let blob = read(path)?;
+    let parsed = Model::parse(&blob)
+        .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", path.display()))?;
+    match (class, parsed.classes()) {
+        (Some(_), None) => bail!(
+            "{}: the model is unconditional; --class is for a conditional model",
+            path.display()
+        ),
+        (Some(class), Some(classes)) if usize::from(class) >= classes => bail!(
+            "{}: --class {class} is beyond the model's {classes} classes (0..{classes})",
+            path.display()
+        ),
+        _ => {}
+    }
+    let image = parsed.image();
+    drop(parsed);
+    Ok((path, blob, image))
+}
+
+/// `--out-dir`: one file per seed for each model (in a folder per model when there are
+/// several), streamed as they are drawn.
+fn write_image_folders(
+    blobs: &[(&PathBuf, Vec<u8>, mcugan_shared::ImageShape)],
+    dir: &Path,
+    format: ImageFormat,
+    seeds: &Seeds,
+    class: Option<u16>,
+    force: bool,
+) -> Result<()> {
+    for (path, blob, image) in blobs {
+        let folder_dir = if blobs.len() == 1 {
+            dir.to_path_buf()
+        } else {
+            dir.join(path.file_stem().unwrap_or(path.as_os_str()))
+        };
+        let folder = ImageFolder::create(&folder_dir, format, *image, force)?;
+        let mut bar = mcugan_model_tools::progress::Progress::new(
+            &format!("simulating {}", path.display()),
+            seeds.len(),
+            "images",
+            true,
+        );
+        simulate::simulate_each(blob, seeds.iter(), class, |seed, pixels| {
+            folder.write(seed, pixels)?;
+            bar.inc(1);
+            Ok(())
+        })?;
+        bar.finish();
+        println!(
+            "{} images drawn by the simulated chip from {}: {}",
+            seeds.len(),
+            path.display(),
+            folder.path_of(seeds.iter().next().unwrap_or(0)).display()
         );
     }
     Ok(())
