@@ -141,12 +141,12 @@ pub(crate) fn gpu_bundle(root: &Path) -> Result<()> {
         "--features",
         "cuda",
     ]))?;
-    step("building the host's unit tests with --features cuda (the GPU checks of the kernel trainer)");
+    step("building the training crate's unit tests with --features cuda (the GPU checks of the kernel trainer)");
     let output = cuda_cargo(&[
         "test",
         "--release",
         "-p",
-        "mcugan",
+        "mcugan-train",
         "--features",
         "cuda",
         "--lib",
@@ -220,8 +220,10 @@ pub(crate) fn cuda_check(root: &Path) -> Result<()> {
             "clippy",
             "-p",
             "mcugan",
+            "-p",
+            "mcugan-train",
             "--features",
-            "cuda",
+            "mcugan/cuda,mcugan-train/cuda",
             "--all-targets",
             "--",
             "-D",
