@@ -675,7 +675,7 @@ impl<'a> Model<'a> {
     /// One function on purpose, although long: it is the firmware's boot-time check, and
     /// splitting it (class table, output stage, image into functions of their own) made the
     /// firmware 192 bytes larger (20,456 B instead of 20,264 B, against a 20 KiB budget) with
-    /// `opt-level = "z"`, inlined or not. Its parts are marked below.
+    /// `opt-level = "z"`, inlined or not.
     fn validate(
         header: Header<'a>,
         data: &'a [u8],
