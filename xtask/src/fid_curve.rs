@@ -83,6 +83,18 @@ struct TrainOptions {
     /// `mcugan train --threads`.
     #[arg(long)]
     threads: Option<usize>,
+    /// `mcugan train --conditional`.
+    #[arg(long)]
+    conditional: bool,
+    /// `mcugan train --classes`.
+    #[arg(long)]
+    classes: Option<usize>,
+    /// `mcugan train --quiet`.
+    #[arg(long)]
+    quiet: bool,
+    /// `mcugan train --force`.
+    #[arg(long)]
+    force: bool,
 }
 
 impl TrainOptions {
@@ -103,6 +115,16 @@ impl TrainOptions {
         add("--device", self.device.clone());
         add("--engine", self.engine.clone());
         add("--threads", self.threads.map(|n| n.to_string()));
+        add("--classes", self.classes.map(|n| n.to_string()));
+        for (flag, on) in [
+            ("--conditional", self.conditional),
+            ("--quiet", self.quiet),
+            ("--force", self.force),
+        ] {
+            if on {
+                args.push(flag.to_string());
+            }
+        }
         args
     }
 }
