@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use mcugan_shared::Model;
+use mcugan_shared::{Layer, Model};
 use serde::Serialize;
 
 use mcugan_device_tools::firmware::{elf_sizes, run_qemu, ElfSizes, QemuOptions};
@@ -31,8 +31,15 @@ pub const CMSIS_NN_INSTRUCTIONS_PER_MAC: f64 = 13.0 / 8.0;
 pub struct LayerBench {
     /// Layer index.
     pub layer: usize,
-    /// Inputs and outputs.
+    /// Inputs and outputs (entries).
     pub shape: (usize, usize),
+    /// What the layer computes, e.g. `dense 100→8192` or `conv 3x3 128x16x16→64x32x32`.
+    pub kind: String,
+    /// Bytes of flash the layer's weights and channel records take.
+    pub flash_bytes: usize,
+    /// Bytes of RAM the layer works in: its part of the activation arena and of the scratch
+    /// row.
+    pub ram_bytes: usize,
     /// Weight layout.
     pub weight_format: String,
     /// Multiply-accumulates.
@@ -91,16 +98,17 @@ impl FirmwareBench {
     /// The benchmark as Markdown.
     pub fn markdown(&self) -> String {
         let mut out = format!(
-            "### {} — {} kernels\n\n| layer | shape | weights | MACs | instructions | instr/MAC | flash bytes read |\n|---|---|---|---:|---:|---:|---:|\n",
+            "### {} — {} kernels\n\n| layer | shape | weights | flash B | RAM B | MACs | instructions | instr/MAC | flash bytes read |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n",
             self.model, self.kernels
         );
         for l in &self.layers {
             out += &format!(
-                "| {} | {}→{} | {} | {} | {} | {:.3} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {:.3} | {} |\n",
                 l.layer,
-                l.shape.0,
-                l.shape.1,
+                l.kind,
                 l.weight_format,
+                l.flash_bytes,
+                l.ram_bytes,
                 l.macs,
                 l.instructions,
                 l.instructions as f64 / l.macs as f64,
@@ -108,7 +116,7 @@ impl FirmwareBench {
             );
         }
         out += &format!(
-            "| **image** | | | {} | {:.0} | **{:.3}** | {} |\n\n",
+            "| **image** | | | | | {} | {:.0} | **{:.3}** | {} |\n\n",
             self.macs,
             self.instructions_per_image,
             self.instructions_per_mac(),
@@ -133,6 +141,38 @@ impl FirmwareBench {
         );
         out
     }
+}
+
+/// What a layer computes, in a few words: `dense 100→8192`, or a convolution's input and
+/// output tensors (channels x rows x columns) with its phases and widest patch.
+pub fn layer_shape(layer: &Layer<'_>) -> String {
+    match &layer.conv {
+        None => format!("dense {}→{}", layer.inputs, layer.outputs),
+        Some(conv) => {
+            let shape = |t: &mcugan_shared::conv::TensorShape| {
+                format!("{}x{}x{}", t.channels, t.height, t.width)
+            };
+            format!(
+                "conv {}→{} ({} phases, patch ≤ {})",
+                shape(&conv.input),
+                shape(&conv.output),
+                conv.rows.phases() * conv.cols.phases(),
+                conv.max_patch_len()
+            )
+        }
+    }
+}
+
+/// Bytes of RAM `layer` works in: the arena it needs (a dense layer's inputs or outputs,
+/// whichever is more; a convolution's input and output side by side; the last layer's
+/// input) and its scratch row (`i16`).
+pub fn layer_ram(layer: &Layer<'_>, last: bool) -> usize {
+    let arena = match (last, layer.conv.is_some()) {
+        (true, _) => layer.inputs,
+        (false, false) => layer.inputs.max(layer.outputs),
+        (false, true) => layer.inputs + layer.outputs,
+    };
+    arena + 2 * mcugan_shared::format::padded(layer.patch_len(), mcugan_shared::format::COL_BLOCK)
 }
 
 /// Runs `elf` (built around `blob_path`) on `seeds` and measures it; fails if an image differs
@@ -184,6 +224,9 @@ pub fn bench_firmware(
         .map(|(i, layer)| LayerBench {
             layer: i,
             shape: (layer.inputs, layer.outputs),
+            kind: layer_shape(layer),
+            flash_bytes: layer.weights.len() + layer.channels.bytes().len(),
+            ram_bytes: layer_ram(layer, i + 1 == model.layers().len()),
             weight_format: format!("{:?}", layer.weight_format),
             macs: layer.macs(),
             instructions: run

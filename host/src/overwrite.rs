@@ -37,6 +37,19 @@ pub enum OverwriteError {
         /// The run's files found there.
         found: String,
     },
+    /// Two outputs of one command name the same file.
+    #[error(
+        "{} is named by both {other} and {flag}: one would replace the other; choose two paths",
+        output.display()
+    )]
+    TwoOutputs {
+        /// The path.
+        output: PathBuf,
+        /// The second output's flag.
+        flag: String,
+        /// The first output's flag.
+        other: String,
+    },
     /// The output exists and is replaced only on request.
     #[error("{} exists ({what}); replace it with --force or choose another {flag}", path.display())]
     Exists {
@@ -89,6 +102,91 @@ pub fn refuse_input(
     Ok(())
 }
 
+/// The paths one command reads and writes, checked together before it starts work: an output
+/// is never one of the command's inputs (nor a file inside an input folder, such as a data
+/// set's label file), never a second output of the same command, and never a file of another
+/// kind unless `--force`.
+///
+/// Register every input first, then each output; an output is checked as it is registered.
+pub struct OutputCheck {
+    force: bool,
+    inputs: Vec<(PathBuf, String)>,
+    outputs: Vec<(PathBuf, String)>,
+}
+
+impl OutputCheck {
+    /// A check for a command run with (`force`) or without `--force`.
+    pub fn new(force: bool) -> Self {
+        Self {
+            force,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+
+    /// Registers an input file or folder, read under `flag`.
+    pub fn input(&mut self, path: &Path, flag: &str) -> &mut Self {
+        self.inputs.push((path.to_path_buf(), flag.to_string()));
+        self
+    }
+
+    /// Registers and checks an output file of `kind`, written under `flag`.
+    pub fn output(
+        &mut self,
+        path: &Path,
+        flag: &str,
+        kind: FileKind,
+    ) -> Result<(), OverwriteError> {
+        self.not_read_or_written(path, flag)?;
+        refuse_other_kind(path, flag, kind, self.force)?;
+        self.outputs.push((path.to_path_buf(), flag.to_string()));
+        Ok(())
+    }
+
+    /// Registers and checks an output folder, written under `flag`: neither an input nor
+    /// inside one, nor another output.
+    pub fn output_dir(&mut self, dir: &Path, flag: &str) -> Result<(), OverwriteError> {
+        self.not_read_or_written(dir, flag)?;
+        self.outputs.push((dir.to_path_buf(), flag.to_string()));
+        Ok(())
+    }
+
+    fn not_read_or_written(&self, output: &Path, flag: &str) -> Result<(), OverwriteError> {
+        for (input, input_flag) in &self.inputs {
+            let in_folder = input.is_dir() && output.exists() && inside(output, input);
+            if same_file(output, input) || in_folder {
+                return Err(OverwriteError::IsInput {
+                    output: output.to_path_buf(),
+                    input: if in_folder && !same_file(output, input) {
+                        format!("{input_flag} folder's file")
+                    } else {
+                        input_flag.clone()
+                    },
+                    flag: flag.to_string(),
+                });
+            }
+        }
+        for (other, other_flag) in &self.outputs {
+            if same_file(output, other) {
+                return Err(OverwriteError::TwoOutputs {
+                    output: output.to_path_buf(),
+                    flag: flag.to_string(),
+                    other: other_flag.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `path` lies inside the folder `dir` (also through links or `..`).
+fn inside(path: &Path, dir: &Path) -> bool {
+    match (resolve(path), resolve(dir)) {
+        (Some(path), Some(dir)) => path != dir && path.starts_with(&dir),
+        _ => false,
+    }
+}
+
 /// The kinds of file a command writes, known by their first bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
@@ -116,7 +214,7 @@ impl FileKind {
 /// What the file at `path` holds, by its first bytes: `None` when it cannot be read.
 pub fn sniff(path: &Path) -> Option<&'static str> {
     use std::io::Read;
-    let mut head = [0u8; 16];
+    let mut head = [0u8; 4096];
     let mut file = fs::File::open(path).ok()?;
     let n = file.read(&mut head).ok()?;
     let head = &head[..n];
@@ -130,9 +228,22 @@ pub fn sniff(path: &Path) -> Option<&'static str> {
         "a safetensors file"
     } else if head.is_empty() {
         "an empty file"
+    } else if looks_like_text(head) {
+        "a text file"
     } else {
         "data of another kind"
     })
+}
+
+/// UTF-8 without NUL bytes (a multi-byte character cut off at the end of `head` counts).
+fn looks_like_text(head: &[u8]) -> bool {
+    if head.contains(&0) {
+        return false;
+    }
+    match std::str::from_utf8(head) {
+        Ok(_) => true,
+        Err(e) => e.error_len().is_none() && head.len() - e.valid_up_to() < 4,
+    }
 }
 
 fn looks_like_safetensors(head: &[u8]) -> bool {
@@ -140,7 +251,8 @@ fn looks_like_safetensors(head: &[u8]) -> bool {
 }
 
 /// Refuses to replace an existing `output` of another kind than `kind` (a PNG over a model
-/// blob), or a directory, unless `force`.
+/// blob, a Markdown table over a data set's binary label file), or a directory, unless
+/// `force`.
 pub fn refuse_other_kind(
     output: &Path,
     flag: &str,
@@ -162,7 +274,7 @@ pub fn refuse_other_kind(
         FileKind::Png => what == "a PNG picture",
         FileKind::ModelBlob => what == "a model blob",
         FileKind::Safetensors => what == "a safetensors file",
-        FileKind::Text => what == "data of another kind" || what == "an empty file",
+        FileKind::Text => what == "a text file",
     } || what == "an empty file";
     if same {
         return Ok(());
@@ -201,6 +313,56 @@ pub const RUN_ENTRIES: [&str; 6] = [
     mcugan_train::train::GENERATORS_DIR,
 ];
 
+/// The advisory lock file in a run directory, held by the run that writes there.
+pub const RUN_LOCK_FILE: &str = ".mcugan-train.lock";
+
+/// The lock on a run directory: while it lives, no other `mcugan train` writes there.
+/// The operating system releases it when the process ends, however it ends.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: fs::File,
+}
+
+/// Creates `dir` if needed and takes its run lock ([`RUN_LOCK_FILE`]); refuses, naming the
+/// holder's process id, when another process holds it.
+pub fn lock_run_dir(dir: &Path) -> anyhow::Result<RunLock> {
+    use std::io::{Read, Seek, Write};
+    fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    let path = dir.join(RUN_LOCK_FILE);
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("opening the run lock {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let by = if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (process {holder})")
+            };
+            anyhow::bail!(
+                "{} is in use by another mcugan train{by}: wait for it to finish, or choose \
+                 another --out",
+                dir.display()
+            );
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            anyhow::bail!("locking {}: {e}", path.display())
+        }
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    Ok(RunLock { _file: file })
+}
+
 /// Prepares `dir` for a new training run: refuses one that holds a run unless `force`; with
 /// `force`, removes the old run's entries ([`RUN_ENTRIES`]) and returns the other entries left
 /// in `dir`, which the caller reports.
@@ -230,7 +392,12 @@ pub fn prepare_run_dir(dir: &Path, force: bool) -> anyhow::Result<Vec<PathBuf>> 
         removed.map_err(|e| anyhow::anyhow!("removing the old run's {}: {e}", path.display()))?;
     }
     let mut others: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.file_name().is_none_or(|n| n != RUN_LOCK_FILE))
+                .collect()
+        })
         .unwrap_or_default();
     others.sort();
     Ok(others)

@@ -275,3 +275,57 @@ fn every_kept_generator_holds_the_weights_of_its_own_epoch() {
         );
     }
 }
+
+#[test]
+fn sigterm_and_sighup_save_a_checkpoint_as_ctrl_c_does() {
+    let runs = uninterrupted();
+    // `timeout`, systemd, schedulers and `docker stop` send SIGTERM; a closed terminal SIGHUP.
+    for (name, signal) in [("sigterm", libc::SIGTERM), ("sighup", libc::SIGHUP)] {
+        let out = runs.root.join(name);
+        let child = start_until_checkpoint(&train_args(&runs.data, &out), &out);
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(130), "{name}: {stderr}");
+        assert!(
+            stderr.contains("interrupted") && stderr.contains("checkpoint saved"),
+            "{name}: {stderr}"
+        );
+        let output = resume(&out, &[]);
+        assert_success(&output);
+        assert_same_tensors(
+            &runs.reference.join("generator.safetensors"),
+            &out.join("generator.safetensors"),
+        );
+    }
+}
+
+#[test]
+fn a_second_run_on_the_same_folder_is_refused_while_the_first_writes() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    common::bars(&data, 480);
+    let out = work.path().join("run");
+    let mut args = train_args(&data, &out);
+    let epochs = args.iter().position(|a| a == "--epochs").unwrap() + 1;
+    args[epochs] = "1000".into();
+    let first = start_until_checkpoint(&args, &out);
+    for second in [run(&args), resume(&out, &[])] {
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert!(!second.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("in use by another mcugan train")
+                && stderr.contains(&format!("process {}", first.id())),
+            "{stderr}"
+        );
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    let output = first.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130));
+    // Free again once the first run has ended: the lock goes with its process.
+    let mut again = train_args(&data, &out);
+    again.push("--force".into());
+    assert_success(&run(&again));
+}

@@ -5,55 +5,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::assert_success;
 
-fn mcugan(args: &[&str]) -> Output {
-    mcugan_in(Path::new("."), args)
-}
-
-fn mcugan_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mcugan"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_BACKTRACE", "0")
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .expect("the binary runs")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Requires a failure whose message contains every one of `words` and no Rust internals.
-fn assert_refused(output: &Output, words: &[&str]) {
-    let text = stderr(output);
-    assert!(!output.status.success(), "exit 0; stderr:\n{text}");
-    for word in words {
-        assert!(text.contains(word), "no {word:?} in:\n{text}");
-    }
-    for internal in ["panicked", "Some(", "None", "RUST_BACKTRACE"] {
-        assert!(!text.contains(internal), "{internal:?} in:\n{text}");
-    }
-}
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-fn shipped_blob() -> PathBuf {
-    repo("models/mnist-digits/generator-int8.mcg")
-}
-
-fn shipped_generator() -> PathBuf {
-    repo("models/mnist-digits/generator.safetensors")
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use common::{assert_refused, mcugan, mcugan_in, repo, s, shipped_blob, shipped_generator, stderr};
 
 /// A short training run's arguments (96 bar images, batch 16, 1 epoch).
 fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {

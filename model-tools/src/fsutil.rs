@@ -17,9 +17,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut prefix = std::ffi::OsString::from(".");
-    prefix.push(name);
-    prefix.push(".");
+    remove_stale_temporaries(dir, name);
+    let mut prefix = temporary_prefix(name);
+    prefix.push(format!("{}.", std::process::id()));
     let mut builder = tempfile::Builder::new();
     builder.prefix(&prefix).suffix(".tmp");
     #[cfg(unix)]
@@ -36,6 +36,54 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = dir.sync_all();
     }
     Ok(())
+}
+
+/// The start of the names of [`write_atomically`]'s temporaries for the file `name`:
+/// `.NAME.`, then the writer's process id, a dot, random letters and `.tmp`.
+fn temporary_prefix(name: &std::ffi::OsStr) -> std::ffi::OsString {
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    prefix
+}
+
+/// Removes the temporaries that earlier writers of `name` in `dir` left behind when they were
+/// killed (`kill -9`, a power cut) before renaming them: those whose process is gone, or, where
+/// that cannot be told, that are a day old.
+fn remove_stale_temporaries(dir: &Path, name: &std::ffi::OsStr) {
+    let prefix = temporary_prefix(name);
+    let Some(prefix) = prefix.to_str() else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .filter(|rest| rest.ends_with(".tmp"))
+        else {
+            continue;
+        };
+        let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+        let stale = match pid {
+            Some(pid) if pid == std::process::id() => false,
+            Some(pid) if Path::new("/proc/self").exists() => {
+                !Path::new(&format!("/proc/{pid}")).exists()
+            }
+            _ => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 24 * 3600),
+        };
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// `safetensors::serialize` with the header's keys in sorted order. The crate writes the
@@ -87,6 +135,24 @@ mod tests {
         assert_eq!(a, b);
         let loaded = safetensors::SafeTensors::deserialize(&a).unwrap();
         assert_eq!(loaded.names().len(), 1);
+    }
+
+    #[test]
+    fn a_killed_writers_temporary_is_removed_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.mcg");
+        // A process id that no process has (beyond Linux's pid_max).
+        let dead = dir.path().join(".m.mcg.4194399.Ab12Cd.tmp");
+        let other_file = dir.path().join(".other.mcg.4194399.Ab12Cd.tmp");
+        fs::write(&dead, b"half").unwrap();
+        fs::write(&other_file, b"half").unwrap();
+        write_atomically(&path, b"whole").unwrap();
+        assert!(!dead.exists());
+        assert!(
+            other_file.exists(),
+            "another file's temporary is not touched"
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"whole");
     }
 
     #[test]

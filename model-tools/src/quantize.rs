@@ -351,8 +351,9 @@ pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Re
         .zip(&quantized)
         .enumerate()
         .map(|(l, (layer, (weights, channels, report)))| LayerSpec {
-            inputs: layer.inputs as u16,
-            outputs: layer.outputs as u16,
+            inputs: layer.inputs as u32,
+            outputs: layer.outputs as u32,
+            conv: None,
             weights,
             weight_format: report.weight_format,
             channels,

@@ -3,27 +3,33 @@
 
 use alloc::vec::Vec;
 
-use crate::format::{padded, COL_BLOCK, ROW_BLOCK};
+use crate::conv::{ConvGeometry, ConvHeader};
+use crate::format::{padded, COL_BLOCK, MAX_WIDTH, ROW_BLOCK};
 use crate::format::{
-    trailer_len, ArrayRef, ClassTableHeader, Header, HeaderV3, ImageShape, LayerHeader,
-    OutputStageHeader, Preamble, WeightFormat, WordSums, CHANNEL_RECORD_LEN, CLASS_TABLE_VERSION,
-    CRC32, DATA_ALIGN, FORMAT_VERSION, MAGIC, MAX_LAYERS, WORD_SUMS_LEN,
+    trailer_len, ArrayRef, ClassTableHeader, Header, HeaderV3, HeaderV5, ImageShape, LayerHeader,
+    LayerHeaderV5, LayerShapeHeader, OutputStageHeader, Preamble, WeightFormat, WordSums,
+    CHANNEL_RECORD_LEN, CLASS_TABLE_VERSION, CRC32, DATA_ALIGN, LAYER_KINDS_VERSION, MAGIC,
+    MAX_LAYERS, WORD_SUMS_LEN,
 };
 use crate::format::{ChannelRequant, FormatError, Model};
 
 /// One layer to encode.
 #[derive(Clone, Debug)]
 pub struct LayerSpec<'a> {
-    /// Input width.
-    pub inputs: u16,
-    /// Output width.
-    pub outputs: u16,
-    /// `inputs * outputs` weights, row-major `[outputs][inputs]`, inside
-    /// `weight_format.range()`.
+    /// Input entries (a dense layer's width; a convolution's input tensor's volume).
+    pub inputs: u32,
+    /// Output entries.
+    pub outputs: u32,
+    /// A convolution's geometry; `None` for a dense layer.
+    pub conv: Option<ConvHeader>,
+    /// A dense layer's `inputs * outputs` weights, row-major `[outputs][inputs]`; a
+    /// convolution's phases' matrices one after another, each row-major `[output
+    /// channels][patch]` (see [`crate::conv`]). Inside `weight_format.range()`.
     pub weights: &'a [i8],
     /// How to store the weights.
     pub weight_format: WeightFormat,
-    /// One entry per output channel.
+    /// One entry per output channel (a convolution: per phase and output channel, phase
+    /// major).
     pub channels: &'a [ChannelRequant],
     /// The output stage.
     pub output: OutputSpec<'a>,
@@ -43,6 +49,11 @@ pub enum OutputSpec<'a> {
     TanhPixels {
         /// The table.
         lut: &'a [u8],
+    },
+    /// No activation: requantized into int8 (format version 5).
+    Linear {
+        /// Output zero point.
+        zero_point: i8,
     },
 }
 
@@ -110,6 +121,24 @@ pub enum EncodeError {
         /// Codes per class.
         width: u16,
     },
+    /// A convolution's geometry the format cannot hold.
+    #[error("layer {layer}: convolution geometry out of bounds ({problem:?})")]
+    BadConv {
+        /// Layer index.
+        layer: usize,
+        /// What is out of bounds.
+        problem: crate::conv::ConvProblem,
+    },
+    /// A dense layer wider than the format holds.
+    #[error("layer {layer}: {inputs} inputs, {outputs} outputs do not fit the format")]
+    BadWidth {
+        /// Layer index.
+        layer: usize,
+        /// Inputs.
+        inputs: u32,
+        /// Outputs.
+        outputs: u32,
+    },
     /// The encoded blob does not validate (the spec is inconsistent).
     #[error("the encoded model does not validate: {0}")]
     Invalid(#[from] FormatError),
@@ -164,7 +193,7 @@ pub fn encode(spec: &ModelSpec<'_>) -> Result<Vec<u8>, EncodeError> {
             })
         }
     };
-    let mut layers = heapless::Vec::<LayerHeader, MAX_LAYERS>::new();
+    let mut layers = heapless::Vec::<LayerHeaderV5, MAX_LAYERS>::new();
     for (index, layer) in spec.layers.iter().enumerate() {
         let weights = data.push(layout_weights(index, layer)?)?;
         let mut records = Vec::with_capacity(layer.channels.len() * CHANNEL_RECORD_LEN);
@@ -185,10 +214,16 @@ pub fn encode(spec: &ModelSpec<'_>) -> Result<Vec<u8>, EncodeError> {
             OutputSpec::TanhPixels { lut } => OutputStageHeader::TanhPixels {
                 lut: data.push(lut.iter().copied())?,
             },
+            OutputSpec::Linear { zero_point } => OutputStageHeader::Linear { zero_point },
         };
-        let header = LayerHeader {
-            inputs: layer.inputs,
-            outputs: layer.outputs,
+        let header = LayerHeaderV5 {
+            shape: match &layer.conv {
+                Some(conv) => LayerShapeHeader::Conv(conv.clone()),
+                None => LayerShapeHeader::Dense {
+                    inputs: layer.inputs,
+                    outputs: layer.outputs,
+                },
+            },
             weight_format: layer.weight_format,
             weights,
             channels,
@@ -198,10 +233,22 @@ pub fn encode(spec: &ModelSpec<'_>) -> Result<Vec<u8>, EncodeError> {
             .push(header)
             .map_err(|_| EncodeError::TooManyLayers(spec.layers.len()))?;
     }
-    // An unconditional model is written as version 3, the oldest that holds it.
-    let (version, header_bytes) = match classes {
-        Some(_) => (
-            FORMAT_VERSION,
+    // Each model in the oldest version that holds it: an unconditional MLP as version 3, a
+    // conditional one as version 4, anything else as version 5.
+    let old_layers: Option<heapless::Vec<LayerHeader, MAX_LAYERS>> =
+        layers.iter().map(old_layer).collect();
+    let (version, header_bytes) = match (old_layers, classes) {
+        (Some(layers), None) => (
+            CLASS_TABLE_VERSION - 1,
+            postcard::to_allocvec(&HeaderV3 {
+                name: spec.name,
+                latent_dim: spec.latent_dim,
+                image: spec.image,
+                layers,
+            }),
+        ),
+        (Some(layers), Some(_)) => (
+            CLASS_TABLE_VERSION,
             postcard::to_allocvec(&Header {
                 name: spec.name,
                 latent_dim: spec.latent_dim,
@@ -210,13 +257,14 @@ pub fn encode(spec: &ModelSpec<'_>) -> Result<Vec<u8>, EncodeError> {
                 classes,
             }),
         ),
-        None => (
-            CLASS_TABLE_VERSION - 1,
-            postcard::to_allocvec(&HeaderV3 {
+        (None, _) => (
+            LAYER_KINDS_VERSION,
+            postcard::to_allocvec(&HeaderV5 {
                 name: spec.name,
                 latent_dim: spec.latent_dim,
                 image: spec.image,
                 layers,
+                classes,
             }),
         ),
     };
@@ -250,16 +298,29 @@ pub fn encode(spec: &ModelSpec<'_>) -> Result<Vec<u8>, EncodeError> {
     Ok(blob)
 }
 
-/// The stored bytes of a layer's weights in its format (see [`WeightFormat`]).
-fn layout_weights(index: usize, layer: &LayerSpec<'_>) -> Result<Vec<u8>, EncodeError> {
-    let (inputs, outputs) = (usize::from(layer.inputs), usize::from(layer.outputs));
-    if layer.weights.len() != inputs * outputs {
-        return Err(EncodeError::WeightCount {
-            layer: index,
-            expected: inputs * outputs,
-            found: layer.weights.len(),
-        });
+/// A layer of format version 5 in the form of versions 3 and 4, when it has one: a dense
+/// layer of at most [`MAX_WIDTH`] inputs and outputs with an activation.
+fn old_layer(layer: &LayerHeaderV5) -> Option<LayerHeader> {
+    let LayerShapeHeader::Dense { inputs, outputs } = layer.shape else {
+        return None;
+    };
+    let fits = |width: u32| width as usize <= MAX_WIDTH;
+    if !fits(inputs) || !fits(outputs) || matches!(layer.output, OutputStageHeader::Linear { .. }) {
+        return None;
     }
+    Some(LayerHeader {
+        inputs: inputs as u16,
+        outputs: outputs as u16,
+        weight_format: layer.weight_format,
+        weights: layer.weights,
+        channels: layer.channels,
+        output: layer.output,
+    })
+}
+
+/// The stored bytes of a layer's weights in its format (see [`WeightFormat`]): a dense
+/// layer's matrix, or a convolution's phases' matrices one after another.
+fn layout_weights(index: usize, layer: &LayerSpec<'_>) -> Result<Vec<u8>, EncodeError> {
     let format = layer.weight_format;
     let (low, high) = format.range();
     if let Some(&value) = layer.weights.iter().find(|&&w| w < low || w > high) {
@@ -269,10 +330,63 @@ fn layout_weights(index: usize, layer: &LayerSpec<'_>) -> Result<Vec<u8>, Encode
             format,
         });
     }
+    let Some(conv) = &layer.conv else {
+        let (inputs, outputs) = (layer.inputs as usize, layer.outputs as usize);
+        if !(1..=MAX_WIDTH).contains(&inputs) || outputs == 0 {
+            return Err(EncodeError::BadWidth {
+                layer: index,
+                inputs: layer.inputs,
+                outputs: layer.outputs,
+            });
+        }
+        return layout_matrix(index, layer.weights, inputs, outputs, format);
+    };
+    let geometry = ConvGeometry::validate(conv).map_err(|problem| EncodeError::BadConv {
+        layer: index,
+        problem,
+    })?;
+    let out_channels = usize::from(geometry.output.channels);
+    let expected: usize = geometry
+        .phases()
+        .map(|(py, px)| geometry.patch_len(py, px) * out_channels)
+        .sum();
+    if layer.weights.len() != expected {
+        return Err(EncodeError::WeightCount {
+            layer: index,
+            expected,
+            found: layer.weights.len(),
+        });
+    }
+    let mut bytes = Vec::new();
+    let mut rest = layer.weights;
+    for (py, px) in geometry.phases() {
+        let patch = geometry.patch_len(py, px);
+        let (matrix, others) = rest.split_at(patch * out_channels);
+        rest = others;
+        bytes.extend(layout_matrix(index, matrix, patch, out_channels, format)?);
+    }
+    Ok(bytes)
+}
+
+/// The stored bytes of one weight matrix, row-major `[outputs][inputs]` in `weights`.
+fn layout_matrix(
+    index: usize,
+    weights: &[i8],
+    inputs: usize,
+    outputs: usize,
+    format: WeightFormat,
+) -> Result<Vec<u8>, EncodeError> {
+    if weights.len() != inputs * outputs {
+        return Err(EncodeError::WeightCount {
+            layer: index,
+            expected: inputs * outputs,
+            found: weights.len(),
+        });
+    }
     // The weight at (row, column), zero in the padding.
     let at = |row: usize, column: usize| -> i8 {
         if row < outputs && column < inputs {
-            layer.weights[row * inputs + column]
+            weights[row * inputs + column]
         } else {
             0
         }
@@ -281,7 +395,7 @@ fn layout_weights(index: usize, layer: &LayerSpec<'_>) -> Result<Vec<u8>, Encode
     let columns = padded(inputs, COL_BLOCK);
     let mut bytes = Vec::with_capacity(format.stored_len(inputs, outputs));
     match format {
-        WeightFormat::I8RowMajor => bytes.extend(layer.weights.iter().map(|&w| w as u8)),
+        WeightFormat::I8RowMajor => bytes.extend(weights.iter().map(|&w| w as u8)),
         WeightFormat::I8Blocked => {
             for group in (0..rows).step_by(ROW_BLOCK) {
                 for block in (0..columns).step_by(COL_BLOCK) {

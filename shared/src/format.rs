@@ -7,7 +7,8 @@
 //! │ preamble (postcard)      │ header (postcard)         │ pad │ data section       │ check  │
 //! │ magic "MCGN", version,   │ name, latent dim, image,  │ to  │ raw little-endian  │ sums,  │
 //! │ total blob length        │ layers with array refs,   │ 16  │ arrays, 16-aligned │ 16 B   │
-//! │                          │ class table (version 4)   │     │                    │        │
+//! │                          │ class table (version 4+), │     │                    │        │
+//! │                          │ conv layers (version 5)   │     │                    │        │
 //! └──────────────────────────┴───────────────────────────┴─────┴────────────────────┴────────┘
 //! ```
 //!
@@ -27,6 +28,7 @@
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
+pub use crate::conv::{ConvGeometry, ConvHeader, ConvProblem, TensorShape, MAX_TENSOR};
 pub use crate::layout::{padded, WeightFormat, COL_BLOCK, MAX_WIDTH, ROW_BLOCK};
 use crate::requant::Requant;
 
@@ -35,22 +37,26 @@ pub const MAGIC: [u8; 4] = *b"MCGN";
 /// The newest format version this crate reads and writes. Version 2 added the blocked int8
 /// and int4 weight layouts; version 3 replaced the CRC-32 trailer by [`WordSums`] (a boot
 /// check 16 times cheaper on the chip); version 4 added the class table of a conditional
-/// model. Blobs of versions 1 (row-major int8 only), 2 and 3 are still read, and the encoder
-/// writes an unconditional model as version 3, the oldest version that holds it, so that such
-/// blobs stay byte for byte what they were.
-pub const FORMAT_VERSION: u16 = 4;
+/// model; version 5 added layers of other kinds than dense (phased convolutions, see
+/// [`crate::conv`]), hidden layers without an activation, and wider tensors. Blobs of versions
+/// 1 (row-major int8 only) to 4 are still read, and the encoder writes each model in the
+/// oldest version that holds it (an unconditional MLP as version 3, a conditional one as
+/// version 4), so that such blobs stay byte for byte what they were.
+pub const FORMAT_VERSION: u16 = 5;
 /// The oldest format version that holds a class table.
 pub const CLASS_TABLE_VERSION: u16 = 4;
+/// The oldest format version that holds convolutional layers, hidden layers without an
+/// activation, and dense layers wider than [`MAX_WIDTH`] outputs.
+pub const LAYER_KINDS_VERSION: u16 = 5;
 /// The most classes a conditional model may have.
 pub const MAX_CLASSES: usize = 256;
 /// The oldest format version this crate reads.
 pub const OLDEST_FORMAT_VERSION: u16 = 1;
 /// The most layers a model may have.
 pub const MAX_LAYERS: usize = 8;
-/// The most pixels (bytes: one per channel per pixel) an image may have. The last layer writes
-/// one output per pixel, so this is [`MAX_WIDTH`]; it bounds what the firmware's pixel buffer
-/// and the host's image buffers hold for one image.
-pub const MAX_IMAGE_PIXELS: usize = MAX_WIDTH;
+/// The most pixels (bytes: one per channel per pixel) an image may have: 64x64 RGB. It bounds
+/// what the firmware's pixel buffer and the host's image buffers hold for one image.
+pub const MAX_IMAGE_PIXELS: usize = 64 * 64 * 3;
 /// The data section and every array in it start at a multiple of this many bytes from the start
 /// of the blob.
 pub const DATA_ALIGN: usize = 16;
@@ -111,6 +117,12 @@ pub enum OutputStageHeader {
     TanhPixels {
         /// The lookup table.
         lut: ArrayRef,
+    },
+    /// No activation: the accumulator requantized to int8 (format version 5; e.g. a dense
+    /// layer whose output a convolution reads, with only a BatchNorm between them).
+    Linear {
+        /// The int8 zero point of the layer's output.
+        zero_point: i8,
     },
 }
 
@@ -177,6 +189,89 @@ pub struct Header<'a> {
     pub layers: Vec<LayerHeader, MAX_LAYERS>,
     /// The class table of a conditional model (format version 4; absent before).
     pub classes: Option<ClassTableHeader>,
+}
+
+/// What a layer of format version 5 computes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LayerShapeHeader {
+    /// A dense layer: `outputs` rows of `inputs` weights.
+    Dense {
+        /// Input width, `1..=MAX_WIDTH`.
+        inputs: u32,
+        /// Output width, `1..=MAX_TENSOR`.
+        outputs: u32,
+    },
+    /// A phased convolution (see [`crate::conv`]).
+    Conv(ConvHeader),
+}
+
+/// One layer as format version 5 stores it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerHeaderV5 {
+    /// What the layer computes.
+    pub shape: LayerShapeHeader,
+    /// Layout of the weight array (a convolution stores one matrix per phase, one after
+    /// another).
+    pub weight_format: WeightFormat,
+    /// The weights.
+    pub weights: ArrayRef,
+    /// One [`CHANNEL_RECORD_LEN`]-byte record per output channel (a convolution: per phase
+    /// and output channel, phase major).
+    pub channels: ArrayRef,
+    /// The activation applied after requantization.
+    pub output: OutputStageHeader,
+}
+
+impl From<LayerHeader> for LayerHeaderV5 {
+    fn from(old: LayerHeader) -> Self {
+        Self {
+            shape: LayerShapeHeader::Dense {
+                inputs: u32::from(old.inputs),
+                outputs: u32::from(old.outputs),
+            },
+            weight_format: old.weight_format,
+            weights: old.weights,
+            channels: old.channels,
+            output: old.output,
+        }
+    }
+}
+
+/// The header of version 5: layers of several kinds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderV5<'a> {
+    /// See [`Header::name`].
+    pub name: &'a str,
+    /// See [`Header::latent_dim`].
+    pub latent_dim: u16,
+    /// See [`Header::image`].
+    pub image: ImageShape,
+    /// The layers, first to last.
+    pub layers: Vec<LayerHeaderV5, MAX_LAYERS>,
+    /// See [`Header::classes`].
+    pub classes: Option<ClassTableHeader>,
+}
+
+impl<'a> HeaderV5<'a> {
+    /// A header of version 4 or older in this form; `None` when a layer uses what only
+    /// version 5 holds (an output stage without an activation).
+    fn from_old(old: Header<'a>) -> Option<Self> {
+        let mut layers = Vec::new();
+        for layer in old.layers {
+            if matches!(layer.output, OutputStageHeader::Linear { .. }) {
+                return None;
+            }
+            // Same capacity as the old header's.
+            layers.push(LayerHeaderV5::from(layer)).ok()?;
+        }
+        Some(Self {
+            name: old.name,
+            latent_dim: old.latent_dim,
+            image: old.image,
+            layers,
+            classes: old.classes,
+        })
+    }
 }
 
 /// The header of versions 1 to 3, which has no class table.
@@ -402,7 +497,7 @@ pub enum FormatError {
         width: u32,
     },
     /// Only the last layer may map to pixels, and it must.
-    #[error("layer {layer}: unexpected output stage (hidden layers use LeakyReLU, the last one tanh pixels)")]
+    #[error("layer {layer}: unexpected output stage (hidden layers use LeakyReLU or none, the last one tanh pixels)")]
     BadOutputStage {
         /// Layer index.
         layer: u8,
@@ -418,6 +513,20 @@ pub enum FormatError {
     /// A negative slope outside `[0, 1)`.
     #[error("layer {layer}: LeakyReLU slope out of range")]
     BadSlope {
+        /// Layer index.
+        layer: u8,
+    },
+    /// A convolution's geometry is out of bounds.
+    #[error("layer {layer}: convolution geometry out of bounds ({problem:?})")]
+    BadConv {
+        /// Layer index.
+        layer: u8,
+        /// What is out of bounds.
+        problem: ConvProblem,
+    },
+    /// A convolution's input tensor is not the tensor the layer before it makes.
+    #[error("layer {layer}: its input tensor is not the previous layer's output tensor")]
+    TensorMismatch {
         /// Layer index.
         layer: u8,
     },
@@ -482,6 +591,12 @@ impl<'a> ChannelParams<'a> {
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
     }
+
+    /// Records read from `bytes` (a whole number of [`CHANNEL_RECORD_LEN`]-byte records; a
+    /// partial one at the end is ignored).
+    pub(crate) fn from_bytes(bytes: &'a [u8]) -> Self {
+        Self { bytes }
+    }
 }
 
 impl ChannelRequant {
@@ -516,20 +631,42 @@ pub enum LayerOutput<'a> {
         /// The table, of even length.
         lut: &'a [u8],
     },
+    /// No activation: requantized into int8; see [`OutputStageHeader::Linear`].
+    Linear {
+        /// The output zero point.
+        zero_point: i8,
+    },
 }
 
-/// A validated dense layer, its arrays borrowed from the blob.
+impl LayerOutput<'_> {
+    /// The int8 code of a real zero in the layer's output (0 for pixels, which no layer
+    /// reads).
+    pub fn zero_point(&self) -> i8 {
+        match *self {
+            LayerOutput::LeakyRelu { zero_point, .. } | LayerOutput::Linear { zero_point } => {
+                zero_point
+            }
+            LayerOutput::TanhPixels { .. } => 0,
+        }
+    }
+}
+
+/// A validated layer, its arrays borrowed from the blob.
 #[derive(Clone, Copy, Debug)]
 pub struct Layer<'a> {
-    /// Input width, `1..=MAX_WIDTH`.
+    /// Entries of the input (a dense layer's width, a convolution's input tensor),
+    /// `1..=MAX_TENSOR`.
     pub inputs: usize,
-    /// Output width, `1..=MAX_WIDTH`.
+    /// Entries of the output, `1..=MAX_TENSOR`.
     pub outputs: usize,
+    /// A convolution's geometry; `None` for a dense layer.
+    pub conv: Option<ConvGeometry>,
     /// How [`Layer::weights`] is laid out.
     pub weight_format: WeightFormat,
-    /// The weights as stored (see [`WeightFormat`] for the layouts).
+    /// The weights as stored (see [`WeightFormat`] for the layouts; a convolution's phases
+    /// one after another).
     pub weights: &'a [u8],
-    /// One record per output channel.
+    /// One record per output channel (a convolution: per phase and output channel).
     pub channels: ChannelParams<'a>,
     /// The output stage.
     pub output: LayerOutput<'a>,
@@ -538,17 +675,62 @@ pub struct Layer<'a> {
 impl Layer<'_> {
     /// Multiply-accumulates this layer does per image.
     pub fn macs(&self) -> usize {
-        self.inputs * self.outputs
+        match &self.conv {
+            Some(conv) => conv.macs(),
+            None => self.inputs * self.outputs,
+        }
+    }
+
+    /// Weights stored (a convolution: of every phase, after upsampling taps were summed).
+    pub fn weight_count(&self) -> usize {
+        match &self.conv {
+            Some(conv) => conv
+                .phases()
+                .map(|(py, px)| conv.patch_len(py, px) * usize::from(conv.output.channels))
+                .sum(),
+            None => self.inputs * self.outputs,
+        }
+    }
+
+    /// Output channels: a dense layer's outputs, a convolution's output tensor's channels.
+    pub fn out_channels(&self) -> usize {
+        match &self.conv {
+            Some(conv) => usize::from(conv.output.channels),
+            None => self.outputs,
+        }
+    }
+
+    /// The widest row of weights: a dense layer's inputs, a convolution's widest patch.
+    pub fn patch_len(&self) -> usize {
+        match &self.conv {
+            Some(conv) => conv.max_patch_len(),
+            None => self.inputs,
+        }
     }
 
     /// Bytes of the blob this layer reads per image: every weight byte and channel record
-    /// once, and one lookup-table entry per output (not the whole table).
+    /// once per output pixel that uses them (once for a dense layer), and one lookup-table
+    /// entry per output.
     pub fn bytes_read(&self) -> usize {
         let lut = match self.output {
-            LayerOutput::LeakyRelu { .. } => 0,
             LayerOutput::TanhPixels { .. } => self.outputs,
+            _ => 0,
         };
-        self.weights.len() + self.channels.len() * CHANNEL_RECORD_LEN + lut
+        let Some(conv) = &self.conv else {
+            return self.weights.len() + self.channels.len() * CHANNEL_RECORD_LEN + lut;
+        };
+        let out_channels = usize::from(conv.output.channels);
+        let per_pixel: usize = conv
+            .phases()
+            .map(|(py, px)| {
+                let (rows, cols) = conv.phase_grid(py, px);
+                let matrix = self
+                    .weight_format
+                    .stored_len(conv.patch_len(py, px), out_channels);
+                rows * cols * (matrix + out_channels * CHANNEL_RECORD_LEN)
+            })
+            .sum();
+        per_pixel + lut
     }
 }
 
@@ -562,6 +744,8 @@ pub struct Model<'a> {
     layers: Vec<Layer<'a>, MAX_LAYERS>,
     classes: Option<ClassTable<'a>>,
     blob_len: usize,
+    arena_len: usize,
+    scratch_len: usize,
 }
 
 /// The byte ranges of arrays already seen, to detect overlaps.
@@ -653,13 +837,20 @@ impl<'a> Model<'a> {
             let body_after_preamble = after_preamble
                 .get(..after_preamble.len().saturating_sub(trailer))
                 .ok_or(FormatError::MalformedHeader)?;
-            let (header, rest) = if preamble.version >= CLASS_TABLE_VERSION {
-                postcard::take_from_bytes::<Header<'a>>(body_after_preamble)
+            let (header, rest) = if preamble.version >= LAYER_KINDS_VERSION {
+                postcard::take_from_bytes::<HeaderV5<'a>>(body_after_preamble)
+                    .map_err(|_| FormatError::MalformedHeader)?
             } else {
-                postcard::take_from_bytes::<HeaderV3<'a>>(body_after_preamble)
-                    .map(|(header, rest)| (header.into(), rest))
-            }
-            .map_err(|_| FormatError::MalformedHeader)?;
+                let (old, rest) = if preamble.version >= CLASS_TABLE_VERSION {
+                    postcard::take_from_bytes::<Header<'a>>(body_after_preamble)
+                } else {
+                    postcard::take_from_bytes::<HeaderV3<'a>>(body_after_preamble)
+                        .map(|(header, rest)| (header.into(), rest))
+                }
+                .map_err(|_| FormatError::MalformedHeader)?;
+                let header = HeaderV5::from_old(old).ok_or(FormatError::MalformedHeader)?;
+                (header, rest)
+            };
             (header, rest.len())
         };
         let (header, rest_len) = after_header_len;
@@ -674,10 +865,10 @@ impl<'a> Model<'a> {
     ///
     /// One function on purpose, although long: it is the firmware's boot-time check, and
     /// splitting it (class table, output stage, image into functions of their own) made the
-    /// firmware 192 bytes larger (20,456 B instead of 20,264 B, against a 20 KiB budget) with
-    /// `opt-level = "z"`, inlined or not.
+    /// firmware larger (by 192 bytes when it was measured) with `opt-level = "z"`, inlined or
+    /// not.
     fn validate(
-        header: Header<'a>,
+        header: HeaderV5<'a>,
         data: &'a [u8],
         blob_len: usize,
     ) -> Result<Model<'a>, FormatError> {
@@ -716,12 +907,47 @@ impl<'a> Model<'a> {
                 })
             }
         };
+        // The tensor the previous layer made, when it was a convolution.
+        let mut fed_tensor: Option<TensorShape> = None;
+        let mut arena_len = fed as usize;
+        let mut scratch_len = 0;
 
         for (index, stored) in header.layers.iter().enumerate() {
             let layer = index as u8;
-            let (inputs, outputs) = (u32::from(stored.inputs), u32::from(stored.outputs));
-            check_width(layer, inputs)?;
-            check_width(layer, outputs)?;
+            let is_last = index == last;
+            let format = stored.weight_format;
+            // Sizes in u64: a convolution's phases could add up beyond 32 bits.
+            let (inputs, outputs, conv, weights_len, records) = match &stored.shape {
+                LayerShapeHeader::Dense { inputs, outputs } => {
+                    let (inputs, outputs) = (*inputs, *outputs);
+                    check_width(layer, inputs)?;
+                    if outputs == 0 || outputs as usize > MAX_TENSOR {
+                        return Err(FormatError::BadWidth {
+                            layer,
+                            width: outputs,
+                        });
+                    }
+                    let len = format.stored_len(inputs as usize, outputs as usize) as u64;
+                    (inputs, outputs, None, len, u64::from(outputs))
+                }
+                LayerShapeHeader::Conv(stored) => {
+                    let conv = ConvGeometry::validate(stored)
+                        .map_err(|problem| FormatError::BadConv { layer, problem })?;
+                    if fed_tensor.is_some_and(|tensor| tensor != conv.input) {
+                        return Err(FormatError::TensorMismatch { layer });
+                    }
+                    let out_channels = usize::from(conv.output.channels);
+                    let mut len = 0u64;
+                    for (py, px) in conv.phases() {
+                        len += format.stored_len(conv.patch_len(py, px), out_channels) as u64;
+                    }
+                    let phases = (conv.rows.phases() * conv.cols.phases()) as u64;
+                    // Both volumes are at most MAX_TENSOR (validated).
+                    let (inputs, outputs) = (conv.input.volume(), conv.output.volume());
+                    let records = phases * out_channels as u64;
+                    (inputs as u32, outputs as u32, Some(conv), len, records)
+                }
+            };
             if inputs != fed {
                 return Err(FormatError::ShapeMismatch {
                     layer,
@@ -730,6 +956,17 @@ impl<'a> Model<'a> {
                 });
             }
             fed = outputs;
+            fed_tensor = conv.map(|conv| conv.output);
+            let too_long = |array| FormatError::ArrayLength {
+                layer,
+                array,
+                expected: u32::MAX,
+                found: 0,
+            };
+            let weights_len =
+                u32::try_from(weights_len).map_err(|_| too_long(ArrayKind::Weights))?;
+            let records_len = u32::try_from(records * CHANNEL_RECORD_LEN as u64)
+                .map_err(|_| too_long(ArrayKind::Channels))?;
 
             let weights = resolve(
                 data,
@@ -737,11 +974,9 @@ impl<'a> Model<'a> {
                 layer,
                 ArrayKind::Weights,
                 stored.weights,
-                stored
-                    .weight_format
-                    .stored_len(inputs as usize, outputs as usize) as u32,
+                weights_len,
             )?;
-            check_dsp_alignment(layer, stored.weight_format, weights)?;
+            check_dsp_alignment(layer, format, weights)?;
             // No weight is read here: every weight value is valid in its layout (the DSP
             // kernel sums wide layers in chunks, `dsp::I8_CHUNK_BLOCKS`, so the interleaved
             // int8 layout is exact for any weights), and the checksum has covered the bytes.
@@ -751,13 +986,13 @@ impl<'a> Model<'a> {
                 layer,
                 ArrayKind::Channels,
                 stored.channels,
-                outputs * CHANNEL_RECORD_LEN as u32,
+                records_len,
             )?;
             let channels = ChannelParams {
                 bytes: channel_bytes,
             };
 
-            let output = match (stored.output, index == last) {
+            let output = match (stored.output, is_last) {
                 (
                     OutputStageHeader::LeakyRelu {
                         zero_point,
@@ -772,6 +1007,9 @@ impl<'a> Model<'a> {
                         zero_point,
                         negative_slope_q31,
                     }
+                }
+                (OutputStageHeader::Linear { zero_point }, false) => {
+                    LayerOutput::Linear { zero_point }
                 }
                 (OutputStageHeader::TanhPixels { lut }, true) => {
                     let lut_len = lut.len as usize;
@@ -799,16 +1037,28 @@ impl<'a> Model<'a> {
                 }
             }
 
-            let pushed = layers.push(Layer {
-                inputs: inputs as usize,
-                outputs: outputs as usize,
-                weight_format: stored.weight_format,
+            // Inference's buffers: a dense layer writes its outputs where its inputs were
+            // (they are widened into the scratch first), a convolution beside them; the last
+            // layer writes pixels, not activations.
+            let (inputs, outputs) = (inputs as usize, outputs as usize);
+            let kept = match (is_last, conv.is_some()) {
+                (true, _) => inputs,
+                (false, false) => inputs.max(outputs),
+                (false, true) => inputs + outputs,
+            };
+            arena_len = arena_len.max(kept);
+            let built = Layer {
+                inputs,
+                outputs,
+                conv,
+                weight_format: format,
                 weights,
                 channels,
                 output,
-            });
+            };
+            scratch_len = scratch_len.max(padded(built.patch_len(), COL_BLOCK));
             // The header's own Vec has the same capacity, so this cannot fail.
-            if pushed.is_err() {
+            if layers.push(built).is_err() {
                 return Err(FormatError::MalformedHeader);
             }
         }
@@ -822,8 +1072,14 @@ impl<'a> Model<'a> {
                 channels: image.channels,
                 pixels: image.pixel_count(),
             })?;
-        // Both are at most MAX_WIDTH, so they compare exactly in u32.
-        if fed as usize != pixels {
+        let image_tensor = TensorShape {
+            channels: u16::from(image.channels),
+            height: image.height,
+            width: image.width,
+        };
+        // Both are at most MAX_TENSOR, so they compare exactly in u32; a convolution must
+        // draw the image's rows, columns and channels, not only as many values.
+        if fed as usize != pixels || fed_tensor.is_some_and(|tensor| tensor != image_tensor) {
             return Err(FormatError::ImageSizeMismatch {
                 expected: pixels as u32,
                 found: fed,
@@ -838,6 +1094,8 @@ impl<'a> Model<'a> {
             layers,
             classes,
             blob_len,
+            arena_len,
+            scratch_len,
         })
     }
 
@@ -871,15 +1129,16 @@ impl<'a> Model<'a> {
         self.image
     }
 
-    /// Entries each activation buffer of inference needs: the widest layer input (the latent
-    /// vector or a hidden layer's outputs), rounded up to a whole column block.
-    pub fn activation_width(&self) -> usize {
-        let widest = self
-            .layers
-            .iter()
-            .map(|l| l.inputs)
-            .fold(self.latent_dim, usize::max);
-        padded(widest, COL_BLOCK)
+    /// Bytes (int8 entries) of the activation arena inference needs: the widest layer input
+    /// or hidden output, or for a convolution its input and output side by side.
+    pub fn arena_len(&self) -> usize {
+        self.arena_len
+    }
+
+    /// `i16` entries of the scratch row inference needs: the widest dense input or
+    /// convolution patch, rounded up to a whole column block.
+    pub fn scratch_len(&self) -> usize {
+        self.scratch_len
     }
 
     /// Bytes of one generated image, `1..=MAX_IMAGE_PIXELS`.
@@ -907,7 +1166,7 @@ impl<'a> Model<'a> {
         let table = self.classes.map_or(0, |t| t.classes * t.width);
         self.layers
             .iter()
-            .map(|l| l.macs() + l.outputs)
+            .map(|l| l.weight_count() + l.out_channels())
             .sum::<usize>()
             + table
     }

@@ -1,8 +1,8 @@
 //! Inference: one seed (and, for a conditional model, one class) in, one image out, in fixed
 //! buffers.
 
-use crate::format::{padded, LayerOutput, Model, COL_BLOCK, MAX_WIDTH};
-use crate::kernels::{dense, leaky_relu_requant, tanh_pixel};
+use crate::format::{padded, LayerOutput, Model, COL_BLOCK};
+use crate::kernels::{conv, dense, leaky_relu_requant, linear_requant, tanh_pixel};
 use crate::latent::{blend_code, gaussian_code, sample_latent, SplitMix64};
 
 /// Why [`generate`] could not run.
@@ -17,14 +17,26 @@ pub enum InferenceError {
         /// The buffer's length.
         found: usize,
     },
-    /// The activation buffers are narrower than the model's widest layer input.
-    #[error("activation buffers of {capacity} entries, the model needs {needed}")]
+    /// The activation arena is smaller than the model needs.
+    #[error("an activation arena of {capacity} bytes, the model needs {needed}")]
     ActivationBuffers {
-        /// [`Model::activation_width`].
+        /// [`Model::arena_len`].
         needed: usize,
-        /// The smaller buffer's length.
+        /// The arena's length.
         capacity: usize,
     },
+    /// The scratch row is shorter than the model's widest input row or patch.
+    #[error("a scratch row of {capacity} entries, the model needs {needed}")]
+    ScratchBuffer {
+        /// [`Model::scratch_len`].
+        needed: usize,
+        /// The scratch row's length.
+        capacity: usize,
+    },
+    /// The scratch row does not start on a 4-byte boundary, which the DSP kernels' word loads
+    /// need (only DSP builds check).
+    #[error("the scratch row is not 4-byte aligned")]
+    ScratchMisaligned,
     /// The latent vector's length differs from the model's latent dimension.
     #[error("latent vector has {found} codes, the model takes {expected}")]
     LatentSize {
@@ -140,68 +152,57 @@ impl LayerObserver for () {
     fn layer_finished(&mut self, _index: usize) {}
 }
 
-/// Activations widened to `i16`, 8-byte aligned for the DSP kernels' double-word loads.
+/// The memory inference works in, lent by the caller: an int8 activation arena of at least
+/// [`Model::arena_len`] bytes and an `i16` scratch row of at least [`Model::scratch_len`]
+/// entries (4-byte aligned on DSP builds). The firmware sizes both from the model it embeds.
+pub struct Workspace<'w> {
+    /// The activation arena.
+    pub arena: &'w mut [i8],
+    /// The scratch row (a dense layer's widened inputs, a convolution's gathered patch).
+    pub scratch: &'w mut [i16],
+}
+
+/// A scratch row of `N` entries, 8-byte aligned for the DSP kernels' double-word loads.
 #[repr(C, align(8))]
-struct WideActivations<const N: usize>([i16; N]);
+struct Scratch<const N: usize>([i16; N]);
 
-/// The two activation buffers inference works in, of `N` entries each (3·N bytes).
-struct Activations<const N: usize> {
-    narrow: [i8; N],
-    wide: WideActivations<N>,
-}
-
-impl<const N: usize> Activations<N> {
-    const fn new() -> Self {
-        Self {
-            narrow: [0; N],
-            wide: WideActivations([0; N]),
-        }
-    }
-}
-
-/// Draws the latent vector for `seed` and runs the model, writing one `u8` per pixel.
-///
-/// Works in stack buffers for the widest model the format holds ([`MAX_WIDTH`] entries, 12
-/// KiB) and the borrowed model: no heap, no float. The host simulation calls this; the
-/// firmware calls [`generate_in`] with buffers sized for its model.
-pub fn generate(model: &Model<'_>, seed: u32, pixels: &mut [u8]) -> Result<(), InferenceError> {
-    generate_in::<MAX_WIDTH>(model, ImageRequest::seed(seed), pixels, &mut ())
-}
-
-/// [`generate`] for any model: `request` names the class of a conditional one.
-pub fn generate_request(
-    model: &Model<'_>,
-    request: ImageRequest,
-    pixels: &mut [u8],
-) -> Result<(), InferenceError> {
-    generate_in::<MAX_WIDTH>(model, request, pixels, &mut ())
-}
-
-/// [`generate`], telling `observer` when each layer starts and ends.
-pub fn generate_observed(
-    model: &Model<'_>,
-    request: ImageRequest,
-    pixels: &mut [u8],
-    observer: &mut dyn LayerObserver,
-) -> Result<(), InferenceError> {
-    generate_in::<MAX_WIDTH>(model, request, pixels, observer)
-}
-
-/// [`generate_observed`] in two stack buffers of `N` entries (3·N bytes), which must hold
-/// the model's [`Model::activation_width`] ([`InferenceError::ActivationBuffers`] otherwise).
-/// The firmware picks `N` from the model it embeds, so that its RAM fits that model.
+/// Draws `request` into `pixels` in two stack buffers: an arena of `A` bytes and a scratch
+/// row of `S` entries (`A + 2·S` bytes), which must hold the model's [`Model::arena_len`]
+/// and [`Model::scratch_len`] (a named error otherwise). The firmware picks `A` and `S` from
+/// the model it embeds, so that its RAM fits that model.
 ///
 /// Only this wrapper is generic; the inference loop takes slices and the observer as a trait
 /// object, so that it is compiled once, in this crate, with this crate's optimisation
 /// settings, whatever the caller's.
-pub fn generate_in<const N: usize>(
+pub fn generate_in<const A: usize, const S: usize>(
     model: &Model<'_>,
     request: ImageRequest,
     pixels: &mut [u8],
     observer: &mut dyn LayerObserver,
 ) -> Result<(), InferenceError> {
+    let mut arena = [0i8; A];
+    let mut scratch = Scratch::<S>([0; S]);
+    generate_with(
+        model,
+        request,
+        pixels,
+        Workspace {
+            arena: &mut arena,
+            scratch: &mut scratch.0,
+        },
+        observer,
+    )
+}
+
+/// [`generate_in`] in memory the caller lends.
+pub fn generate_with(
+    model: &Model<'_>,
+    request: ImageRequest,
+    pixels: &mut [u8],
+    workspace: Workspace<'_>,
+    observer: &mut dyn LayerObserver,
+) -> Result<(), InferenceError> {
     let class = class_offset(model, request.class)?;
-    let mut activations = Activations::<N>::new();
     run(
         model,
         pixels,
@@ -210,18 +211,41 @@ pub fn generate_in<const N: usize>(
             seed: request.seed,
             class,
         },
-        &mut activations.narrow,
-        &mut activations.wide.0,
+        workspace,
     )
 }
 
-/// Draws frame `frame` of `walk` (see [`Walk`]) in two stack buffers of `N` entries, as
-/// [`generate_in`] does.
-pub fn generate_walk_frame_in<const N: usize>(
+/// Draws frame `frame` of `walk` (see [`Walk`]) in two stack buffers of `A` and `S` entries,
+/// as [`generate_in`] does.
+pub fn generate_walk_frame_in<const A: usize, const S: usize>(
     model: &Model<'_>,
     walk: &Walk,
     frame: u32,
     pixels: &mut [u8],
+    observer: &mut dyn LayerObserver,
+) -> Result<(), InferenceError> {
+    let mut arena = [0i8; A];
+    let mut scratch = Scratch::<S>([0; S]);
+    generate_walk_frame_with(
+        model,
+        walk,
+        frame,
+        pixels,
+        Workspace {
+            arena: &mut arena,
+            scratch: &mut scratch.0,
+        },
+        observer,
+    )
+}
+
+/// [`generate_walk_frame_in`] in memory the caller lends.
+pub fn generate_walk_frame_with(
+    model: &Model<'_>,
+    walk: &Walk,
+    frame: u32,
+    pixels: &mut [u8],
+    workspace: Workspace<'_>,
     observer: &mut dyn LayerObserver,
 ) -> Result<(), InferenceError> {
     if frame >= walk.frames || walk.frames > MAX_WALK_FRAMES {
@@ -232,7 +256,6 @@ pub fn generate_walk_frame_in<const N: usize>(
     }
     let from_class = class_offset(model, walk.from.class)?;
     let to_class = class_offset(model, walk.to.class)?;
-    let mut activations = Activations::<N>::new();
     run(
         model,
         pixels,
@@ -244,19 +267,8 @@ pub fn generate_walk_frame_in<const N: usize>(
             step: frame as u16,
             steps: (walk.frames - 1) as u16,
         },
-        &mut activations.narrow,
-        &mut activations.wide.0,
+        workspace,
     )
-}
-
-/// [`generate_walk_frame_in`] in buffers for the widest model the format holds.
-pub fn generate_walk_frame(
-    model: &Model<'_>,
-    walk: &Walk,
-    frame: u32,
-    pixels: &mut [u8],
-) -> Result<(), InferenceError> {
-    generate_walk_frame_in::<MAX_WIDTH>(model, walk, frame, pixels, &mut ())
 }
 
 /// Checks `class` against `model`: `Some(class)` for a conditional model, `None` otherwise.
@@ -272,12 +284,114 @@ fn class_offset(model: &Model<'_>, class: Option<u16>) -> Result<Option<usize>, 
     }
 }
 
+/// Heap-allocated inference for hosts: the same loop in buffers sized for each model.
+#[cfg(feature = "alloc")]
+mod hosted {
+    use alloc::vec;
+
+    use super::*;
+
+    /// Runs `work` in a workspace sized for `model`.
+    fn with_workspace<T>(model: &Model<'_>, work: impl FnOnce(Workspace<'_>) -> T) -> T {
+        let mut arena = vec![0i8; model.arena_len()];
+        let mut scratch = vec![0i16; model.scratch_len()];
+        work(Workspace {
+            arena: &mut arena,
+            scratch: &mut scratch,
+        })
+    }
+
+    /// Draws the latent vector for `seed` and runs the model, writing one `u8` per pixel: no
+    /// float, the same bytes as the chip. The host simulation calls this; the firmware calls
+    /// [`generate_in`] with buffers sized for its model.
+    pub fn generate(model: &Model<'_>, seed: u32, pixels: &mut [u8]) -> Result<(), InferenceError> {
+        generate_observed(model, ImageRequest::seed(seed), pixels, &mut ())
+    }
+
+    /// [`generate`] for any model: `request` names the class of a conditional one.
+    pub fn generate_request(
+        model: &Model<'_>,
+        request: ImageRequest,
+        pixels: &mut [u8],
+    ) -> Result<(), InferenceError> {
+        generate_observed(model, request, pixels, &mut ())
+    }
+
+    /// [`generate`], telling `observer` when each layer starts and ends.
+    pub fn generate_observed(
+        model: &Model<'_>,
+        request: ImageRequest,
+        pixels: &mut [u8],
+        observer: &mut dyn LayerObserver,
+    ) -> Result<(), InferenceError> {
+        with_workspace(model, |workspace| {
+            generate_with(model, request, pixels, workspace, observer)
+        })
+    }
+
+    /// Draws frame `frame` of `walk` in buffers sized for the model.
+    pub fn generate_walk_frame(
+        model: &Model<'_>,
+        walk: &Walk,
+        frame: u32,
+        pixels: &mut [u8],
+    ) -> Result<(), InferenceError> {
+        with_workspace(model, |workspace| {
+            generate_walk_frame_with(model, walk, frame, pixels, workspace, &mut ())
+        })
+    }
+
+    /// Runs the model on a given int8 latent vector (codes at
+    /// [`crate::latent::LATENT_SCALE`]). [`generate`] is this after [`sample_latent`]; the
+    /// host calls it directly to feed its own latent vectors.
+    pub fn run_from_latent(
+        model: &Model<'_>,
+        latent: &[i8],
+        pixels: &mut [u8],
+    ) -> Result<(), InferenceError> {
+        if latent.len() != model.latent_dim() {
+            return Err(InferenceError::LatentSize {
+                expected: model.latent_dim(),
+                found: latent.len(),
+            });
+        }
+        if let Some(classes) = model.classes() {
+            return Err(InferenceError::ClassRequired { classes });
+        }
+        run_from_input(model, latent, pixels)
+    }
+
+    /// Runs the model on its whole first-layer input, given: for a conditional model the
+    /// class row (codes at the latent's scale; a row of [`Model::class_table`] or a blend of
+    /// rows, as a latent walk between classes makes) followed by the latent codes,
+    /// [`Model::input_width`] codes in all.
+    pub fn run_from_input(
+        model: &Model<'_>,
+        input: &[i8],
+        pixels: &mut [u8],
+    ) -> Result<(), InferenceError> {
+        if input.len() != model.input_width() {
+            return Err(InferenceError::InputSize {
+                expected: model.input_width(),
+                found: input.len(),
+            });
+        }
+        with_workspace(model, |workspace| {
+            run(model, pixels, &mut (), Input::Codes(input), workspace)
+        })
+    }
+}
+
+#[cfg(feature = "alloc")]
+pub use hosted::*;
+
 /// Where the first layer's input comes from.
 #[derive(Clone, Copy)]
 enum Input<'a> {
     /// The latent vector drawn from a seed, after the class row of `class` if there is one.
     Seed { seed: u32, class: Option<usize> },
     /// Given whole: class row (if any) and latent codes.
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
     Codes(&'a [i8]),
     /// Step `step` of `steps` from one `(seed, class)` input to another.
     Walk {
@@ -286,52 +400,6 @@ enum Input<'a> {
         step: u16,
         steps: u16,
     },
-}
-
-/// Runs the model on a given int8 latent vector (codes at [`crate::latent::LATENT_SCALE`]).
-/// [`generate`] is this after [`sample_latent`]; the host calls it directly to feed its own
-/// latent vectors.
-pub fn run_from_latent(
-    model: &Model<'_>,
-    latent: &[i8],
-    pixels: &mut [u8],
-) -> Result<(), InferenceError> {
-    if latent.len() != model.latent_dim() {
-        return Err(InferenceError::LatentSize {
-            expected: model.latent_dim(),
-            found: latent.len(),
-        });
-    }
-    if let Some(classes) = model.classes() {
-        return Err(InferenceError::ClassRequired { classes });
-    }
-    run_from_input(model, latent, pixels)
-}
-
-/// Runs the model on its whole first-layer input, given: for a conditional model the class
-/// row (codes at the latent's scale; a row of [`Model::class_table`] or a blend of rows, as a
-/// latent walk between classes makes) followed by the latent codes, [`Model::input_width`]
-/// codes in all.
-pub fn run_from_input(
-    model: &Model<'_>,
-    input: &[i8],
-    pixels: &mut [u8],
-) -> Result<(), InferenceError> {
-    if input.len() != model.input_width() {
-        return Err(InferenceError::InputSize {
-            expected: model.input_width(),
-            found: input.len(),
-        });
-    }
-    let mut activations = Activations::<MAX_WIDTH>::new();
-    run(
-        model,
-        pixels,
-        &mut (),
-        Input::Codes(input),
-        &mut activations.narrow,
-        &mut activations.wide.0,
-    )
 }
 
 /// Copies `narrow` into the front of `wide` and zeroes the rest up to the next column block.
@@ -346,31 +414,36 @@ fn widen(narrow: &[i8], wide: &mut [i16]) {
     }
 }
 
-/// Runs the layers on the input `input` stands for, in the buffers `narrow` and `wide`
-/// (`wide` 8-byte aligned for the DSP kernels).
-#[inline(never)]
-fn run(
+/// Checks the workspace against `model` and returns the parts of it the model uses.
+fn fitted<'w>(
     model: &Model<'_>,
-    pixels: &mut [u8],
-    observer: &mut dyn LayerObserver,
-    input: Input<'_>,
-    narrow: &mut [i8],
-    wide: &mut [i16],
-) -> Result<(), InferenceError> {
-    if pixels.len() != model.pixel_count() {
-        return Err(InferenceError::PixelBufferSize {
-            expected: model.pixel_count(),
-            found: pixels.len(),
-        });
-    }
-    let capacity = narrow.len().min(wide.len());
-    if model.activation_width() > capacity {
+    workspace: Workspace<'w>,
+) -> Result<(&'w mut [i8], &'w mut [i16]), InferenceError> {
+    let arena = workspace.arena;
+    let scratch = workspace.scratch;
+    let (arena_len, scratch_len) = (model.arena_len(), model.scratch_len());
+    let arena_capacity = arena.len();
+    let Some(arena) = arena.get_mut(..arena_len) else {
         return Err(InferenceError::ActivationBuffers {
-            needed: model.activation_width(),
+            needed: arena_len,
+            capacity: arena_capacity,
+        });
+    };
+    let capacity = scratch.len();
+    let Some(scratch) = scratch.get_mut(..scratch_len) else {
+        return Err(InferenceError::ScratchBuffer {
+            needed: scratch_len,
             capacity,
         });
+    };
+    if cfg!(mcugan_dsp_kernels) && !(scratch.as_ptr() as usize).is_multiple_of(4) {
+        return Err(InferenceError::ScratchMisaligned);
     }
-    let mut width = model.input_width().min(capacity);
+    Ok((arena, scratch))
+}
+
+/// Writes the first layer's input that `input` stands for into `codes`.
+fn write_input(model: &Model<'_>, input: Input<'_>, codes: &mut [i8]) {
     match input {
         Input::Seed { seed, class } => {
             // The class row first, then the latent vector: `cgan.py`'s order.
@@ -379,15 +452,15 @@ fn run(
                 _ => None,
             };
             let row = row.unwrap_or(&[]);
-            let split = row.len().min(width);
-            let (front, latent) = narrow[..width].split_at_mut(split);
+            let split = row.len().min(codes.len());
+            let (front, latent) = codes.split_at_mut(split);
             for (slot, &code) in front.iter_mut().zip(row) {
                 *slot = code as i8;
             }
             sample_latent(seed, latent);
         }
-        Input::Codes(codes) => {
-            for (slot, &code) in narrow[..width].iter_mut().zip(codes.iter()) {
+        Input::Codes(given) => {
+            for (slot, &code) in codes.iter_mut().zip(given.iter()) {
                 *slot = code;
             }
         }
@@ -402,8 +475,8 @@ fn run(
                 _ => &[],
             };
             let (row_from, row_to) = (row(from.1), row(to.1));
-            let split = row_from.len().min(width);
-            let (front, latent) = narrow[..width].split_at_mut(split);
+            let split = row_from.len().min(codes.len());
+            let (front, latent) = codes.split_at_mut(split);
             for ((slot, &a), &b) in front.iter_mut().zip(row_from).zip(row_to) {
                 *slot = blend_code(a as i8, b as i8, step, steps);
             }
@@ -415,49 +488,160 @@ fn run(
             }
         }
     }
+}
+
+/// Runs the layers on the input `input` stands for, in `workspace`.
+///
+/// The arena holds the current tensor at its start or at its end. A dense layer widens its
+/// input into the scratch row and writes its outputs where the input was; a convolution reads
+/// its input at one end and writes its output at the other (the arena holds both, see
+/// [`Model::arena_len`]); the last layer writes pixels.
+#[inline(never)]
+fn run(
+    model: &Model<'_>,
+    pixels: &mut [u8],
+    observer: &mut dyn LayerObserver,
+    input: Input<'_>,
+    workspace: Workspace<'_>,
+) -> Result<(), InferenceError> {
+    if pixels.len() != model.pixel_count() {
+        return Err(InferenceError::PixelBufferSize {
+            expected: model.pixel_count(),
+            found: pixels.len(),
+        });
+    }
+    let (arena, scratch) = fitted(model, workspace)?;
+    let total = arena.len();
+    let mut len = model.input_width().min(total);
+    write_input(model, input, &mut arena[..len]);
+    let mut at_end = false;
+    // The int8 code of a real zero in the current tensor (the latent's is 0).
+    let mut zero_point = 0i8;
 
     for (index, layer) in model.layers().iter().enumerate() {
-        // The previous layer's int8 outputs become this layer's i16 inputs.
-        widen(&narrow[..width], wide);
         observer.layer_started(index);
-        let inputs = &wide[..];
+        let outputs = layer.outputs.min(total);
+        let start = if at_end { total - len } else { 0 };
+        match &layer.conv {
+            None => {
+                // The previous layer's int8 outputs become this layer's i16 inputs.
+                widen(&arena[start..start + len], scratch);
+                let out_start = if at_end { total - outputs } else { 0 };
+                let out = &mut arena[out_start..out_start + outputs];
+                run_dense(layer, scratch, out, pixels);
+            }
+            Some(geometry) => {
+                // Input and output at opposite ends; the model's arena holds both.
+                let (input, output) = if at_end {
+                    let (output, input) = arena.split_at_mut(start);
+                    let fits = outputs.min(output.len());
+                    (&*input, &mut output[..fits])
+                } else {
+                    let (input, output) = arena.split_at_mut(len);
+                    let free = output.len();
+                    (&*input, &mut output[free.saturating_sub(outputs)..])
+                };
+                let mut gathered = ConvRun {
+                    geometry,
+                    layer,
+                    input,
+                    zero_point,
+                    scratch: &mut *scratch,
+                };
+                gathered.run(output, pixels);
+                at_end = !at_end;
+            }
+        }
+        len = outputs;
+        zero_point = layer.output.zero_point();
+        observer.layer_finished(index);
+    }
+    Ok(())
+}
+
+/// One dense layer over the widened inputs in `scratch`: hidden outputs into `out`, the last
+/// layer's into `pixels`.
+#[inline(always)]
+fn run_dense(layer: &crate::format::Layer<'_>, scratch: &[i16], out: &mut [i8], pixels: &mut [u8]) {
+    let (format, weights, channels, inputs) = (
+        layer.weight_format,
+        layer.weights,
+        layer.channels,
+        layer.inputs,
+    );
+    match layer.output {
+        LayerOutput::LeakyRelu {
+            zero_point,
+            negative_slope_q31,
+        } => {
+            let mut out = out.iter_mut();
+            dense(format, weights, channels, inputs, scratch, |params, acc| {
+                if let Some(slot) = out.next() {
+                    *slot = leaky_relu_requant(acc, params, negative_slope_q31, zero_point);
+                }
+            });
+        }
+        LayerOutput::Linear { zero_point } => {
+            let mut out = out.iter_mut();
+            dense(format, weights, channels, inputs, scratch, |params, acc| {
+                if let Some(slot) = out.next() {
+                    *slot = linear_requant(acc, params, zero_point);
+                }
+            });
+        }
+        LayerOutput::TanhPixels { lut } => {
+            let mut out = pixels.iter_mut();
+            dense(format, weights, channels, inputs, scratch, |params, acc| {
+                if let Some(slot) = out.next() {
+                    *slot = tanh_pixel(acc, params, lut);
+                }
+            });
+        }
+    }
+}
+
+/// One convolution's inputs: the layer, its input tensor and the code of its zero.
+struct ConvRun<'r, 'a> {
+    geometry: &'r crate::conv::ConvGeometry,
+    layer: &'r crate::format::Layer<'a>,
+    input: &'r [i8],
+    zero_point: i8,
+    scratch: &'r mut [i16],
+}
+
+impl ConvRun<'_, '_> {
+    /// Runs the convolution: hidden outputs into `out`, the last layer's into `pixels`.
+    fn run(&mut self, out: &mut [i8], pixels: &mut [u8]) {
+        let layer = self.layer;
+        let mut convolve = |emit: &mut dyn FnMut(usize, crate::format::ChannelRequant, i32)| {
+            conv(
+                self.geometry,
+                layer,
+                self.input,
+                self.zero_point,
+                self.scratch,
+                emit,
+            )
+        };
         match layer.output {
             LayerOutput::LeakyRelu {
                 zero_point,
                 negative_slope_q31,
-            } => {
-                let mut out = narrow.iter_mut();
-                dense(
-                    layer.weight_format,
-                    layer.weights,
-                    layer.channels,
-                    layer.inputs,
-                    inputs,
-                    |params, acc| {
-                        if let Some(slot) = out.next() {
-                            *slot = leaky_relu_requant(acc, params, negative_slope_q31, zero_point);
-                        }
-                    },
-                );
-                width = layer.outputs.min(capacity);
-            }
-            LayerOutput::TanhPixels { lut } => {
-                let mut out = pixels.iter_mut();
-                dense(
-                    layer.weight_format,
-                    layer.weights,
-                    layer.channels,
-                    layer.inputs,
-                    inputs,
-                    |params, acc| {
-                        if let Some(slot) = out.next() {
-                            *slot = tanh_pixel(acc, params, lut);
-                        }
-                    },
-                );
-            }
+            } => convolve(&mut |at, params, acc| {
+                if let Some(slot) = out.get_mut(at) {
+                    *slot = leaky_relu_requant(acc, params, negative_slope_q31, zero_point);
+                }
+            }),
+            LayerOutput::Linear { zero_point } => convolve(&mut |at, params, acc| {
+                if let Some(slot) = out.get_mut(at) {
+                    *slot = linear_requant(acc, params, zero_point);
+                }
+            }),
+            LayerOutput::TanhPixels { lut } => convolve(&mut |at, params, acc| {
+                if let Some(slot) = pixels.get_mut(at) {
+                    *slot = tanh_pixel(acc, params, lut);
+                }
+            }),
         }
-        observer.layer_finished(index);
     }
-    Ok(())
 }

@@ -5,7 +5,8 @@
 //! hand-scheduled assembly ([`crate::dsp`]); integer sums do not depend on their order, so both
 //! give the same accumulators, and the QEMU tests check that they do.
 
-use crate::format::{ChannelParams, ChannelRequant, CHANNEL_RECORD_LEN};
+use crate::conv::ConvGeometry;
+use crate::format::{padded, ChannelParams, ChannelRequant, Layer, CHANNEL_RECORD_LEN};
 use crate::layout::{WeightFormat, COL_BLOCK, ROW_BLOCK};
 
 /// `Σ w·x` over one row of row-major `i8` weights (stored as raw bytes).
@@ -187,6 +188,106 @@ pub fn leaky_relu_requant(
     };
     let value = factor.apply(acc).saturating_add(i32::from(zero_point));
     value.clamp(i32::from(i8::MIN), i32::from(i8::MAX)) as i8
+}
+
+/// No activation: `zero_point + round(acc · M)`, saturated to `i8`.
+#[inline]
+pub fn linear_requant(acc: i32, params: ChannelRequant, zero_point: i8) -> i8 {
+    let value = params
+        .requant
+        .apply(acc)
+        .saturating_add(i32::from(zero_point));
+    value.clamp(i32::from(i8::MIN), i32::from(i8::MAX)) as i8
+}
+
+/// A phased convolution (see [`crate::conv`]) of `layer` over `input`, a channels-last int8
+/// tensor whose real zero is the code `zero_point`: for each output pixel the patch is
+/// gathered into `scratch` (widened to `i16`; taps outside the input read `zero_point`, so the
+/// bias, which has the zero point folded in, stays exact at the borders) and multiplied like a
+/// dense layer's input. `emit(at, params, acc)` receives every output entry, `at` being its
+/// channels-last index `(row · width + column) · channels + channel`.
+///
+/// `scratch` must hold the widest phase's patch rounded up to a column block
+/// ([`crate::format::Model::scratch_len`]); the model validator guarantees the rest.
+pub fn conv(
+    geometry: &ConvGeometry,
+    layer: &Layer<'_>,
+    input: &[i8],
+    zero_point: i8,
+    scratch: &mut [i16],
+    emit: &mut dyn FnMut(usize, ChannelRequant, i32),
+) {
+    let in_channels = usize::from(geometry.input.channels);
+    let (in_height, in_width) = (
+        isize::from(geometry.input.height as i16),
+        usize::from(geometry.input.width),
+    );
+    let out_channels = usize::from(geometry.output.channels);
+    let out_width = usize::from(geometry.output.width);
+    let (row_phases, col_phases) = (geometry.rows.phases(), geometry.cols.phases());
+    let [stride_y, stride_x] = geometry.stride.map(usize::from);
+    let pad = i16::from(zero_point);
+    let mut weights = layer.weights;
+    let mut records = layer.channels.bytes();
+    for (py, px) in geometry.phases() {
+        let patch_len = geometry.patch_len(py, px);
+        let matrix_len = layer.weight_format.stored_len(patch_len, out_channels);
+        let (Some((matrix, rest)), Some((phase_records, other_records))) = (
+            weights.split_at_checked(matrix_len),
+            records.split_at_checked(out_channels * CHANNEL_RECORD_LEN),
+        ) else {
+            return;
+        };
+        weights = rest;
+        records = other_records;
+        let Some(patch) = scratch.get_mut(..padded(patch_len, COL_BLOCK)) else {
+            return;
+        };
+        patch[patch_len..].fill(0);
+        let (taps_y, taps_x) = (geometry.rows.of(py), geometry.cols.of(px));
+        let (rows, cols) = geometry.phase_grid(py, px);
+        for my in 0..rows {
+            let out_row = (my * row_phases + py) * out_width;
+            for mx in 0..cols {
+                let mut at = 0;
+                for &dy in taps_y {
+                    let y = (my * stride_y) as isize + isize::from(dy);
+                    for &dx in taps_x {
+                        let x = (mx * stride_x) as isize + isize::from(dx);
+                        let Some(slots) = patch.get_mut(at..at + in_channels) else {
+                            return;
+                        };
+                        let inside =
+                            (0..in_height).contains(&y) && (0..in_width as isize).contains(&x);
+                        let from = (y as usize * in_width + x as usize) * in_channels;
+                        match input.get(from..from + in_channels) {
+                            Some(values) if inside => {
+                                for (slot, &value) in slots.iter_mut().zip(values) {
+                                    *slot = i16::from(value);
+                                }
+                            }
+                            _ => slots.fill(pad),
+                        }
+                        at += in_channels;
+                    }
+                }
+                let base = (out_row + mx * col_phases + px) * out_channels;
+                let mut channel = 0;
+                let params = ChannelParams::from_bytes(phase_records);
+                dense(
+                    layer.weight_format,
+                    matrix,
+                    params,
+                    patch_len,
+                    patch,
+                    |params, acc| {
+                        emit(base + channel, params, acc);
+                        channel += 1;
+                    },
+                );
+            }
+        }
+    }
 }
 
 /// Tanh and pixel mapping: the requantized accumulator indexes the lookup table, clamped to its

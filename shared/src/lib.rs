@@ -7,14 +7,14 @@
 //!
 //! The crate is `#![no_std]` and needs no allocator to read or run a model: [`Model::parse`]
 //! borrows the blob (which lives in flash on a microcontroller) and inference works in two
-//! fixed stack buffers ([`generate_in`]: the firmware sizes them from the model it embeds;
-//! [`generate`] uses [`format::MAX_WIDTH`]). Writing blobs (the host's quantizer) needs the
-//! `alloc` feature.
+//! buffers the caller lends ([`generate_in`]: stack buffers the firmware sizes from the model
+//! it embeds; with the `alloc` feature, `generate` allocates them for each model). Writing
+//! blobs (the host's quantizer) needs the `alloc` feature too.
 //!
 //! ```text
 //!  seed ──► SplitMix64 ──► Gaussian CDF table ──► int8 latent z (scale 1/32)
 //!  class ──► class table row (conditional models) ──┐
-//!        ──► [int8/int4 dense + LeakyReLU] x4 ──► int8/int4 dense ──► tanh LUT ──► u8 pixels
+//!        ──► [int8/int4 dense or convolution + LeakyReLU or none] ──► ... ──► tanh LUT ──► u8 pixels
 //! ```
 //!
 //! Features: `alloc` (encoding), `defmt` (firmware logs), `dsp` (Cortex-M DSP-extension
@@ -28,6 +28,7 @@
 extern crate alloc;
 
 pub mod checksum;
+pub mod conv;
 #[cfg(mcugan_dsp_kernels)]
 pub mod dsp;
 #[cfg(feature = "alloc")]
@@ -41,8 +42,10 @@ pub mod requant;
 pub mod stream;
 
 pub use format::{FormatError, ImageShape, Layer, LayerOutput, Model};
+#[cfg(feature = "alloc")]
+pub use infer::{generate, generate_observed, generate_request, generate_walk_frame};
 pub use infer::{
-    generate, generate_in, generate_observed, generate_request, generate_walk_frame,
-    generate_walk_frame_in, ImageRequest, InferenceError, LayerObserver, Walk,
+    generate_in, generate_walk_frame_in, generate_walk_frame_with, generate_with, ImageRequest,
+    InferenceError, LayerObserver, Walk, Workspace,
 };
 pub use requant::Requant;

@@ -57,8 +57,9 @@ fn model_blob_as(
     let last = widths.len() - 2;
     let layers: Vec<LayerSpec> = (0..=last)
         .map(|l| LayerSpec {
-            inputs: widths[l],
-            outputs: widths[l + 1],
+            inputs: u32::from(widths[l]),
+            outputs: u32::from(widths[l + 1]),
+            conv: None,
             weights: &weights[l],
             weight_format: format,
             channels: &channels[l],
@@ -196,6 +197,7 @@ fn weights_outside_the_format_do_not_encode() {
     let layers = [LayerSpec {
         inputs: 2,
         outputs: 2,
+        conv: None,
         weights: &weights,
         weight_format: WeightFormat::I4Blocked,
         channels: &[channel; 2],
@@ -504,8 +506,9 @@ fn encode_one_layer(
     let channels = vec![channel; usize::from(outputs)];
     let lut = [0u8; 2];
     let layers = [LayerSpec {
-        inputs: latent,
-        outputs,
+        inputs: u32::from(latent),
+        outputs: u32::from(outputs),
+        conv: None,
         weights: &weights,
         weight_format: WeightFormat::I8RowMajor,
         channels: &channels,
@@ -550,14 +553,10 @@ fn an_inconsistent_spec_does_not_encode() {
 
 #[test]
 fn widths_beyond_the_buffers_are_rejected() {
-    let wide = ImageShape {
-        width: (MAX_WIDTH + 1) as u16,
-        height: 1,
-        channels: 1,
-    };
+    // Dense inputs (a row of weights the kernels read at once) at most MAX_WIDTH.
     assert!(matches!(
-        encode_one_layer(2, (MAX_WIDTH + 1) as u16, wide, 0),
-        Err(EncodeError::Invalid(FormatError::BadWidth { layer: 0, .. }))
+        encode_one_layer((MAX_WIDTH + 1) as u16, 4, square(2), 0),
+        Err(EncodeError::BadWidth { layer: 0, .. })
     ));
 }
 
@@ -702,8 +701,9 @@ proptest! {
         let format = if int4 { WeightFormat::I4Blocked } else { WeightFormat::I8Blocked };
         let lut = [0u8; 2];
         let layers = [LayerSpec {
-            inputs: inputs as u16,
-            outputs: outputs as u16,
+            inputs: inputs as u32,
+            outputs: outputs as u32,
+            conv: None,
             weights: &weights,
             weight_format: format,
             channels: &channels,
@@ -797,6 +797,7 @@ pub fn heavy_rows_blob() -> Vec<u8> {
     let layers = [LayerSpec {
         inputs: 1024,
         outputs: 4,
+        conv: None,
         weights: &weights,
         weight_format: WeightFormat::I8Blocked,
         channels: &[channel; 4],
@@ -887,19 +888,19 @@ fn an_image_whose_pixel_count_overflows_32_bits_is_refused() {
 
 #[test]
 fn images_beyond_the_pixel_bound_or_empty_are_refused() {
-    // One channel more than the last layer's 4,096 outputs can fill.
+    // One channel more than 64x64 RGB.
     let too_large = ImageShape {
         width: 64,
         height: 64,
-        channels: 2,
+        channels: 4,
     };
     assert_eq!(
-        encode_one_layer(4, MAX_WIDTH as u16, too_large, 0).err(),
+        encode_one_layer(4, 4 * 4096, too_large, 0).err(),
         Some(EncodeError::Invalid(FormatError::BadImageSize {
             width: 64,
             height: 64,
-            channels: 2,
-            pixels: 8192,
+            channels: 4,
+            pixels: 16384,
         }))
     );
     let empty = ImageShape {
@@ -914,9 +915,18 @@ fn images_beyond_the_pixel_bound_or_empty_are_refused() {
             ..
         }))
     ));
-    // The largest image the format holds.
-    assert!(encode_one_layer(4, MAX_WIDTH as u16, square(64), 0).is_ok());
-    assert_eq!(MAX_IMAGE_PIXELS, MAX_WIDTH);
+    // The largest image the format holds: 64x64 RGB, from one dense layer (format version 5,
+    // since its 12,288 outputs are more than versions 3 and 4 hold).
+    let rgb = ImageShape {
+        width: 64,
+        height: 64,
+        channels: 3,
+    };
+    let blob = encode_one_layer(4, 3 * 4096, rgb, 0).unwrap();
+    assert_eq!(blob[4], 5, "format version");
+    assert_eq!(MAX_IMAGE_PIXELS, 3 * 4096);
+    // A 64x64 grayscale model stays version 3.
+    assert_eq!(encode_one_layer(4, 4096, square(64), 0).unwrap()[4], 3);
 }
 
 proptest! {
@@ -946,15 +956,23 @@ fn activation_buffers_must_hold_the_widest_layer_input() {
     use mcugan_shared::{generate_in, ImageRequest, InferenceError};
     let blob = small_blob(); // 8 -> 12 -> 16
     let model = Model::parse(&blob).unwrap();
-    assert_eq!(model.activation_width(), 16); // 12 rounded up to a column block
+    assert_eq!(model.arena_len(), 12); // the widest hidden tensor
+    assert_eq!(model.scratch_len(), 16); // 12 inputs rounded up to a column block
     let mut want = vec![0u8; 16];
     generate(&model, 3, &mut want).unwrap();
     let mut got = vec![0u8; 16];
-    generate_in::<16>(&model, ImageRequest::seed(3), &mut got, &mut ()).unwrap();
+    generate_in::<12, 16>(&model, ImageRequest::seed(3), &mut got, &mut ()).unwrap();
     assert_eq!(got, want);
     assert_eq!(
-        generate_in::<8>(&model, ImageRequest::seed(3), &mut got, &mut ()),
+        generate_in::<8, 16>(&model, ImageRequest::seed(3), &mut got, &mut ()),
         Err(InferenceError::ActivationBuffers {
+            needed: 12,
+            capacity: 8
+        })
+    );
+    assert_eq!(
+        generate_in::<12, 8>(&model, ImageRequest::seed(3), &mut got, &mut ()),
+        Err(InferenceError::ScratchBuffer {
             needed: 16,
             capacity: 8
         })
@@ -968,14 +986,14 @@ fn hidden_layers_up_to_max_width_run() {
     use mcugan_shared::{generate_in, ImageRequest, InferenceError};
     let blob = model_blob(&[8, 2048, 16], square(4), 5);
     let model = Model::parse(&blob).unwrap();
-    assert_eq!(model.activation_width(), 2048);
+    assert_eq!((model.arena_len(), model.scratch_len()), (2048, 2048));
     let mut pixels = vec![0u8; 16];
     generate(&model, 1, &mut pixels).unwrap();
     let mut again = vec![0u8; 16];
-    generate_in::<2048>(&model, ImageRequest::seed(1), &mut again, &mut ()).unwrap();
+    generate_in::<2048, 2048>(&model, ImageRequest::seed(1), &mut again, &mut ()).unwrap();
     assert_eq!(pixels, again);
     assert!(matches!(
-        generate_in::<1024>(&model, ImageRequest::seed(1), &mut again, &mut ()),
+        generate_in::<1024, 2048>(&model, ImageRequest::seed(1), &mut again, &mut ()),
         Err(InferenceError::ActivationBuffers { needed: 2048, .. })
     ));
 }

@@ -272,6 +272,7 @@ fn the_dsp_kernel_is_exact_at_the_edge_of_its_shifted_sums() {
         LayerSpec {
             inputs: 1024,
             outputs: 1024,
+            conv: None,
             weights: &zeros,
             weight_format: WeightFormat::I8Blocked,
             channels: &vec![saturate; 1024],
@@ -283,6 +284,7 @@ fn the_dsp_kernel_is_exact_at_the_edge_of_its_shifted_sums() {
         LayerSpec {
             inputs: 1024,
             outputs: 4,
+            conv: None,
             weights: &heavy,
             weight_format: WeightFormat::I8Blocked,
             channels: &[to_lut; 4],

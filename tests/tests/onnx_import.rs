@@ -82,7 +82,7 @@ fn a_64x64_imported_model_runs_under_qemu_in_buffers_sized_for_it() {
     let quantized = quantize(&float, &options("onnx-wide-64x64")).unwrap();
     let model = Model::parse(&quantized.blob).unwrap();
     assert_eq!((model.image().width, model.image().height), (64, 64));
-    assert_eq!(model.activation_width(), 64);
+    assert_eq!((model.arena_len(), model.scratch_len()), (64, 64));
     let blob_path = work.path().join("wide.mcg");
     std::fs::write(&blob_path, &quantized.blob).unwrap();
     let elf = build_firmware(&blob_path, &work.path().join("fw.elf")).unwrap();

@@ -121,8 +121,9 @@ pub enum Advance {
 /// 2, … — a new image each time `next()` returns (a button press or a timeout, see
 /// [`Advance`]). A conditional model starts at class 0 and cycles through its classes on
 /// presses. With the `display` feature, a new seed arrives on the screen as a latent walk
-/// from the previous one ([`WALK_FRAMES`] frames). `A` and `P` size the RAM buffers, as for [`crate::run`].
-pub fn serve<S: Screen, const A: usize, const P: usize>(
+/// from the previous one ([`WALK_FRAMES`] frames). `A`, `R` and `P` size the RAM buffers, as
+/// for [`crate::run`].
+pub fn serve<S: Screen, const A: usize, const R: usize, const P: usize>(
     blob: &[u8],
     board: &mut CycleCountedBoard<S>,
     mut next: impl FnMut(&mut CycleCountedBoard<S>) -> Advance,
@@ -138,7 +139,7 @@ pub fn serve<S: Screen, const A: usize, const P: usize>(
     let (mut seed, mut class) = (0u32, 0u32);
     loop {
         let asked = (classes > 0).then_some(class as u16);
-        if let Err(err) = draw::<A>(&model, request_for(&model, seed, asked), pixels, board) {
+        if let Err(err) = draw::<A, R>(&model, request_for(&model, seed, asked), pixels, board) {
             defmt::error!("drawing failed: {}", err);
             halt();
         }
@@ -146,7 +147,7 @@ pub fn serve<S: Screen, const A: usize, const P: usize>(
             (Advance::Class, 1..) => class = (class + 1) % classes,
             _ => {
                 #[cfg(feature = "display")]
-                animate_walk::<S, A>(&model, seed, asked, pixels, board);
+                animate_walk::<S, A, R>(&model, seed, asked, pixels, board);
                 seed = seed.wrapping_add(1);
             }
         }
@@ -160,7 +161,7 @@ pub const WALK_FRAMES: u32 = 8;
 /// Shows the latent walk from `seed`'s image to the next seed's on the screen (the frames
 /// between the two; the next image itself is drawn as usual): one digit morphs into the next.
 #[cfg(feature = "display")]
-fn animate_walk<S: Screen, const A: usize>(
+fn animate_walk<S: Screen, const A: usize, const R: usize>(
     model: &mcugan_shared::Model<'_>,
     seed: u32,
     class: Option<u16>,
@@ -174,7 +175,7 @@ fn animate_walk<S: Screen, const A: usize>(
     };
     for frame in 1..WALK_FRAMES - 1 {
         let drawn =
-            mcugan_shared::generate_walk_frame_in::<A>(model, &walk, frame, pixels, &mut ());
+            mcugan_shared::generate_walk_frame_in::<A, R>(model, &walk, frame, pixels, &mut ());
         match drawn {
             Ok(()) => board.screen.show(pixels, board.image_width),
             Err(err) => {

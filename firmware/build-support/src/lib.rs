@@ -74,14 +74,16 @@ pub fn embed_model_in(default: &str, section: Option<&str>) {
         Some(section) => format!("#[link_section = {section:?}]\n"),
         None => String::new(),
     };
-    let (activation_width, image_pixels) = buffer_sizes(&model);
+    let (arena_len, scratch_len, image_pixels) = buffer_sizes(&model);
     let source = format!(
         "/// The model blob, in flash, 16-byte aligned.\n\
          {placement}\
          #[used]\n\
          pub static MODEL: mcugan_firmware_app::Aligned<[u8; {len}]> = mcugan_firmware_app::Aligned(*include_bytes!({path:?}));\n\
-         /// Entries of each activation buffer the embedded model needs.\n\
-         pub const ACTIVATION_WIDTH: usize = {activation_width};\n\
+         /// Bytes of the activation arena the embedded model needs.\n\
+         pub const ARENA_LEN: usize = {arena_len};\n\
+         /// Entries (`i16`) of the scratch row the embedded model needs.\n\
+         pub const SCRATCH_LEN: usize = {scratch_len};\n\
          /// Bytes of one image of the embedded model.\n\
          pub const IMAGE_PIXELS: usize = {image_pixels};\n",
         path = model.display().to_string(),
@@ -92,17 +94,18 @@ pub fn embed_model_in(default: &str, section: Option<&str>) {
     }
 }
 
-/// The activation-buffer width and image size of the blob at `model`, so that the firmware's
-/// RAM fits the model it embeds (a 64x64 generator needs 4,096-entry buffers, the digits model
-/// 1,024). A blob that does not parse gets the smallest buffers: the firmware refuses it at
-/// start-up anyway, with the error logged (the tests build such firmware on purpose).
-fn buffer_sizes(model: &Path) -> (usize, usize) {
-    const FOR_A_BAD_BLOB: (usize, usize) = (8, 1);
+/// The arena, scratch-row and image sizes of the blob at `model`, so that the firmware's RAM
+/// fits the model it embeds (the digits model: a 1,024-byte arena and a 1,024-entry scratch
+/// row; a convolutional generator: its largest input and output tensors side by side). A
+/// blob that does not parse gets the smallest buffers: the firmware refuses it at start-up
+/// anyway, with the error logged (the tests build such firmware on purpose).
+fn buffer_sizes(model: &Path) -> (usize, usize, usize) {
+    const FOR_A_BAD_BLOB: (usize, usize, usize) = (8, 8, 1);
     let Ok(bytes) = fs::read(model) else {
         return FOR_A_BAD_BLOB;
     };
     let sizes = match mcugan_shared::Model::parse(&bytes) {
-        Ok(parsed) => (parsed.activation_width(), parsed.pixel_count()),
+        Ok(parsed) => (parsed.arena_len(), parsed.scratch_len(), parsed.pixel_count()),
         Err(_) => FOR_A_BAD_BLOB,
     };
     sizes

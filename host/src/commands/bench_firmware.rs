@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use mcugan::overwrite::{refuse_input, refuse_other_kind, FileKind};
+use mcugan::overwrite::{FileKind, OutputCheck};
 use mcugan_device_tools::firmware::{self, QemuOptions};
 
 use super::common::*;
@@ -44,8 +44,10 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
         "one firmware run (the firmware's seed list)",
     )?;
     if let Some(path) = &json {
-        refuse_input(path, "--json", &[(&elf, "ELF"), (&model, "--model")])?;
-        refuse_other_kind(path, "--json", FileKind::Text, force)?;
+        OutputCheck::new(force)
+            .input(&elf, "ELF")
+            .input(&model, "--model")
+            .output(path, "--json", FileKind::Text)?;
     }
     let options = QemuOptions::with_timeout(timeout);
     let bench = mcugan::bench::bench_firmware(&elf, &model, &seeds, &options)?;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use mcugan::overwrite::{refuse_existing, refuse_other_kind, FileKind};
+use mcugan::overwrite::{refuse_existing, FileKind, OutputCheck};
 
 use super::Global;
 
@@ -39,7 +39,9 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
         quiet,
     } = args;
     refuse_existing(&out, "--out", "a classifier", force)?;
-    refuse_other_kind(&out, "--out", FileKind::Safetensors, force)?;
+    OutputCheck::new(force)
+        .input(&data, "--data")
+        .output(&out, "--out", FileKind::Safetensors)?;
     let train_split =
         mcugan_model_tools::data::load_split(&data, mcugan_model_tools::data::Split::Train)?;
     let test_split =

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use mcugan::generator_file;
-use mcugan::overwrite::{refuse_input, refuse_other_kind, FileKind};
+use mcugan::overwrite::{FileKind, OutputCheck};
 use mcugan_device_tools::firmware::{self, QemuOptions};
 use mcugan_model_tools::picture::{self, GridLayout};
 use mcugan_model_tools::simulate;
@@ -227,6 +227,22 @@ pub(super) fn asked_classes(seeds: &[u32], classes: Option<usize>) -> Option<Vec
 
 pub(super) fn eval_command(args: EvalArgs) -> Result<()> {
     use mcugan_model_tools::eval::{markdown_table, Evaluator};
+    let mut outputs = OutputCheck::new(args.force);
+    for source in &args.sources {
+        outputs.input(source, "source");
+    }
+    outputs
+        .input(&args.classifier, "--classifier")
+        .input(&args.data, "--data");
+    for (output, flag, kind) in [
+        (&args.markdown, "--markdown", FileKind::Text),
+        (&args.json, "--json", FileKind::Text),
+        (&args.png, "--png", FileKind::Png),
+    ] {
+        if let Some(output) = output {
+            outputs.output(output, flag, kind)?;
+        }
+    }
     let classifier = mcugan_train::classifier::Classifier::load(&args.classifier)?;
     let test =
         mcugan_model_tools::data::load_split(&args.data, mcugan_model_tools::data::Split::Test)
@@ -248,25 +264,6 @@ pub(super) fn eval_command(args: EvalArgs) -> Result<()> {
             "--images {n} is more than eval draws ({MAX_EVAL_IMAGES}: the images and their \
              features are held in memory, and FID changes little beyond 10,000)"
         );
-    }
-    let inputs: Vec<(&Path, &str)> = args
-        .sources
-        .iter()
-        .map(|p| (p.as_path(), "source"))
-        .chain([
-            (args.classifier.as_path(), "--classifier"),
-            (args.data.as_path(), "--data"),
-        ])
-        .collect();
-    for (output, flag, kind) in [
-        (&args.markdown, "--markdown", FileKind::Text),
-        (&args.json, "--json", FileKind::Text),
-        (&args.png, "--png", FileKind::Png),
-    ] {
-        if let Some(output) = output {
-            refuse_input(output, flag, &inputs)?;
-            refuse_other_kind(output, flag, kind, args.force)?;
-        }
     }
     let seeds: Vec<u32> = (0..n as u32).collect();
     let evaluator = Evaluator::new(classifier, &test.pixels)?;

@@ -50,17 +50,24 @@ pub fn run(args: Args, _global: &Global) -> Result<()> {
             mcugan_shared::LayerOutput::LeakyRelu { zero_point, .. } => {
                 format!("LeakyReLU -> int8 (zero point {zero_point})")
             }
+            mcugan_shared::LayerOutput::Linear { zero_point } => {
+                format!("no activation -> int8 (zero point {zero_point})")
+            }
             mcugan_shared::LayerOutput::TanhPixels { lut } => {
                 format!("pixel lookup table -> u8 ({} entries)", lut.len())
             }
         };
         println!(
-            "  layer {i}: {:4} -> {:4}, {:?} weights ({} bytes), {stage}",
-            layer.inputs,
-            layer.outputs,
+            "  layer {i}: {}, {:?} weights ({} bytes), {stage}",
+            mcugan::bench::layer_shape(layer),
             layer.weight_format,
             layer.weights.len()
         );
     }
+    println!(
+        "RAM for inference: an activation arena of {} B and a scratch row of {} B",
+        parsed.arena_len(),
+        2 * parsed.scratch_len()
+    );
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use mcugan::overwrite::{refuse_input, refuse_other_kind, FileKind};
+use mcugan::overwrite::{FileKind, OutputCheck};
 use mcugan_device_tools::firmware::{self, QemuOptions};
 use mcugan_model_tools::image_files::{ImageFolder, ImageFormat};
 use mcugan_model_tools::simulate;
@@ -89,16 +89,16 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
             .collect(),
     };
     let requests: Vec<(u32, Option<u16>)> = asked.iter().map(|r| (r.seed, r.class)).collect();
-    let mut inputs = vec![(elf.as_path(), "ELF")];
+    let mut outputs = OutputCheck::new(force);
+    outputs.input(&elf, "ELF");
     if let Some(model) = &check {
-        inputs.push((model.as_path(), "--check"));
+        outputs.input(model, "--check");
     }
     if let Some(png) = &png {
-        refuse_input(png, "--png", &inputs)?;
-        refuse_other_kind(png, "--png", FileKind::Png, force)?;
+        outputs.output(png, "--png", FileKind::Png)?;
     }
     if let Some(dir) = &out_dir {
-        refuse_input(dir, "--out-dir", &inputs)?;
+        outputs.output_dir(dir, "--out-dir")?;
     }
     let options = QemuOptions::with_timeout(timeout);
     let run = firmware::run_qemu_requests(&elf, &requests, &options)?;
@@ -233,13 +233,13 @@ pub(super) fn qemu_walk_command(
     timeout: u64,
     force: bool,
 ) -> Result<()> {
-    let mut inputs = vec![(elf, "ELF")];
+    let mut outputs = OutputCheck::new(force);
+    outputs.input(elf, "ELF");
     if let Some(model) = &check {
-        inputs.push((model.as_path(), "--check"));
+        outputs.input(model, "--check");
     }
     if let Some(png) = &png {
-        refuse_input(png, "--png", &inputs)?;
-        refuse_other_kind(png, "--png", FileKind::Png, force)?;
+        outputs.output(png, "--png", FileKind::Png)?;
     }
     let checked = match &check {
         Some(path) => {

@@ -1,10 +1,10 @@
 //! `mcugan quantize`: a float generator into the int8 (or int4) model blob, with its float-vs-int8 PSNR.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use mcugan::generator_file;
-use mcugan::overwrite::{refuse_input, refuse_other_kind, FileKind};
+use mcugan::overwrite::{FileKind, OutputCheck};
 use mcugan_model_tools::quantize::{self, QuantizeOptions};
 use mcugan_model_tools::simulate;
 
@@ -54,8 +54,15 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
         row_major,
         no_bias_correction,
     } = args;
-    refuse_input(&out, "--out", &[(&generator, "--generator")])?;
-    refuse_other_kind(&out, "--out", FileKind::ModelBlob, force)?;
+    let mut outputs = OutputCheck::new(force);
+    outputs.input(&generator, "--generator");
+    if generator.extension().is_some_and(|e| e == "onnx") {
+        // The weights PyTorch's default exporter writes beside the graph.
+        let mut data = generator.clone().into_os_string();
+        data.push(".data");
+        outputs.input(Path::new(&data), "--generator (its external data)");
+    }
+    outputs.output(&out, "--out", FileKind::ModelBlob)?;
     let seeds = parse_seeds(&psnr_seeds, MAX_LISTED_SEEDS, "--psnr-seeds")?;
     let float = generator_file::load_float_generator(&generator)?;
     let options = QuantizeOptions {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use mcugan::overwrite::{refuse_input, refuse_other_kind, FileKind};
+use mcugan::overwrite::{FileKind, OutputCheck};
 use mcugan::{generator_file, report};
 use mcugan_device_tools::firmware::{self, QemuOptions};
 use mcugan_shared::Model;
@@ -53,16 +53,21 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
         out,
         png,
     } = args;
-    let inputs = [
-        (generator.as_path(), "--generator"),
-        (model.as_path(), "--model"),
-        (elf.as_path(), "--elf"),
-    ];
-    refuse_input(&out, "--out", &inputs)?;
-    refuse_input(&png, "--png", &inputs)?;
-    refuse_input(&out.with_extension("json"), "--out (its .json)", &inputs)?;
-    refuse_other_kind(&png, "--png", FileKind::Png, force)?;
-    refuse_other_kind(&out, "--out", FileKind::Text, force)?;
+    let mut outputs = OutputCheck::new(force);
+    outputs
+        .input(&generator, "--generator")
+        .input(&model, "--model")
+        .input(&elf, "--elf");
+    if let Some(summary) = &train_summary {
+        outputs.input(summary, "--train-summary");
+    }
+    outputs.output(&out, "--out", FileKind::Text)?;
+    outputs.output(
+        &out.with_extension("json"),
+        "--out (its .json beside it)",
+        FileKind::Text,
+    )?;
+    outputs.output(&png, "--png", FileKind::Png)?;
     let float = generator_file::load_float_generator(&generator)?;
     let blob = read(&model)?;
     let training = match train_summary {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use mcugan::overwrite::{refuse_input, refuse_other_kind, FileKind};
+use mcugan::overwrite::{FileKind, OutputCheck};
 use mcugan_model_tools::image_files::{ImageFolder, ImageFormat};
 use mcugan_model_tools::picture::{self, GridLayout};
 use mcugan_model_tools::seeds::Seeds;
@@ -73,9 +73,11 @@ pub(super) fn simulate_walk_command(
     force: bool,
 ) -> Result<()> {
     let png = png.unwrap_or_else(|| PathBuf::from("walk.png"));
-    let inputs: Vec<(&Path, &str)> = models.iter().map(|m| (m.as_path(), "--model")).collect();
-    refuse_input(&png, "--png", &inputs)?;
-    refuse_other_kind(&png, "--png", FileKind::Png, force)?;
+    let mut outputs = OutputCheck::new(force);
+    for model in models {
+        outputs.input(model, "--model");
+    }
+    outputs.output(&png, "--png", FileKind::Png)?;
     let mut all = Vec::new();
     let mut shape = None;
     for path in models {
@@ -136,13 +138,15 @@ pub(super) fn simulate_command(
         (None, None) => Some(PathBuf::from("simulated.png")),
         _ => png,
     };
-    let inputs: Vec<(&Path, &str)> = models.iter().map(|m| (m.as_path(), "--model")).collect();
+    let mut outputs = OutputCheck::new(force);
+    for model in models {
+        outputs.input(model, "--model");
+    }
     if let Some(png) = &png {
-        refuse_input(png, "--png", &inputs)?;
-        refuse_other_kind(png, "--png", FileKind::Png, force)?;
+        outputs.output(png, "--png", FileKind::Png)?;
     }
     if let Some(dir) = &out_dir {
-        refuse_input(dir, "--out-dir", &inputs)?;
+        outputs.output_dir(dir, "--out-dir")?;
     }
     let grid_seeds = match &png {
         Some(_) => Some(seeds.to_vec_at_most(

@@ -104,6 +104,9 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
     if args.epochs == Some(0) {
         bail!("--epochs must be at least 1");
     }
+    // Held until the run ends: a second `mcugan train --out` on this folder is refused
+    // instead of racing this one's writes.
+    let _lock = mcugan::overwrite::lock_run_dir(&args.out)?;
     let mut config = if args.resume {
         resumed_config(&args, global)?
     } else {
@@ -224,14 +227,18 @@ fn new_config(args: &Args, global: &Global) -> Result<TrainConfig> {
     Ok(config)
 }
 
-/// Ctrl-C asks the training run to save a checkpoint and stop; a second Ctrl-C exits at once
+/// Ctrl-C, SIGTERM and SIGHUP (what `timeout`, systemd, schedulers and `docker stop` send)
+/// ask the training run to save a checkpoint and stop; a second one exits at once
 /// (checkpoints are written atomically, so nothing half-written is left).
 fn install_interrupt_handler(stop: StopToken) {
     let installed = ctrlc::set_handler(move || {
         if stop.request() {
             std::process::exit(130);
         }
-        eprintln!("\nstopping after this batch and saving a checkpoint (Ctrl-C again to quit now)");
+        eprintln!(
+            "\ninterrupted: stopping after this batch and saving a checkpoint (Ctrl-C again to \
+             quit now)"
+        );
     });
     if let Err(e) = installed {
         eprintln!("warning: Ctrl-C will not save a checkpoint: {e}");

@@ -52,3 +52,64 @@ pub fn assert_success(output: &Output) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The `mcugan` binary run with `args` in the current directory (backtraces off, one thread).
+#[allow(dead_code)]
+pub fn mcugan(args: &[&str]) -> Output {
+    mcugan_in(Path::new("."), args)
+}
+
+/// [`mcugan`] in `dir`.
+#[allow(dead_code)]
+pub fn mcugan_in(dir: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mcugan"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_BACKTRACE", "0")
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .expect("the binary runs")
+}
+
+/// A command's standard error as text.
+#[allow(dead_code)]
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Requires a failure whose message contains every one of `words` and no Rust internals.
+#[allow(dead_code)]
+pub fn assert_refused(output: &Output, words: &[&str]) {
+    let text = stderr(output);
+    assert!(!output.status.success(), "exit 0; stderr:\n{text}");
+    for word in words {
+        assert!(text.contains(word), "no {word:?} in:\n{text}");
+    }
+    for internal in ["panicked", "Some(", "None", "RUST_BACKTRACE"] {
+        assert!(!text.contains(internal), "{internal:?} in:\n{text}");
+    }
+}
+
+/// A path in the repository.
+#[allow(dead_code)]
+pub fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// The shipped int8 digits blob.
+#[allow(dead_code)]
+pub fn shipped_blob() -> std::path::PathBuf {
+    repo("models/mnist-digits/generator-int8.mcg")
+}
+
+/// The shipped float digits generator.
+#[allow(dead_code)]
+pub fn shipped_generator() -> std::path::PathBuf {
+    repo("models/mnist-digits/generator.safetensors")
+}
+
+/// A path as `&str` (the tests' paths are UTF-8).
+#[allow(dead_code)]
+pub fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}

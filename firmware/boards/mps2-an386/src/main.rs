@@ -21,7 +21,7 @@ use defmt_semihosting as _;
 pub static __INTERRUPTS: [usize; 1] = [0];
 
 // `MODEL`: the blob named by MCUGAN_MODEL at build time (see build.rs), in the `.model` section;
-// `ACTIVATION_WIDTH`, `IMAGE_PIXELS`: the RAM buffers it needs.
+// `ARENA_LEN`, `SCRATCH_LEN`, `IMAGE_PIXELS`: the RAM buffers it needs.
 include!(concat!(env!("OUT_DIR"), "/model.rs"));
 
 #[entry]
@@ -29,10 +29,10 @@ fn main() -> ! {
     let (mut board, plan) = board::Mps2::take();
     let outcome = match plan {
         #[cfg(feature = "walk")]
-        board::Plan::Walk(walk) => mcugan_firmware_app::run_walk::<ACTIVATION_WIDTH, IMAGE_PIXELS>(
+        board::Plan::Walk(walk) => mcugan_firmware_app::run_walk::<ARENA_LEN, SCRATCH_LEN, IMAGE_PIXELS>(
             &MODEL.0, walk, &mut board,
         ),
-        board::Plan::Seeds(seeds) => mcugan_firmware_app::run::<ACTIVATION_WIDTH, IMAGE_PIXELS>(
+        board::Plan::Seeds(seeds) => mcugan_firmware_app::run::<ARENA_LEN, SCRATCH_LEN, IMAGE_PIXELS>(
             &MODEL.0,
             seeds.iter().flat_map(|run| run.requests()),
             &mut board,

@@ -47,7 +47,7 @@ fn main() -> ! {
 
     let mut board = CycleCountedBoard::new(&mut core.DCB, &mut core.DWT, CORE_HZ, screen);
     defmt::info!("nRF52840-DK: press button 1 for a new digit");
-    serve::<_, ACTIVATION_WIDTH, IMAGE_PIXELS>(&MODEL.0, &mut board, |board| {
+    serve::<_, ARENA_LEN, SCRATCH_LEN, IMAGE_PIXELS>(&MODEL.0, &mut board, |board| {
         // Wait for a press (or the timeout), then for the release: a press asks a
         // conditional model for the next class, the timeout for a new seed.
         if board.wait_until(AUTO_NEXT_MS, || button.is_low().unwrap_or(false)) {

@@ -55,7 +55,7 @@ fn main() -> ! {
         "Nucleo-F429ZI at {=u32} MHz: press the user button for a new digit",
         core_hz / 1_000_000
     );
-    serve::<_, ACTIVATION_WIDTH, IMAGE_PIXELS>(&MODEL.0, &mut board, |board| {
+    serve::<_, ARENA_LEN, SCRATCH_LEN, IMAGE_PIXELS>(&MODEL.0, &mut board, |board| {
         // Wait for a press (or the timeout), then for the release: a press asks a
         // conditional model for the next class, the timeout for a new seed.
         if board.wait_until(AUTO_NEXT_MS, || button.is_high()) {
