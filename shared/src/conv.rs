@@ -6,9 +6,10 @@
 //!
 //! - the output grid is split into `Py × Px` phases; phase `(py, px)` computes the output
 //!   pixels `(Py·my + py, Px·mx + px)`;
-//! - each phase has its own taps: input row offsets `dy` and column offsets `dx`; the output
-//!   pixel `(my, mx)` of the phase reads the input pixels `(sy·my + dy, sx·mx + dx)` (zero
-//!   outside the input) for every pair of taps, all input channels of each;
+//! - each phase has its own taps, a run of consecutive input row offsets `dy` and one of column
+//!   offsets `dx`; the output pixel `(my, mx)` of the phase reads the input pixels
+//!   `(sy·my + dy, sx·mx + dx)` (zero outside the input) for every pair of taps, all input
+//!   channels of each;
 //! - each phase has its own weight matrix, `C_out` rows of `taps_y · taps_x · C_in` columns in
 //!   the order (tap row, tap column, input channel): a dense layer over the gathered patch.
 //!
@@ -18,7 +19,9 @@
 //! multiplied. A nearest upsample by `u` before a convolution is `u × u` phases whose taps are
 //! the distinct input offsets the kernel reads through the upsample; kernel taps that read the
 //! same input pixel are summed into one weight, so the upsampled tensor never exists and the
-//! work falls to `(taps/u)²` of the kernel's. Tensors are stored channels last (`H × W × C`).
+//! work falls to `(taps/u)²` of the kernel's. In all three the offsets a phase reads are
+//! consecutive, so a phase stores only its first offset and their count. Tensors are stored
+//! channels last (`H × W × C`).
 
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
@@ -58,8 +61,25 @@ impl TensorShape {
     }
 }
 
+/// One phase's taps along one axis: the input offsets `first..first + count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct TapRun {
+    /// The first input offset.
+    pub first: i8,
+    /// How many consecutive offsets, `1..=MAX_TAPS`.
+    pub count: u8,
+}
+
+impl TapRun {
+    /// The run of `count` offsets from `first`.
+    pub const fn new(first: i8, count: u8) -> Self {
+        Self { first, count }
+    }
+}
+
 /// One axis' taps per phase, as the header stores them.
-pub type PhaseTaps = Vec<Vec<i8, MAX_TAPS>, MAX_PHASES>;
+pub type PhaseTaps = Vec<TapRun, MAX_PHASES>;
 
 /// A phased convolution's geometry as the header stores it (see the module comment).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,30 +110,27 @@ pub enum ConvProblem {
     PatchWidth,
 }
 
-/// One axis' taps per phase, validated, in fixed arrays.
+/// One axis' taps per phase, validated, in a fixed array.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Taps {
     phases: u8,
-    counts: [u8; MAX_PHASES],
-    offsets: [[i8; MAX_TAPS]; MAX_PHASES],
+    runs: [TapRun; MAX_PHASES],
 }
 
 impl Taps {
     fn from_header(stored: &PhaseTaps) -> Result<Self, ConvProblem> {
         let mut taps = Taps {
             phases: stored.len() as u8,
-            counts: [0; MAX_PHASES],
-            offsets: [[0; MAX_TAPS]; MAX_PHASES],
+            runs: [TapRun::new(0, 0); MAX_PHASES],
         };
         if stored.is_empty() {
             return Err(ConvProblem::Phases);
         }
-        for (phase, offsets) in stored.iter().enumerate() {
-            if offsets.is_empty() {
+        for (slot, run) in taps.runs.iter_mut().zip(stored) {
+            if !(1..=MAX_TAPS).contains(&usize::from(run.count)) {
                 return Err(ConvProblem::Phases);
             }
-            taps.counts[phase] = offsets.len() as u8;
-            taps.offsets[phase][..offsets.len()].copy_from_slice(offsets);
+            *slot = *run;
         }
         Ok(taps)
     }
@@ -123,12 +140,14 @@ impl Taps {
         usize::from(self.phases)
     }
 
-    /// The offsets of `phase`'s taps (empty beyond the phases).
-    pub fn of(&self, phase: usize) -> &[i8] {
-        match (self.offsets.get(phase), self.counts.get(phase)) {
-            (Some(offsets), Some(&count)) => &offsets[..usize::from(count)],
-            _ => &[],
-        }
+    /// The taps of `phase` (no taps beyond the phases).
+    pub fn of(&self, phase: usize) -> TapRun {
+        self.runs.get(phase).copied().unwrap_or(TapRun::new(0, 0))
+    }
+
+    /// Taps of `phase`.
+    pub fn count(&self, phase: usize) -> usize {
+        usize::from(self.of(phase).count)
     }
 }
 
@@ -189,7 +208,7 @@ impl ConvGeometry {
 
     /// Columns of phase `(py, px)`'s weight matrix: its taps times the input channels.
     pub fn patch_len(&self, py: usize, px: usize) -> usize {
-        self.rows.of(py).len() * self.cols.of(px).len() * usize::from(self.input.channels)
+        self.rows.count(py) * self.cols.count(px) * usize::from(self.input.channels)
     }
 
     /// The widest patch of any phase.

@@ -797,6 +797,7 @@ impl<'a> Model<'a> {
     /// Validates `blob` and borrows its arrays. Checks everything that [`crate::generate`]
     /// relies on, in the order magic, preamble, version, length, CRC, header, arrays, shapes,
     /// channel parameters. Never panics.
+    #[inline(never)]
     pub fn parse(blob: &'a [u8]) -> Result<Model<'a>, FormatError> {
         if blob.get(..MAGIC.len()) != Some(&MAGIC[..]) {
             return Err(FormatError::BadMagic);

@@ -2,7 +2,7 @@
 //! buffers.
 
 use crate::format::{padded, LayerOutput, Model, COL_BLOCK};
-use crate::kernels::{conv, dense, leaky_relu_requant, linear_requant, tanh_pixel};
+use crate::kernels::{conv, dense_into, Outputs};
 use crate::latent::{blend_code, gaussian_code, sample_latent, SplitMix64};
 
 /// Why [`generate`] could not run.
@@ -541,14 +541,8 @@ fn run(
                     let free = output.len();
                     (&*input, &mut output[free.saturating_sub(outputs)..])
                 };
-                let mut gathered = ConvRun {
-                    geometry,
-                    layer,
-                    input,
-                    zero_point,
-                    scratch: &mut *scratch,
-                };
-                gathered.run(output, pixels);
+                let mut outputs = outputs_of(layer, output, pixels);
+                conv(geometry, layer, input, zero_point, scratch, &mut outputs);
                 at_end = !at_end;
             }
         }
@@ -559,89 +553,42 @@ fn run(
     Ok(())
 }
 
-/// One dense layer over the widened inputs in `scratch`: hidden outputs into `out`, the last
-/// layer's into `pixels`.
-#[inline(always)]
-fn run_dense(layer: &crate::format::Layer<'_>, scratch: &[i16], out: &mut [i8], pixels: &mut [u8]) {
-    let (format, weights, channels, inputs) = (
-        layer.weight_format,
-        layer.weights,
-        layer.channels,
-        layer.inputs,
-    );
+/// Where `layer`'s outputs go: `out` for a hidden layer, `pixels` for the last.
+fn outputs_of<'o, 'a>(
+    layer: &crate::format::Layer<'a>,
+    out: &'o mut [i8],
+    pixels: &'o mut [u8],
+) -> Outputs<'o, 'a> {
     match layer.output {
         LayerOutput::LeakyRelu {
             zero_point,
             negative_slope_q31,
-        } => {
-            let mut out = out.iter_mut();
-            dense(format, weights, channels, inputs, scratch, |params, acc| {
-                if let Some(slot) = out.next() {
-                    *slot = leaky_relu_requant(acc, params, negative_slope_q31, zero_point);
-                }
-            });
-        }
-        LayerOutput::Linear { zero_point } => {
-            let mut out = out.iter_mut();
-            dense(format, weights, channels, inputs, scratch, |params, acc| {
-                if let Some(slot) = out.next() {
-                    *slot = linear_requant(acc, params, zero_point);
-                }
-            });
-        }
-        LayerOutput::TanhPixels { lut } => {
-            let mut out = pixels.iter_mut();
-            dense(format, weights, channels, inputs, scratch, |params, acc| {
-                if let Some(slot) = out.next() {
-                    *slot = tanh_pixel(acc, params, lut);
-                }
-            });
-        }
+        } => Outputs::Hidden {
+            out,
+            zero_point,
+            negative_slope_q31: Some(negative_slope_q31),
+        },
+        LayerOutput::Linear { zero_point } => Outputs::Hidden {
+            out,
+            zero_point,
+            negative_slope_q31: None,
+        },
+        LayerOutput::TanhPixels { lut } => Outputs::Pixels { pixels, lut },
     }
 }
 
-/// One convolution's inputs: the layer, its input tensor and the code of its zero.
-struct ConvRun<'r, 'a> {
-    geometry: &'r crate::conv::ConvGeometry,
-    layer: &'r crate::format::Layer<'a>,
-    input: &'r [i8],
-    zero_point: i8,
-    scratch: &'r mut [i16],
-}
-
-impl ConvRun<'_, '_> {
-    /// Runs the convolution: hidden outputs into `out`, the last layer's into `pixels`.
-    fn run(&mut self, out: &mut [i8], pixels: &mut [u8]) {
-        let layer = self.layer;
-        let mut convolve = |emit: &mut dyn FnMut(usize, crate::format::ChannelRequant, i32)| {
-            conv(
-                self.geometry,
-                layer,
-                self.input,
-                self.zero_point,
-                self.scratch,
-                emit,
-            )
-        };
-        match layer.output {
-            LayerOutput::LeakyRelu {
-                zero_point,
-                negative_slope_q31,
-            } => convolve(&mut |at, params, acc| {
-                if let Some(slot) = out.get_mut(at) {
-                    *slot = leaky_relu_requant(acc, params, negative_slope_q31, zero_point);
-                }
-            }),
-            LayerOutput::Linear { zero_point } => convolve(&mut |at, params, acc| {
-                if let Some(slot) = out.get_mut(at) {
-                    *slot = linear_requant(acc, params, zero_point);
-                }
-            }),
-            LayerOutput::TanhPixels { lut } => convolve(&mut |at, params, acc| {
-                if let Some(slot) = pixels.get_mut(at) {
-                    *slot = tanh_pixel(acc, params, lut);
-                }
-            }),
-        }
-    }
+/// One dense layer over the widened inputs in `scratch`: hidden outputs into `out`, the last
+/// layer's into `pixels`.
+#[inline(always)]
+fn run_dense(layer: &crate::format::Layer<'_>, scratch: &[i16], out: &mut [i8], pixels: &mut [u8]) {
+    let mut outputs = outputs_of(layer, out, pixels);
+    dense_into(
+        layer.weight_format,
+        layer.weights,
+        layer.channels,
+        layer.inputs,
+        scratch,
+        &mut outputs,
+        0,
+    );
 }

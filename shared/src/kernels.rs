@@ -172,50 +172,114 @@ pub fn dense(
     }
 }
 
+/// [`dense`] with the accumulators requantized into `outputs` from index `base` on: the one
+/// instance of the dense loop that both dense layers and convolutions run (one copy in flash).
+#[inline(never)]
+pub fn dense_into(
+    format: WeightFormat,
+    weights: &[u8],
+    channels: ChannelParams<'_>,
+    inputs: usize,
+    activations: &[i16],
+    outputs: &mut Outputs<'_, '_>,
+    base: usize,
+) {
+    // The output stage is matched once per call, outside the loop over the rows.
+    match outputs {
+        Outputs::Hidden {
+            out,
+            zero_point,
+            negative_slope_q31,
+        } => {
+            let mut out = out.get_mut(base..).unwrap_or_default().iter_mut();
+            let (zero_point, slope) = (*zero_point, *negative_slope_q31);
+            dense(
+                format,
+                weights,
+                channels,
+                inputs,
+                activations,
+                |params, acc| {
+                    if let Some(slot) = out.next() {
+                        *slot = hidden_requant(acc, params, slope, zero_point);
+                    }
+                },
+            );
+        }
+        Outputs::Pixels { pixels, lut } => {
+            let mut out = pixels.get_mut(base..).unwrap_or_default().iter_mut();
+            let lut = *lut;
+            dense(
+                format,
+                weights,
+                channels,
+                inputs,
+                activations,
+                |params, acc| {
+                    if let Some(slot) = out.next() {
+                        *slot = tanh_pixel(acc, params, lut);
+                    }
+                },
+            );
+        }
+    }
+}
+
 /// LeakyReLU fused into requantization: `zero_point + round(acc · M)` for `acc ≥ 0`, with
-/// `M · slope` instead of `M` for `acc < 0`, saturated to `i8`.
+/// `M · slope` instead of `M` for `acc < 0`, saturated to `i8`; with no slope (`None`: a layer
+/// without activation) `M` on both sides.
 #[inline]
-pub fn leaky_relu_requant(
+pub fn hidden_requant(
     acc: i32,
     params: ChannelRequant,
-    negative_slope_q31: i32,
+    negative_slope_q31: Option<i32>,
     zero_point: i8,
 ) -> i8 {
-    let factor = if acc >= 0 {
-        params.requant
-    } else {
-        params.requant.scaled_by_q31(negative_slope_q31)
+    let factor = match negative_slope_q31 {
+        Some(slope) if acc < 0 => params.requant.scaled_by_q31(slope),
+        _ => params.requant,
     };
     let value = factor.apply(acc).saturating_add(i32::from(zero_point));
     value.clamp(i32::from(i8::MIN), i32::from(i8::MAX)) as i8
 }
 
-/// No activation: `zero_point + round(acc · M)`, saturated to `i8`.
-#[inline]
-pub fn linear_requant(acc: i32, params: ChannelRequant, zero_point: i8) -> i8 {
-    let value = params
-        .requant
-        .apply(acc)
-        .saturating_add(i32::from(zero_point));
-    value.clamp(i32::from(i8::MIN), i32::from(i8::MAX)) as i8
+/// Where a layer's requantized outputs go: int8 activations for the next layer, or pixels.
+pub enum Outputs<'o, 'a> {
+    /// A hidden layer's int8 outputs (see [`hidden_requant`]).
+    Hidden {
+        /// The outputs, in order.
+        out: &'o mut [i8],
+        /// The output's zero point.
+        zero_point: i8,
+        /// LeakyReLU's slope; `None` for no activation.
+        negative_slope_q31: Option<i32>,
+    },
+    /// The last layer's pixels through the lookup table (see [`tanh_pixel`]).
+    Pixels {
+        /// The image.
+        pixels: &'o mut [u8],
+        /// The table.
+        lut: &'a [u8],
+    },
 }
 
 /// A phased convolution (see [`crate::conv`]) of `layer` over `input`, a channels-last int8
 /// tensor whose real zero is the code `zero_point`: for each output pixel the patch is
 /// gathered into `scratch` (widened to `i16`; taps outside the input read `zero_point`, so the
 /// bias, which has the zero point folded in, stays exact at the borders) and multiplied like a
-/// dense layer's input. `emit(at, params, acc)` receives every output entry, `at` being its
-/// channels-last index `(row · width + column) · channels + channel`.
+/// dense layer's input. Every output entry goes to `outputs` at its channels-last index
+/// `(row · width + column) · channels + channel`.
 ///
 /// `scratch` must hold the widest phase's patch rounded up to a column block
 /// ([`crate::format::Model::scratch_len`]); the model validator guarantees the rest.
+#[inline(never)]
 pub fn conv(
     geometry: &ConvGeometry,
     layer: &Layer<'_>,
     input: &[i8],
     zero_point: i8,
     scratch: &mut [i16],
-    emit: &mut dyn FnMut(usize, ChannelRequant, i32),
+    outputs: &mut Outputs<'_, '_>,
 ) {
     let in_channels = usize::from(geometry.input.channels);
     let (in_height, in_width) = (
@@ -248,42 +312,44 @@ pub fn conv(
         let (rows, cols) = geometry.phase_grid(py, px);
         for my in 0..rows {
             let out_row = (my * row_phases + py) * out_width;
+            let first_y = (my * stride_y) as isize + isize::from(taps_y.first);
             for mx in 0..cols {
+                let first_x = (mx * stride_x) as isize + isize::from(taps_x.first);
                 let mut at = 0;
-                for &dy in taps_y {
-                    let y = (my * stride_y) as isize + isize::from(dy);
-                    for &dx in taps_x {
-                        let x = (mx * stride_x) as isize + isize::from(dx);
+                for y in first_y..first_y + isize::from(taps_y.count) {
+                    for x in first_x..first_x + isize::from(taps_x.count) {
                         let Some(slots) = patch.get_mut(at..at + in_channels) else {
                             return;
                         };
                         let inside =
                             (0..in_height).contains(&y) && (0..in_width as isize).contains(&x);
-                        let from = (y as usize * in_width + x as usize) * in_channels;
-                        match input.get(from..from + in_channels) {
-                            Some(values) if inside => {
+                        let values = if inside {
+                            let from = (y as usize * in_width + x as usize) * in_channels;
+                            input.get(from..from + in_channels)
+                        } else {
+                            None
+                        };
+                        match values {
+                            Some(values) => {
                                 for (slot, &value) in slots.iter_mut().zip(values) {
                                     *slot = i16::from(value);
                                 }
                             }
-                            _ => slots.fill(pad),
+                            None => slots.fill(pad),
                         }
                         at += in_channels;
                     }
                 }
                 let base = (out_row + mx * col_phases + px) * out_channels;
-                let mut channel = 0;
                 let params = ChannelParams::from_bytes(phase_records);
-                dense(
+                dense_into(
                     layer.weight_format,
                     matrix,
                     params,
                     patch_len,
                     patch,
-                    |params, acc| {
-                        emit(base + channel, params, acc);
-                        channel += 1;
-                    },
+                    outputs,
+                    base,
                 );
             }
         }

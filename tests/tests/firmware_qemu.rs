@@ -125,9 +125,10 @@ fn the_firmware_reports_its_measurements() {
         stack_start <= bss,
         "stack top {stack_start:#x} above .bss {bss:#x}: no flip-link?"
     );
-    // The whole runtime (this board's semihosting harness included) stays small.
+    // The whole runtime (this board's semihosting harness, the dense and the convolution
+    // kernels, and the reader of every format version included) stays small.
     assert!(
-        sizes.runtime_flash() <= 20 * 1024,
+        sizes.runtime_flash() <= 25 * 1024,
         "runtime flash {} B",
         sizes.runtime_flash()
     );
