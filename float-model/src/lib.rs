@@ -1,9 +1,10 @@
-//! The float description of an MLP generator: what the quantizer takes, whatever the network
-//! came from.
+//! The float description of a generator: what the quantizer takes, whatever the network came
+//! from.
 //!
 //! A trained checkpoint (`generator.safetensors`, with its BatchNorm folded) and an imported
-//! ONNX graph both become a [`FloatGenerator`]: dense layers of `f32` weights and biases, each
-//! followed by an [`Activation`]. The quantizer needs nothing else, so quantizing, simulating
+//! ONNX graph both become a [`FloatGenerator`]: dense or convolutional layers ([`conv`]) of
+//! `f32` weights and biases, each followed by an [`Activation`]. Tensors are channels first
+//! here, as PyTorch and ONNX store them; the quantizer lays them out for the chip. The quantizer needs nothing else, so quantizing, simulating
 //! and evaluating do not depend on how the network was trained. A generator may also carry a
 //! [`FloatReference`], the model's own float implementation (for ONNX: the graph run by
 //! tract), which then is the reference for calibration and comparisons instead of this
@@ -15,11 +16,18 @@ use std::sync::Arc;
 use mcugan_shared::latent::{sample_latent, LATENT_SCALE};
 use mcugan_shared::{ImageRequest, ImageShape};
 
+pub mod conv;
+
+pub use conv::Conv2d;
+
 /// What a layer applies after `W x + b`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
     /// LeakyReLU with this negative slope (`0.0` is ReLU).
     LeakyRelu(f32),
+    /// None: a hidden layer whose output the next layer takes as it is (a dense layer before
+    /// a convolution, with only a BatchNorm between them).
+    Identity,
     /// Tanh: an output layer whose values in `[-1, 1]` map to gray levels `0..=255`.
     Tanh,
     /// The logistic sigmoid: an output layer whose values in `[0, 1]` map to `0..=255`.
@@ -39,6 +47,7 @@ impl Activation {
             }
             Activation::Tanh => pre.tanh(),
             Activation::Sigmoid => 1.0 / (1.0 + (-pre).exp()),
+            Activation::Identity => pre,
         }
     }
 
@@ -52,7 +61,9 @@ impl Activation {
     pub fn to_gray(self, value: f32) -> f32 {
         match self {
             Activation::Sigmoid => (value * 255.0).clamp(0.0, 255.0),
-            Activation::Tanh | Activation::LeakyRelu(_) => tanh_output_to_gray(value),
+            Activation::Tanh | Activation::LeakyRelu(_) | Activation::Identity => {
+                tanh_output_to_gray(value)
+            }
         }
     }
 }
@@ -62,24 +73,84 @@ pub fn tanh_output_to_gray(value: f32) -> f32 {
     ((value + 1.0) * 0.5 * 255.0).clamp(0.0, 255.0)
 }
 
-/// A dense float layer (BatchNorm, if any, already folded in).
+/// A float layer, dense or convolutional (BatchNorm, if any, already folded in).
 #[derive(Clone, Debug, PartialEq)]
 pub struct FloatLayer {
-    /// Input width.
+    /// Input entries (a dense layer's width, a convolution's input tensor).
     pub inputs: usize,
-    /// Output width.
+    /// Output entries.
     pub outputs: usize,
-    /// Row-major `[outputs][inputs]`.
+    /// A dense layer's row-major `[outputs][inputs]`; a convolution's `[out][in][kh][kw]`.
     pub weight: Vec<f32>,
-    /// `[outputs]`.
+    /// One per output channel.
     pub bias: Vec<f32>,
     /// The activation.
     pub activation: Activation,
+    /// A convolution's geometry; `None` for a dense layer.
+    pub conv: Option<Conv2d>,
 }
 
 impl FloatLayer {
-    /// `activation(W x + b)`, accumulated in f64.
+    /// A dense layer.
+    pub fn dense(
+        inputs: usize,
+        outputs: usize,
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        activation: Activation,
+    ) -> Self {
+        Self {
+            inputs,
+            outputs,
+            weight,
+            bias,
+            activation,
+            conv: None,
+        }
+    }
+
+    /// A convolutional layer.
+    pub fn convolution(
+        conv: Conv2d,
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        activation: Activation,
+    ) -> Self {
+        Self {
+            inputs: conv.input_len(),
+            outputs: conv.output_len(),
+            weight,
+            bias,
+            activation,
+            conv: Some(conv),
+        }
+    }
+
+    /// Weights per output channel.
+    pub fn row_len(&self) -> usize {
+        match &self.conv {
+            Some(conv) => conv.row_len(),
+            None => self.inputs,
+        }
+    }
+
+    /// Output channels (a dense layer's outputs).
+    pub fn out_channels(&self) -> usize {
+        match &self.conv {
+            Some(conv) => conv.out_channels,
+            None => self.outputs,
+        }
+    }
+
+    /// `activation(W x + b)` (a convolution for a convolutional layer), accumulated in f64.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        if let Some(conv) = &self.conv {
+            return conv
+                .forward(&self.weight, &self.bias, x)
+                .into_iter()
+                .map(|pre| self.activation.apply(pre) as f32)
+                .collect();
+        }
         self.weight
             .chunks_exact(self.inputs)
             .zip(&self.bias)
@@ -281,14 +352,19 @@ impl FloatGenerator {
         self.draw_request(ImageRequest::default_for(seed, self.class_count()))
     }
 
-    /// The image the float model draws for `request`, as gray levels (see [`Self::draw`]).
+    /// The image the float model draws for `request`, as gray levels (see [`Self::draw`]),
+    /// channels last as the chip draws them (RGB pixel by pixel).
     pub fn draw_request(&self, request: ImageRequest) -> Result<Vec<f32>, ReferenceError> {
         let activation = self.output_activation();
-        Ok(self
+        let gray: Vec<f32> = self
             .forward(&self.input_for(request)?)?
             .into_iter()
             .map(|v| activation.to_gray(v))
-            .collect())
+            .collect();
+        Ok(match self.image.channels {
+            0 | 1 => gray,
+            channels => conv::channels_last(&gray, usize::from(channels)),
+        })
     }
 }
 
@@ -314,13 +390,7 @@ mod tests {
     }
 
     fn one_layer(activation: Activation) -> FloatGenerator {
-        let layer = FloatLayer {
-            inputs: 2,
-            outputs: 1,
-            weight: vec![1.0, -2.0],
-            bias: vec![0.5],
-            activation,
-        };
+        let layer = FloatLayer::dense(2, 1, vec![1.0, -2.0], vec![0.5], activation);
         FloatGenerator::new(vec![layer], FloatGenerator::square_image(1).unwrap())
     }
 

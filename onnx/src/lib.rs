@@ -1054,13 +1054,13 @@ fn close_layer(
             ));
         }
     }
-    Ok(FloatLayer {
-        inputs: inputs_width,
+    Ok(FloatLayer::dense(
+        inputs_width,
         outputs,
         weight,
-        bias: offset,
+        offset,
         activation,
-    })
+    ))
 }
 
 /// Checks that the chain ends at the graph's output in a pixel activation, and reads the

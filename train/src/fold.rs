@@ -56,13 +56,7 @@ pub fn fold(generator: &Generator) -> anyhow::Result<FloatGenerator> {
         } else {
             Activation::LeakyRelu(LEAKY_SLOPE as f32)
         };
-        layers.push(FloatLayer {
-            inputs,
-            outputs,
-            weight,
-            bias,
-            activation,
-        });
+        layers.push(FloatLayer::dense(inputs, outputs, weight, bias, activation));
     }
     let pixels = layers.last().map_or(0, |l| l.outputs);
     let image = FloatGenerator::square_image(pixels)
