@@ -13,7 +13,11 @@ conditional one (cgan.py's Generator, inputs z and an int64 label). Each comes w
 NAME.expected.json: fixed latent vectors and the outputs onnxruntime computed for them, which the
 tests compare with tract's.
 
-Refused fixtures (refuse-*.onnx): graphs that are not an MLP generator the chip can run; the tests
+Convolutional generators (trained here on the offline digits and on synthetic RGB shapes, each
+with both exporters, the default one as PyTorch writes it: dynamo, its opset, weights in
+NAME.onnx.data; the README's snippet verbatim among them): see bench/onnx_conv_fixtures.py.
+
+Refused fixtures (refuse-*.onnx): graphs that are not a generator the chip can run; the tests
 check that the importer names their nodes.
 """
 
@@ -25,6 +29,7 @@ import warnings
 
 import numpy as np
 import onnx
+from onnx_conv_fixtures import write_conv_fixtures, write_conv_refusals
 import onnxruntime as ort
 import torch
 import torch.nn as nn
@@ -120,7 +125,7 @@ class SmallMatMul(nn.Module):
 
 
 class SmallDeconv(nn.Module):
-    """A DCGAN-style generator: not an MLP (ConvTranspose2d, BatchNorm2d)."""
+    """A DCGAN-style generator, untrained: Linear, view, ConvTranspose2d, BatchNorm2d, Relu."""
 
     def __init__(self):
         super().__init__()
@@ -294,9 +299,13 @@ def main():
     export(wide, 8, out("wide-64x64-opset17.onnx"), 17, dynamo=False)
     record(out("wide-64x64-opset17.onnx"), 8, count=2)
 
-    # Refused: not an MLP; two outputs; a weight that is a graph input; a bad initializer.
+    # An untrained DCGAN-style generator (Linear, view, two ConvTranspose2d, BatchNorm2d).
     deconv = SmallDeconv()
-    export(deconv, 8, out("refuse-convtranspose.onnx"), 13, dynamo=False)
+    randomise_batchnorm(deconv, 6)
+    export(deconv, 8, out("small-deconv-opset13.onnx"), 13, dynamo=False)
+    record(out("small-deconv-opset13.onnx"), 8)
+
+    # Refused: two outputs; a weight that is a graph input; a bad initializer.
     two = TwoOutputs()
     two.eval()
     torch.onnx.export(two, (torch.randn(1, 8),), out("refuse-two-outputs.onnx"), opset_version=13,
@@ -379,8 +388,11 @@ def main():
     load_shipped(cgan, "mnist-digits-conditional")
     export_conditional(cgan, 100, out("cgan-digits-opset17.onnx"), 17)
     record_conditional(out("cgan-digits-opset17.onnx"), 100, 10)
-    total = sum(os.path.getsize(out(n)) for n in os.listdir(args.out))
-    print(f"wrote {len(os.listdir(args.out))} files to {args.out}, {total:,} bytes")
+    write_conv_refusals(args.out)
+    write_conv_fixtures(args.out)
+    files = [os.path.join(d, f) for d, _, names in os.walk(args.out) for f in names]
+    total = sum(os.path.getsize(f) for f in files)
+    print(f"wrote {len(files)} files to {args.out}, {total:,} bytes")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@
 //!    once), the batch made 1 (PyTorch's exporters declare a symbolic one);
 //! 2. a class-conditional generator in `cgan.py`'s form is cut at its label `Concat`
 //!    ([`conditional`]);
-//! 3. tract loads the graph (weights inline or in an external `.onnx.data` file beside it),
-//!    types and declutters it: `Gemm` and `MatMul` become `EinSum`s, an inference
+//! 3. tract loads the graph (weights inline or in an external `.onnx.data` file beside it,
+//!    checked first, [`external`]), types and declutters it: `Gemm` and `MatMul` become `EinSum`s, an inference
 //!    `BatchNormalization` a `Mul` and an `Add`, `Resize` a `NearestUpsample`, and the
 //!    exporters' shape arithmetic folds away;
 //! 4. the walk ([`walk`]) reads the layers off the typed graph;
@@ -29,12 +29,14 @@ use tract_onnx::prelude::*;
 
 mod conditional;
 mod error;
+mod external;
 mod interface;
 mod ops;
 mod reference;
 mod walk;
 
 pub use error::{ImportError, RefusedNode};
+pub use external::{external_data_files, MAX_TENSOR_BYTES, MAX_WEIGHT_BYTES};
 pub use ops::SUPPORTED_OPS;
 
 use reference::TractReference;
@@ -74,6 +76,7 @@ pub fn import_bytes(path: &Path, bytes: &[u8]) -> Result<OnnxGenerator, ImportEr
         reason: "the model has no graph".into(),
     };
     let graph = proto.graph.as_ref().ok_or_else(no_graph)?;
+    external::check_weights(path, graph)?;
     let (proto, classes) = match conditional::cut_at_label_concat(path, &proto, graph)? {
         Some((cut, classes)) => (cut, Some(classes)),
         None => (proto, None),

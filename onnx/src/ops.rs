@@ -52,7 +52,7 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
          folds to constants",
     ),
     (
-        "Constant, Shape, Gather, Concat, Cast, Slice",
+        "Constant, Shape, Gather, Concat, Cast, Slice, Mod",
         "shape arithmetic that folds to constants",
     ),
     (
@@ -92,6 +92,7 @@ const ACCEPTED_OP_TYPES: &[&str] = &[
     "Concat",
     "Cast",
     "Slice",
+    "Mod",
 ];
 
 /// The supported operators, in one line.

@@ -80,21 +80,133 @@ fn every_exported_generator_imports_with_its_layers_and_image() {
     }
 }
 
-/// tract runs the graph as onnxruntime did (max abs error <= 1e-4), and the importer's dense
-/// layers compute the same function (f64 forward pass within 1e-4 of onnxruntime too).
+/// The convolutional fixtures: file, the default export whose onnxruntime outputs it is checked
+/// against (the same weights), each layer's kind (`dense`, `conv`, `up+conv`: an upsampling
+/// folded into the convolution, `convT`), and the image (width, height, channels).
+const CONV: &[(&str, &str, &[&str], (u16, u16, u8))] = &[
+    (
+        "dcgan-digits-dynamo.onnx",
+        "dcgan-digits-dynamo",
+        &["dense", "convT", "convT"],
+        (28, 28, 1),
+    ),
+    (
+        "dcgan-digits-torchscript-opset17.onnx",
+        "dcgan-digits-dynamo",
+        &["dense", "convT", "convT"],
+        (28, 28, 1),
+    ),
+    (
+        "readme/my_generator.onnx",
+        "readme/my_generator",
+        &["dense", "up+conv", "up+conv", "conv"],
+        (32, 32, 1),
+    ),
+    (
+        "dcganpy-digits-torchscript-opset11.onnx",
+        "readme/my_generator",
+        &["dense", "up+conv", "up+conv", "conv"],
+        (32, 32, 1),
+    ),
+    (
+        "dcganpy-digits-torchscript-opset10.onnx",
+        "readme/my_generator",
+        &["dense", "up+conv", "up+conv", "conv"],
+        (32, 32, 1),
+    ),
+    (
+        "rgb-shapes-dynamo.onnx",
+        "rgb-shapes-dynamo",
+        &["dense", "convT", "up+conv"],
+        (16, 16, 3),
+    ),
+    (
+        "rgb-shapes-torchscript-opset13.onnx",
+        "rgb-shapes-dynamo",
+        &["dense", "convT", "up+conv"],
+        (16, 16, 3),
+    ),
+    (
+        "small-deconv-opset13.onnx",
+        "small-deconv-opset13",
+        &["dense", "convT", "convT"],
+        (16, 16, 1),
+    ),
+];
+
+fn kind(layer: &mcugan_float_model::FloatLayer) -> &'static str {
+    match &layer.conv {
+        None => "dense",
+        Some(c) if c.transposed => "convT",
+        Some(c) if c.upsample > 1 => "up+conv",
+        Some(_) => "conv",
+    }
+}
+
 #[test]
-fn tract_and_the_dense_layers_match_onnxruntime() {
-    for &(name, ..) in IMPORTABLE {
+fn every_convolutional_generator_imports_with_its_layers_and_image() {
+    for &(name, _, kinds, (width, height, channels)) in CONV {
+        let imported = import(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let g = &imported.generator;
+        let found: Vec<&str> = g.layers.iter().map(kind).collect();
+        assert_eq!(found, kinds, "{name}");
+        assert_eq!(
+            (g.image.width, g.image.height, g.image.channels),
+            (width, height, channels),
+            "{name}"
+        );
+        // BatchNorm folded: no layer but convolutions and dense layers, the hidden ones with
+        // an activation or, before a convolution, none.
+        assert!(g.output_activation().makes_pixels(), "{name}");
+    }
+}
+
+/// What PyTorch's default exporter writes, as a user gets it: opset 18 or newer, the weights
+/// in NAME.onnx.data beside the graph, a symbolic batch in the input and the output.
+#[test]
+fn the_default_exporters_files_import_with_their_external_data() {
+    for name in [
+        "readme/my_generator.onnx",
+        "dcgan-digits-dynamo.onnx",
+        "rgb-shapes-dynamo.onnx",
+    ] {
+        let path = fixture(name);
+        let data = PathBuf::from(format!("{}.data", path.display()));
+        assert!(data.is_file(), "{name}: no external data file");
+        assert!(
+            std::fs::metadata(&data).unwrap().len() > std::fs::metadata(&path).unwrap().len(),
+            "{name}: the weights are not in the external data"
+        );
+        let imported = import(&path).unwrap();
+        assert!(imported.opset >= 18, "{name}: opset {}", imported.opset);
+    }
+    // Without its data file the graph is refused by name, not a panic.
+    let work = tempfile::tempdir().unwrap();
+    let alone = work.path().join("my_generator.onnx");
+    std::fs::copy(fixture("readme/my_generator.onnx"), &alone).unwrap();
+    let err = import(&alone).err().expect("refused");
+    assert!(err.to_string().contains("my_generator.onnx"), "{err}");
+}
+
+/// tract runs the graph as onnxruntime did (max abs error <= 1e-4), and the importer's layers
+/// compute the same function (f64 forward pass within 1e-4 of onnxruntime too).
+#[test]
+fn tract_and_the_layers_match_onnxruntime() {
+    let mlps = IMPORTABLE
+        .iter()
+        .map(|&(name, ..)| (name, name.trim_end_matches(".onnx")));
+    let convs = CONV.iter().map(|&(name, recorded, ..)| (name, recorded));
+    for (name, recorded) in mlps.chain(convs) {
         let g = import(&fixture(name)).unwrap().generator;
-        let expected = expected(name);
+        let expected = expected(&format!("{recorded}.onnx"));
         assert_eq!(
             expected.output_shape.iter().product::<usize>(),
-            g.image.width as usize * g.image.height as usize
+            g.image.pixel_count() as usize
         );
         for (z, want) in expected.latents.iter().zip(&expected.outputs) {
             let tract = g.forward(z).unwrap();
             let layers = g.layers_forward_all(z).pop().unwrap();
-            for (what, got) in [("tract", &tract), ("dense layers", &layers)] {
+            for (what, got) in [("tract", &tract), ("layers", &layers)] {
                 assert_eq!(got.len(), want.len(), "{name} {what}");
                 let max = got
                     .iter()
@@ -121,16 +233,36 @@ fn refused(name: &str) -> String {
     }
 }
 
+/// Convolutions the chip does not run, each refused naming its node and what is wrong.
 #[test]
-fn a_deconvolution_generator_is_refused_with_every_unsupported_node() {
-    let text = refused("refuse-convtranspose.onnx");
-    for node in ["/up/up.0/ConvTranspose", "/up/up.3/ConvTranspose"] {
+fn convolutions_the_chip_cannot_run_are_refused_by_name() {
+    for (name, node, words) in [
+        (
+            "refuse-conv-grouped.onnx",
+            "'/conv/Conv' (Conv)",
+            "2 groups",
+        ),
+        (
+            "refuse-conv-dilated.onnx",
+            "'/conv/Conv' (Conv)",
+            "dilation 1",
+        ),
+        ("refuse-conv-9x9.onnx", "'/conv/Conv' (Conv)", "at most 7"),
+        ("refuse-conv-bilinear.onnx", "'/Resize' (Resize)", "nearest"),
+        (
+            "refuse-conv-batchnorm-after-activation.onnx",
+            "'/Mul' (Mul)",
+            "16384 values",
+        ),
+        ("refuse-conv-two-channels.onnx", "(Tanh)", "2 channels"),
+    ] {
+        let text = refused(name);
         assert!(
-            text.contains(&format!("'{node}' (ConvTranspose)")),
-            "{text}"
+            text.contains(node) && text.contains(words),
+            "{name}: {text}"
         );
+        assert!(text.contains("supported: Gemm"), "{text}");
     }
-    assert!(text.contains("supported: Gemm"), "{text}");
 }
 
 #[test]

@@ -218,6 +218,19 @@ impl PendingConv {
                 }
             }
         };
+        let conv = Conv2d {
+            transposed,
+            in_channels: cin,
+            out_channels: cout,
+            input: [ih, iw],
+            output: [oh, ow],
+            kernel,
+            stride,
+            padding,
+            upsample,
+        };
+        conv.check()
+            .map_err(|e| Refusal::new(node, e.to_string()))?;
         Ok(Self {
             conv: Conv2d {
                 transposed,

@@ -92,6 +92,12 @@ fn classify(node: &TypedNode, slot: usize, consts: &[Option<Arc<Tensor>>]) -> Re
             }
         }
         "AddAxis" | "RmAxis" | "Reshape" | "Identity" => Ok(Step::Affine(AffineStep::Shape)),
+        "Resize" => Err(
+            "a resize other than a nearest upsampling by an integer factor: the chip \
+                         folds only that into the next Conv (nn.Upsample(scale_factor=k), mode \
+                         'nearest', as PyTorch exports it)"
+                .into(),
+        ),
         other => Err(format!(
             "tract op {other} is not part of a generator the chip runs"
         )),
