@@ -527,3 +527,114 @@ proptest! {
         check_model(&[layer], format, image_of(output), salt);
     }
 }
+
+/// The small convolutional models the fuzz corpus starts from: a DCGAN-like chain (dense,
+/// upsampling convolution, RGB convolution) and a transposed-convolution one, int8 and int4.
+fn corpus_models() -> Vec<(&'static str, Vec<u8>)> {
+    let mut numbers = Numbers(41);
+    let chain = |numbers: &mut Numbers, format| {
+        let up = ConvHeader {
+            input: shape(2, 2, 2),
+            output: shape(3, 4, 4),
+            stride: [1, 1],
+            row_taps: taps(&[(-1, 2), (0, 2)]),
+            col_taps: taps(&[(-1, 2), (0, 2)]),
+        };
+        let rgb = ConvHeader {
+            input: shape(3, 4, 4),
+            output: shape(3, 4, 4),
+            stride: [1, 1],
+            row_taps: taps(&[(-1, 3)]),
+            col_taps: taps(&[(-1, 3)]),
+        };
+        let layers = vec![
+            random_layer(numbers, None, 4, 8, Some((-3, true)), format),
+            random_layer(numbers, Some(up), 8, 48, Some((-100, false)), format),
+            random_layer(numbers, Some(rgb), 48, 48, None, format),
+        ];
+        blob_of(&layers, 4, image_of(shape(3, 4, 4)), format)
+    };
+    let transposed = |numbers: &mut Numbers| {
+        let doubling = ConvHeader {
+            input: shape(2, 2, 2),
+            output: shape(1, 4, 4),
+            stride: [1, 1],
+            row_taps: taps(&[(0, 2), (0, 2)]),
+            col_taps: taps(&[(0, 2), (0, 2)]),
+        };
+        let layers = vec![
+            random_layer(numbers, None, 3, 8, Some((0, false)), WeightFormat::I8Blocked),
+            random_layer(numbers, Some(doubling), 8, 16, None, WeightFormat::I8Blocked),
+        ];
+        blob_of(&layers, 3, image_of(shape(1, 4, 4)), WeightFormat::I8Blocked)
+    };
+    vec![
+        ("tiny-valid-conv-rgb.mcg", chain(&mut numbers, WeightFormat::I8Blocked)),
+        ("tiny-valid-conv-rgb-int4.mcg", chain(&mut numbers, WeightFormat::I4Blocked)),
+        ("tiny-valid-conv-transposed.mcg", transposed(&mut numbers)),
+    ]
+}
+
+/// Parsing never panics, and a model that parses runs.
+fn parse_and_run(bytes: &[u8]) {
+    if let Ok(model) = Model::parse(bytes) {
+        let mut pixels = vec![0u8; model.pixel_count()];
+        mcugan_shared::generate(&model, 5, &mut pixels).expect("a parsed model runs");
+    }
+}
+
+/// The fuzz corpus (`fuzz/corpus/parse_model`) holds the convolutional seeds as this test builds
+/// them (`MCUGAN_BLESS=1` rewrites them after a deliberate change of the format).
+#[test]
+fn the_fuzz_corpus_holds_the_convolutional_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/parse_model");
+    for (name, blob) in corpus_models() {
+        let path = dir.join(name);
+        if std::env::var_os("MCUGAN_BLESS").is_some() {
+            std::fs::write(&path, &blob).unwrap();
+        }
+        let stored = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (MCUGAN_BLESS=1 writes it)", path.display()));
+        assert_eq!(stored, blob, "{name} is not what this test builds");
+        assert!(Model::parse(&blob).unwrap().layers().iter().any(|l| l.conv.is_some()));
+        parse_and_run(&blob);
+    }
+}
+
+fn mutate(blob: &[u8], edits: &[(usize, u8)]) -> Vec<u8> {
+    let mut out = blob.to_vec();
+    for &(at, value) in edits {
+        let at = at % out.len();
+        out[at] = value;
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1500))]
+
+    /// Header mutations of convolutional blobs, resealed so that they reach the geometry
+    /// checks: never a panic, and whatever parses runs.
+    #[test]
+    fn mutated_convolutional_headers_never_panic(
+        which in 0usize..3,
+        edits in proptest::collection::vec((0usize..160, any::<u8>()), 1..5),
+    ) {
+        let (_, blob) = corpus_models().swap_remove(which);
+        let mut mutated = mutate(&blob, &edits);
+        mcugan_shared::encode::reseal(&mut mutated);
+        parse_and_run(&mutated);
+    }
+
+    /// Mutations anywhere in convolutional blobs, resealed.
+    #[test]
+    fn mutated_convolutional_bodies_never_panic(
+        which in 0usize..3,
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+    ) {
+        let (_, blob) = corpus_models().swap_remove(which);
+        let mut mutated = mutate(&blob, &edits);
+        mcugan_shared::encode::reseal(&mut mutated);
+        parse_and_run(&mutated);
+    }
+}
