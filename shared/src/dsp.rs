@@ -150,9 +150,15 @@ impl<'a> GroupKernel<'a> {
     /// The kernel for a layer whose weights are `weights` (in `format`) and whose padded
     /// inputs are `x`, or `None` when the slices do not suit the assembly (empty, misaligned,
     /// or of mismatched length); the caller then uses the portable kernel, which gives the
-    /// same sums.
+    /// same sums. `x_sum`, when given, is `Σ x` (a convolution's gather computes it on the
+    /// way); it spares the sum over the inputs of a layer of one chunk.
     #[inline]
-    pub fn new(format: WeightFormat, weights: &[u8], x: &'a [i16]) -> Option<Self> {
+    pub fn new(
+        format: WeightFormat,
+        weights: &[u8],
+        x: &'a [i16],
+        x_sum: Option<i32>,
+    ) -> Option<Self> {
         let blocks = x.len() / COL_BLOCK;
         let block_bytes = ROW_BLOCK * COL_BLOCK * format.bits() as usize / 8;
         let group_len = blocks * block_bytes;
@@ -171,11 +177,16 @@ impl<'a> GroupKernel<'a> {
             WeightFormat::I8RowMajor => return None,
         };
         let mut chunk_sum_x = [0i32; MAX_I8_CHUNKS];
-        for (sum, chunk) in chunk_sum_x
-            .iter_mut()
-            .zip(x.chunks(I8_CHUNK_BLOCKS as usize * COL_BLOCK))
-        {
-            *sum = chunk.iter().map(|&v| i32::from(v)).sum();
+        match x_sum {
+            Some(sum) if blocks <= I8_CHUNK_BLOCKS as usize => chunk_sum_x[0] = sum,
+            _ => {
+                for (sum, chunk) in chunk_sum_x
+                    .iter_mut()
+                    .zip(x.chunks(I8_CHUNK_BLOCKS as usize * COL_BLOCK))
+                {
+                    *sum = chunk.iter().map(|&v| i32::from(v)).sum();
+                }
+            }
         }
         Some(Self {
             kernel,
@@ -256,6 +267,60 @@ impl<'a> GroupKernel<'a> {
 core::arch::global_asm!(
     ".syntax unified",
     ".thumb",
+    // mcugan_widen_sum(dst: *mut i16, src: *const i8, quads: u32, sum: i32) -> i32: widens
+    // `quads` x 4 int8 values to i16 (any alignment: LDR and STR take unaligned addresses on
+    // the M4/M7/M33) and returns `sum` plus their sum. Per 4 values: one load, two SXTB16, two
+    // PKH to restore the order, two stores, two SMLAD against 0x00010001 for the sum.
+    ".section .text.mcugan_widen_sum,\"ax\",%progbits",
+    ".global mcugan_widen_sum",
+    ".type mcugan_widen_sum,%function",
+    ".thumb_func",
+    "mcugan_widen_sum:",
+    "push {{r4-r8, lr}}",
+    "mov r8, #0x00010001",
+    "cbz r2, 2f",
+    "1:",
+    "ldr r4, [r1], #4",
+    "sxtb16 r5, r4",
+    "sxtb16 r6, r4, ror #8",
+    "pkhbt r7, r5, r6, lsl #16",
+    "pkhtb r4, r6, r5, asr #16",
+    "str r7, [r0], #4",
+    "str r4, [r0], #4",
+    "smlad r3, r5, r8, r3",
+    "smlad r3, r6, r8, r3",
+    "subs r2, r2, #1",
+    "bne 1b",
+    "2:",
+    "mov r0, r3",
+    "pop {{r4-r8, pc}}",
+    ".size mcugan_widen_sum, . - mcugan_widen_sum",
+    // mcugan_dot_i8(a: *const u8, b: *const i8, quads: u32, acc: i32) -> i32: `acc` plus the
+    // dot product of `quads` x 4 int8 pairs (any alignment). Per 4 products: two loads, four
+    // SXTB16 (even and odd bytes of each word) and two SMLAD, which pair even with even and
+    // odd with odd, so the order of the products does not matter.
+    ".section .text.mcugan_dot_i8,\"ax\",%progbits",
+    ".global mcugan_dot_i8",
+    ".type mcugan_dot_i8,%function",
+    ".thumb_func",
+    "mcugan_dot_i8:",
+    "push {{r4-r7, lr}}",
+    "cbz r2, 2f",
+    "1:",
+    "ldr r4, [r0], #4",
+    "ldr r5, [r1], #4",
+    "sxtb16 r6, r4",
+    "sxtb16 r7, r5",
+    "smlad r3, r6, r7, r3",
+    "sxtb16 r6, r4, ror #8",
+    "sxtb16 r7, r5, ror #8",
+    "smlad r3, r6, r7, r3",
+    "subs r2, r2, #1",
+    "bne 1b",
+    "2:",
+    "mov r0, r3",
+    "pop {{r4-r7, pc}}",
+    ".size mcugan_dot_i8, . - mcugan_dot_i8",
     // mcugan_word_sums(state: *mut [u64; 2], words: *const u32, groups: u32): the running sums
     // of `checksum::WordSums` over `groups` x 8 words. Per word one `UMLAL` (sum += w·1, 64
     // bits) and `ADDS`/`ADC` (weighted += sum); two `LDM`s and the loop's compare-and-branch
@@ -300,6 +365,45 @@ core::arch::global_asm!(
 
 extern "C" {
     fn mcugan_word_sums(state: *mut [u64; 2], words: *const u32, groups: u32);
+    fn mcugan_widen_sum(dst: *mut i16, src: *const i8, quads: u32, sum: i32) -> i32;
+    fn mcugan_dot_i8(a: *const u8, b: *const i8, quads: u32, acc: i32) -> i32;
+}
+
+/// `Σ a·b` over int8 weights (as stored bytes) and int8 activations: the assembly for whole
+/// groups of four, the rest one by one.
+#[inline]
+pub fn dot_i8_i8(a: &[u8], b: &[i8]) -> i32 {
+    let n = a.len().min(b.len());
+    let quads = n / 4;
+    let mut acc = 0;
+    if quads > 0 {
+        // SAFETY: both slices hold at least `4 * quads` values, which the assembly reads (any
+        // alignment) and nothing else; it saves what it uses of the callee-saved registers.
+        acc = unsafe { mcugan_dot_i8(a.as_ptr(), b.as_ptr(), quads as u32, 0) };
+    }
+    for (&w, &x) in a[4 * quads..n].iter().zip(&b[4 * quads..n]) {
+        acc += i32::from(w as i8) * i32::from(x);
+    }
+    acc
+}
+
+/// Writes `src` widened into `dst` (the shorter's length) and returns their sum: the
+/// assembly for whole groups of four, the rest one by one.
+#[inline]
+pub fn widen_sum(dst: &mut [i16], src: &[i8]) -> i32 {
+    let n = dst.len().min(src.len());
+    let quads = n / 4;
+    let mut sum = 0;
+    if quads > 0 {
+        // SAFETY: both slices hold at least `4 * quads` values; the assembly reads and writes
+        // exactly those (any alignment) and saves what it uses of the callee-saved registers.
+        sum = unsafe { mcugan_widen_sum(dst.as_mut_ptr(), src.as_ptr(), quads as u32, 0) };
+    }
+    for (d, &s) in dst[4 * quads..n].iter_mut().zip(&src[4 * quads..n]) {
+        *d = i16::from(s);
+        sum += i32::from(s);
+    }
+    sum
 }
 
 /// Adds to the checksum's running `(sum, weighted)` (`crate::checksum::WordSums`) the words of

@@ -588,6 +588,7 @@ fn run_dense(layer: &crate::format::Layer<'_>, scratch: &[i16], out: &mut [i8], 
         layer.channels,
         layer.inputs,
         scratch,
+        None,
         &mut outputs,
         0,
     );

@@ -101,12 +101,15 @@ fn for_each_group(
     format: WeightFormat,
     weights: &[u8],
     x: &[i16],
+    x_sum: Option<i32>,
     group_len: usize,
     mut per_group: impl FnMut([i32; ROW_BLOCK]),
 ) {
+    #[cfg(not(mcugan_dsp_kernels))]
+    let _ = x_sum;
     // One call site for `per_group`, so that it inlines into the loop.
     #[cfg(mcugan_dsp_kernels)]
-    let kernel = crate::dsp::GroupKernel::new(format, weights, x);
+    let kernel = crate::dsp::GroupKernel::new(format, weights, x, x_sum);
     for group in weights.chunks_exact(group_len) {
         #[cfg(mcugan_dsp_kernels)]
         // `Model::parse` rejects, on DSP builds, weights the assembly cannot read (see
@@ -131,7 +134,8 @@ pub const fn dsp_kernels() -> bool {
 /// `emit(channel_params, bias + Σ w·x)`.
 ///
 /// `activations` holds the layer's inputs padded with zeros to a multiple of [`COL_BLOCK`]
-/// (the blocked layouts read whole blocks).
+/// (the blocked layouts read whole blocks); `x_sum`, when known, is their sum (the DSP
+/// kernels need it and then skip computing it).
 #[inline(always)]
 pub fn dense(
     format: WeightFormat,
@@ -139,6 +143,7 @@ pub fn dense(
     channels: ChannelParams<'_>,
     inputs: usize,
     activations: &[i16],
+    x_sum: Option<i32>,
     mut emit: impl FnMut(ChannelRequant, i32),
 ) {
     if inputs == 0 {
@@ -156,7 +161,7 @@ pub fn dense(
             let group_len = ROW_BLOCK * padded_inputs * format.bits() as usize / 8;
             let activations = activations.get(..padded_inputs).unwrap_or(activations);
             let mut records = channels.bytes();
-            for_each_group(format, weights, activations, group_len, |sums| {
+            for_each_group(format, weights, activations, x_sum, group_len, |sums| {
                 for sum in sums {
                     // The padded rows of the last group have no record and are dropped.
                     let Some((record, rest)) = records.split_first_chunk::<CHANNEL_RECORD_LEN>()
@@ -175,12 +180,14 @@ pub fn dense(
 /// [`dense`] with the accumulators requantized into `outputs` from index `base` on: the one
 /// instance of the dense loop that both dense layers and convolutions run (one copy in flash).
 #[inline(never)]
+#[allow(clippy::too_many_arguments)]
 pub fn dense_into(
     format: WeightFormat,
     weights: &[u8],
     channels: ChannelParams<'_>,
     inputs: usize,
     activations: &[i16],
+    x_sum: Option<i32>,
     outputs: &mut Outputs<'_, '_>,
     base: usize,
 ) {
@@ -199,6 +206,7 @@ pub fn dense_into(
                 channels,
                 inputs,
                 activations,
+                x_sum,
                 |params, acc| {
                     if let Some(slot) = out.next() {
                         *slot = hidden_requant(acc, params, slope, zero_point);
@@ -215,6 +223,7 @@ pub fn dense_into(
                 channels,
                 inputs,
                 activations,
+                x_sum,
                 |params, acc| {
                     if let Some(slot) = out.next() {
                         *slot = tanh_pixel(acc, params, lut);
@@ -222,6 +231,25 @@ pub fn dense_into(
                 },
             );
         }
+    }
+}
+
+/// Writes `src` widened into `dst` and returns their sum (the DSP assembly where the build
+/// has it).
+#[inline]
+fn widen_sum(dst: &mut [i16], src: &[i8]) -> i32 {
+    #[cfg(mcugan_dsp_kernels)]
+    {
+        crate::dsp::widen_sum(dst, src)
+    }
+    #[cfg(not(mcugan_dsp_kernels))]
+    {
+        let mut sum = 0;
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = i16::from(s);
+            sum += i32::from(s);
+        }
+        sum
     }
 }
 
@@ -263,6 +291,29 @@ pub enum Outputs<'o, 'a> {
     },
 }
 
+impl Outputs<'_, '_> {
+    /// Writes the output at `at` of the accumulator `acc` of a channel with `params`.
+    #[inline]
+    pub fn set(&mut self, at: usize, params: ChannelRequant, acc: i32) {
+        match self {
+            Outputs::Hidden {
+                out,
+                zero_point,
+                negative_slope_q31,
+            } => {
+                if let Some(slot) = out.get_mut(at) {
+                    *slot = hidden_requant(acc, params, *negative_slope_q31, *zero_point);
+                }
+            }
+            Outputs::Pixels { pixels, lut } => {
+                if let Some(slot) = pixels.get_mut(at) {
+                    *slot = tanh_pixel(acc, params, lut);
+                }
+            }
+        }
+    }
+}
+
 /// A phased convolution (see [`crate::conv`]) of `layer` over `input`, a channels-last int8
 /// tensor whose real zero is the code `zero_point`: for each output pixel the patch is
 /// gathered into `scratch` (widened to `i16`; taps outside the input read `zero_point`, so the
@@ -281,6 +332,9 @@ pub fn conv(
     scratch: &mut [i16],
     outputs: &mut Outputs<'_, '_>,
 ) {
+    if layer.weight_format == WeightFormat::I8RowMajor {
+        return conv_row_major(geometry, layer, input, zero_point, outputs);
+    }
     let in_channels = usize::from(geometry.input.channels);
     let (in_height, in_width) = (
         isize::from(geometry.input.height as i16),
@@ -307,7 +361,9 @@ pub fn conv(
         let Some(patch) = scratch.get_mut(..padded(patch_len, COL_BLOCK)) else {
             return;
         };
-        patch[patch_len..].fill(0);
+        if let Some(tail) = patch.get_mut(patch_len..) {
+            tail.fill(0);
+        }
         let (taps_y, taps_x) = (geometry.rows.of(py), geometry.cols.of(px));
         let (rows, cols) = geometry.phase_grid(py, px);
         for my in 0..rows {
@@ -315,29 +371,39 @@ pub fn conv(
             let first_y = (my * stride_y) as isize + isize::from(taps_y.first);
             for mx in 0..cols {
                 let first_x = (mx * stride_x) as isize + isize::from(taps_x.first);
-                let mut at = 0;
-                for y in first_y..first_y + isize::from(taps_y.count) {
-                    for x in first_x..first_x + isize::from(taps_x.count) {
-                        let Some(slots) = patch.get_mut(at..at + in_channels) else {
-                            return;
-                        };
-                        let inside =
-                            (0..in_height).contains(&y) && (0..in_width as isize).contains(&x);
-                        let values = if inside {
-                            let from = (y as usize * in_width + x as usize) * in_channels;
-                            input.get(from..from + in_channels)
-                        } else {
-                            None
-                        };
-                        match values {
-                            Some(values) => {
-                                for (slot, &value) in slots.iter_mut().zip(values) {
-                                    *slot = i16::from(value);
-                                }
-                            }
-                            None => slots.fill(pad),
+                // Row by row of taps: the taps inside the input are one run of memory.
+                let (before, inside, after) =
+                    split_run(first_x, usize::from(taps_x.count), in_width);
+                let row_len = usize::from(taps_x.count) * in_channels;
+                let mut x_sum = 0i32;
+                for (y, slots) in (first_y..).zip(patch.chunks_exact_mut(row_len.max(1))) {
+                    if y >= first_y + isize::from(taps_y.count) {
+                        break;
+                    }
+                    let from = if (0..in_height).contains(&y) {
+                        (y as usize * in_width + first_x.max(0) as usize) * in_channels
+                    } else {
+                        usize::MAX
+                    };
+                    let Some((left, rest)) = slots.split_at_mut_checked(before * in_channels)
+                    else {
+                        return;
+                    };
+                    let Some((middle, right)) = rest.split_at_mut_checked(inside * in_channels)
+                    else {
+                        return;
+                    };
+                    match input.get(from..from.saturating_add(middle.len())) {
+                        Some(values) => {
+                            x_sum += widen_sum(middle, values);
+                            left.fill(pad);
+                            right.fill(pad);
+                            x_sum += i32::from(pad) * ((before + after) * in_channels) as i32;
                         }
-                        at += in_channels;
+                        None => {
+                            slots.fill(pad);
+                            x_sum += i32::from(pad) * row_len as i32;
+                        }
                     }
                 }
                 let base = (out_row + mx * col_phases + px) * out_channels;
@@ -348,11 +414,138 @@ pub fn conv(
                     params,
                     patch_len,
                     patch,
+                    Some(x_sum),
                     outputs,
                     base,
                 );
             }
         }
+    }
+}
+
+/// A phased convolution of row-major int8 weights, computed directly: for each output pixel,
+/// channel and tap, the dot product of the tap's weights and the input pixel's channels, both
+/// int8 as stored (a tap outside the input adds the zero point times the tap's weight sum).
+/// No patch is gathered, which is what a layer of few output channels (an image's last layer)
+/// needs: a gather would cost as much as the multiplications it serves. Same sums as the
+/// gathered form, so the same bytes.
+fn conv_row_major(
+    geometry: &ConvGeometry,
+    layer: &Layer<'_>,
+    input: &[i8],
+    zero_point: i8,
+    outputs: &mut Outputs<'_, '_>,
+) {
+    let in_channels = usize::from(geometry.input.channels);
+    let (in_height, in_width) = (
+        isize::from(geometry.input.height as i16),
+        usize::from(geometry.input.width),
+    );
+    let out_channels = usize::from(geometry.output.channels);
+    let out_width = usize::from(geometry.output.width);
+    let (row_phases, col_phases) = (geometry.rows.phases(), geometry.cols.phases());
+    let [stride_y, stride_x] = geometry.stride.map(usize::from);
+    let mut weights = layer.weights;
+    let mut records = layer.channels.bytes();
+    for (py, px) in geometry.phases() {
+        let patch_len = geometry.patch_len(py, px);
+        let (Some((matrix, rest)), Some((phase_records, other_records))) = (
+            weights.split_at_checked(patch_len * out_channels),
+            records.split_at_checked(out_channels * CHANNEL_RECORD_LEN),
+        ) else {
+            return;
+        };
+        weights = rest;
+        records = other_records;
+        let (taps_y, taps_x) = (geometry.rows.of(py), geometry.cols.of(px));
+        let (rows, cols) = geometry.phase_grid(py, px);
+        for my in 0..rows {
+            let out_row = (my * row_phases + py) * out_width;
+            let first_y = (my * stride_y) as isize + isize::from(taps_y.first);
+            for mx in 0..cols {
+                let first_x = (mx * stride_x) as isize + isize::from(taps_x.first);
+                let (before, inside, _) = split_run(first_x, usize::from(taps_x.count), in_width);
+                let row_len = usize::from(taps_x.count) * in_channels;
+                let base = (out_row + mx * col_phases + px) * out_channels;
+                let channels = phase_records.chunks_exact(CHANNEL_RECORD_LEN);
+                for ((channel, row), record) in matrix
+                    .chunks_exact(patch_len.max(1))
+                    .enumerate()
+                    .zip(channels)
+                {
+                    let Ok(record) = <&[u8; CHANNEL_RECORD_LEN]>::try_from(record) else {
+                        return;
+                    };
+                    let params = ChannelRequant::from_record(record);
+                    let mut acc = params.bias;
+                    // Row by row of taps: those inside the input are one dot product over
+                    // consecutive memory; those outside read the zero point.
+                    let weight_sum =
+                        |w: &[u8]| -> i32 { w.iter().map(|&w| i32::from(w as i8)).sum() };
+                    for (y, tap_row) in (first_y..).zip(row.chunks_exact(row_len.max(1))) {
+                        let from = if (0..in_height).contains(&y) {
+                            (y as usize * in_width + first_x.max(0) as usize) * in_channels
+                        } else {
+                            usize::MAX
+                        };
+                        let Some((left, rest)) = tap_row.split_at_checked(before * in_channels)
+                        else {
+                            return;
+                        };
+                        let Some((middle, right)) = rest.split_at_checked(inside * in_channels)
+                        else {
+                            return;
+                        };
+                        acc = acc.wrapping_add(
+                            match input.get(from..from.saturating_add(middle.len())) {
+                                Some(values) => {
+                                    dot_i8_i8(middle, values)
+                                        + (weight_sum(left) + weight_sum(right))
+                                            * i32::from(zero_point)
+                                }
+                                None => weight_sum(tap_row) * i32::from(zero_point),
+                            },
+                        );
+                    }
+                    outputs.set(base + channel, params, acc);
+                }
+            }
+        }
+    }
+}
+
+/// A run of `count` taps from column `first` split at the edges of an input `width` wide: how
+/// many fall before column 0, inside, and from column `width` on.
+#[inline]
+fn split_run(first: isize, count: usize, width: usize) -> (usize, usize, usize) {
+    let (count_i, width_i) = (count as isize, width as isize);
+    // max/min rather than clamp: no panic path.
+    let before = (-first).max(0).min(count_i);
+    let inside = ((first + count_i).min(width_i) - first.max(0))
+        .min(count_i - before)
+        .max(0);
+    (
+        before as usize,
+        inside as usize,
+        (count_i - before - inside) as usize,
+    )
+}
+
+/// `Σ w·x` over int8 weights (as stored bytes) and int8 activations (the DSP assembly where
+/// the build has it).
+#[inline]
+fn dot_i8_i8(weights: &[u8], x: &[i8]) -> i32 {
+    #[cfg(mcugan_dsp_kernels)]
+    {
+        crate::dsp::dot_i8_i8(weights, x)
+    }
+    #[cfg(not(mcugan_dsp_kernels))]
+    {
+        weights
+            .iter()
+            .zip(x)
+            .map(|(&w, &v)| i32::from(w as i8) * i32::from(v))
+            .sum()
     }
 }
 

@@ -563,14 +563,39 @@ fn corpus_models() -> Vec<(&'static str, Vec<u8>)> {
             col_taps: taps(&[(0, 2), (0, 2)]),
         };
         let layers = vec![
-            random_layer(numbers, None, 3, 8, Some((0, false)), WeightFormat::I8Blocked),
-            random_layer(numbers, Some(doubling), 8, 16, None, WeightFormat::I8Blocked),
+            random_layer(
+                numbers,
+                None,
+                3,
+                8,
+                Some((0, false)),
+                WeightFormat::I8Blocked,
+            ),
+            random_layer(
+                numbers,
+                Some(doubling),
+                8,
+                16,
+                None,
+                WeightFormat::I8Blocked,
+            ),
         ];
-        blob_of(&layers, 3, image_of(shape(1, 4, 4)), WeightFormat::I8Blocked)
+        blob_of(
+            &layers,
+            3,
+            image_of(shape(1, 4, 4)),
+            WeightFormat::I8Blocked,
+        )
     };
     vec![
-        ("tiny-valid-conv-rgb.mcg", chain(&mut numbers, WeightFormat::I8Blocked)),
-        ("tiny-valid-conv-rgb-int4.mcg", chain(&mut numbers, WeightFormat::I4Blocked)),
+        (
+            "tiny-valid-conv-rgb.mcg",
+            chain(&mut numbers, WeightFormat::I8Blocked),
+        ),
+        (
+            "tiny-valid-conv-rgb-int4.mcg",
+            chain(&mut numbers, WeightFormat::I4Blocked),
+        ),
         ("tiny-valid-conv-transposed.mcg", transposed(&mut numbers)),
     ]
 }
@@ -596,7 +621,11 @@ fn the_fuzz_corpus_holds_the_convolutional_seeds() {
         let stored = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (MCUGAN_BLESS=1 writes it)", path.display()));
         assert_eq!(stored, blob, "{name} is not what this test builds");
-        assert!(Model::parse(&blob).unwrap().layers().iter().any(|l| l.conv.is_some()));
+        assert!(Model::parse(&blob)
+            .unwrap()
+            .layers()
+            .iter()
+            .any(|l| l.conv.is_some()));
         parse_and_run(&blob);
     }
 }

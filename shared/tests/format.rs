@@ -719,7 +719,7 @@ proptest! {
         let model = Model::parse(&blob).expect("valid");
         let layer = &model.layers()[0];
         let mut sums = Vec::new();
-        dense(layer.weight_format, layer.weights, layer.channels, inputs, &x, |_, acc| sums.push(acc));
+        dense(layer.weight_format, layer.weights, layer.channels, inputs, &x, None, |_, acc| sums.push(acc));
         prop_assert_eq!(sums, naive_sums(&weights, inputs, &x, &biases));
     }
 }
@@ -758,6 +758,7 @@ fn heavy_interleaved_rows_parse_and_sum_exactly() {
         layer.channels,
         1024,
         &x,
+        None,
         |_, acc| sums.push(acc),
     );
     let weights = heavy_weights();

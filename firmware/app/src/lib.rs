@@ -100,11 +100,14 @@ pub fn validate<'a>(blob: &'a [u8], board: &mut impl Board) -> Result<Model<'a>,
     };
     board.emit_stat(StatKey::ValidationTicks, ticks)?;
     defmt::info!(
-        "model '{=str}' valid ({=u32} ticks): {=usize} layers, {=usize} MACs per image",
+        "model '{=str}' valid ({=u32} ticks): {=usize} layers, {=usize} MACs per image; RAM for \
+         inference: a {=usize}-byte arena and a {=usize}-byte scratch row",
         model.name(),
         ticks,
         model.layers().len(),
-        model.macs()
+        model.macs(),
+        model.arena_len(),
+        2 * model.scratch_len()
     );
     if let Some(classes) = model.classes() {
         defmt::info!("conditional model of {=usize} classes", classes);

@@ -17,7 +17,7 @@
 use anyhow::{bail, ensure, Context};
 use mcugan_shared::encode::{encode, ClassTableSpec, LayerSpec, ModelSpec, OutputSpec};
 use mcugan_shared::format::{
-    WeightFormat, MAX_IMAGE_PIXELS, MAX_LAYERS, MAX_LUT_LEN, MAX_TENSOR, MAX_WIDTH,
+    WeightFormat, MAX_IMAGE_PIXELS, MAX_LAYERS, MAX_LUT_LEN, MAX_TENSOR, MAX_WIDTH, ROW_BLOCK,
 };
 use mcugan_shared::latent::LATENT_SCALE;
 
@@ -188,7 +188,19 @@ pub fn quantize(model: &FloatGenerator, options: &QuantizeOptions) -> anyhow::Re
             },
             _ => Vec::new(),
         };
-        let format = options.weight_format(l, layers.len())?;
+        let format = match options.weight_format(l, layers.len())? {
+            // A convolution of fewer output channels than a row group of the blocked layout
+            // (an image's last layer) runs faster row-major, without gathering patches.
+            WeightFormat::I8Blocked
+                if layer
+                    .conv
+                    .as_ref()
+                    .is_some_and(|c| c.out_channels < ROW_BLOCK) =>
+            {
+                WeightFormat::I8RowMajor
+            }
+            format => format,
+        };
         let quantization = LayerQuantization {
             index: l,
             format,

@@ -40,8 +40,11 @@ fn default_seeds() -> SeedRun {
 }
 /// Bytes of the semihosting command line this board reads.
 const CMDLINE_LEN: usize = 1024;
-/// How far below the start-up stack pointer the stack is painted.
-const PAINTED_STACK: usize = 64 * 1024;
+/// How far below the start-up stack pointer the stack is painted: room for a convolutional
+/// model's activation arena (`dcgan.py`'s is 96 KiB), which lives on the stack.
+const PAINTED_STACK: usize = 1024 * 1024;
+/// Where the board's data SSRAM starts; painting stops there.
+const RAM_START: usize = 0x2000_0000;
 const PAINT: u32 = 0xC0FF_EE11;
 /// Iterations of the two-instruction calibration loop.
 const CALIBRATION_LOOPS: u32 = 1_000_000;
@@ -400,7 +403,7 @@ fn busy_loop(loops: u32) {
 fn paint_stack() -> usize {
     let sp = cortex_m::register::msp::read() as usize;
     let top = (sp - 64) & !3;
-    let bottom = top.saturating_sub(PAINTED_STACK);
+    let bottom = top.saturating_sub(PAINTED_STACK).max(RAM_START);
     let mut at = bottom;
     while at < top {
         // SAFETY: [bottom, top) lies below the live stack, in RAM that nothing else uses yet.
