@@ -18,7 +18,8 @@ with both exporters, the default one as PyTorch writes it: dynamo, its opset, we
 NAME.onnx.data; the README's snippet verbatim among them): see bench/onnx_conv_fixtures.py.
 
 Refused fixtures (refuse-*.onnx): graphs that are not a generator the chip can run; the tests
-check that the importer names their nodes.
+check that the importer names their nodes. Damaged and hostile files (bench/onnx_hostile.py) go
+to fuzz/corpus/onnx_import.
 """
 
 import argparse
@@ -30,6 +31,7 @@ import warnings
 import numpy as np
 import onnx
 from onnx_conv_fixtures import write_conv_fixtures, write_conv_refusals
+from onnx_hostile import write_hostile
 import onnxruntime as ort
 import torch
 import torch.nn as nn
@@ -390,6 +392,7 @@ def main():
     record_conditional(out("cgan-digits-opset17.onnx"), 100, 10)
     write_conv_refusals(args.out)
     write_conv_fixtures(args.out)
+    write_hostile(os.path.join(ROOT, "fuzz/corpus/onnx_import"))
     files = [os.path.join(d, f) for d, _, names in os.walk(args.out) for f in names]
     total = sum(os.path.getsize(f) for f in files)
     print(f"wrote {len(files)} files to {args.out}, {total:,} bytes")

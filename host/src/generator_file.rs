@@ -32,6 +32,17 @@ fn import_onnx(path: &Path) -> anyhow::Result<FloatGenerator> {
     Ok(mcugan_onnx::import(path)?.generator)
 }
 
+/// [`load_float_generator`] for the CLI: an ONNX file is imported first in a child process
+/// (this executable's `check-onnx`), so that whatever tract does on a damaged or hostile file
+/// — a panic, an overflowed stack, memory without end — ends the child, not the command,
+/// which then refuses the file by name. A file the child imports is imported again here.
+pub fn load_float_generator_contained(path: &Path) -> anyhow::Result<FloatGenerator> {
+    if is_onnx(path) && cfg!(feature = "onnx") {
+        crate::contained::check_in_child(path)?;
+    }
+    load_float_generator(path)
+}
+
 #[cfg(not(feature = "onnx"))]
 fn import_onnx(path: &Path) -> anyhow::Result<FloatGenerator> {
     anyhow::bail!(

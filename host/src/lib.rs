@@ -6,6 +6,7 @@
 //! tools in `mcugan-device-tools`.
 
 pub mod bench;
+pub mod contained;
 pub mod generator_file;
 pub mod overwrite;
 pub mod report;

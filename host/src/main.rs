@@ -55,10 +55,19 @@ enum Command {
     /// Measure a model and its firmware: sizes, RAM, instructions per image, float-vs-int8
     /// PSNR; draw the chip's digits.
     Report(commands::report::Args),
+    /// Import an ONNX file and exit 0, or 2 with the reason (the child process that contains
+    /// the importer for the other commands).
+    #[command(hide = true)]
+    CheckOnnx(commands::check_onnx::Args),
 }
 
 fn main() -> Result<()> {
     use clap::{CommandFactory, FromArgMatches};
+    // Backtraces are for bugs: with RUST_BACKTRACE=1 a panic still shows one, but an error
+    // about the user's input (a missing file, a refused model) does not.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
     // Flags given on the command line, by the subcommand's argument ids.
@@ -85,6 +94,7 @@ fn main() -> Result<()> {
         Command::BenchFirmware(args) => commands::bench_firmware::run(args, &global),
         Command::Sizes(args) => commands::sizes::run(args, &global),
         Command::Report(args) => commands::report::run(args, &global),
+        Command::CheckOnnx(args) => commands::check_onnx::run(args),
     }
 }
 

@@ -49,6 +49,16 @@ pub enum ImportError {
         /// The decoder's message.
         reason: String,
     },
+    /// The file breaks a rule of the ONNX specification (which onnx's checker enforces).
+    #[error("{}: not a valid ONNX model ({rule}): {problem}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The rule, as the ONNX specification names it.
+        rule: String,
+        /// What breaks it.
+        problem: String,
+    },
     /// The graph's inputs or outputs are not one latent vector in, one image out.
     #[error("{}: {problem}", path.display())]
     Interface {
@@ -74,6 +84,58 @@ pub enum ImportError {
         /// tract's message chain, naming the node.
         reason: String,
     },
+}
+
+/// tract's account of why it cannot analyse or run a graph, in one line a user can act on: the
+/// node it names (`node 'NAME' (OP)`) and the last cause, with tract's own vocabulary
+/// (`Impossible to unify Val(8) with Val(9)`, fact dumps, OS errors) translated or cut short.
+pub(crate) fn tract_reason(error: &tract_onnx::prelude::TractError) -> String {
+    let chain: Vec<String> = error.chain().map(|cause| cause.to_string()).collect();
+    // "Failed analyse for node #3 "gemm_misfit" Gemm", and the like.
+    let node = chain.iter().find_map(|cause| {
+        let start = cause.find("node #")?;
+        let rest = &cause[start..];
+        let open = rest.find('"')? + 1;
+        let close = open + rest[open..].find('"')?;
+        let name = &rest[open..close];
+        let op = rest[close + 1..].split_whitespace().next().unwrap_or("?");
+        Some(format!("node '{name}' ({})", op.trim_end_matches(':')))
+    });
+    let cause = chain.last().map(String::as_str).unwrap_or("unknown");
+    let cause = translate_cause(cause);
+    match node {
+        Some(node) => format!("{node}: its inputs do not fit together ({cause})"),
+        None => cause,
+    }
+}
+
+/// One cause of tract's, in words: unification failures as the dimensions they compare,
+/// anything long cut to its first line and 160 characters.
+fn translate_cause(cause: &str) -> String {
+    let cause = cause.trim().trim_end_matches('.');
+    if let Some(rest) = cause.strip_prefix("Impossible to unify ") {
+        let value = |v: &str| -> String {
+            let v = v.trim();
+            v.strip_prefix("Val(")
+                .and_then(|v| v.strip_suffix(')'))
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
+        };
+        if let Some((found, expected)) = rest.split_once(" with ") {
+            return format!(
+                "dimensions {} and {} that must be equal",
+                value(found),
+                value(expected)
+            );
+        }
+    }
+    let first = cause.lines().next().unwrap_or_default();
+    if first.chars().count() > 160 {
+        let cut: String = first.chars().take(160).collect();
+        format!("{cut}…")
+    } else {
+        first.to_string()
+    }
 }
 
 /// A problem found while walking the typed graph, at a tract node.

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use mcugan_float_model::{latent_for_seed, FloatGenerator, FloatReference};
 use tract_onnx::prelude::*;
 
+mod checker;
 mod conditional;
 mod error;
 mod external;
@@ -35,6 +36,7 @@ mod ops;
 mod reference;
 mod walk;
 
+pub use checker::{IR_VERSIONS, OPSETS};
 pub use error::{ImportError, RefusedNode};
 pub use external::{external_data_files, MAX_TENSOR_BYTES, MAX_WEIGHT_BYTES};
 pub use ops::SUPPORTED_OPS;
@@ -62,7 +64,33 @@ pub fn import(path: &Path) -> Result<OnnxGenerator, ImportError> {
 }
 
 /// [`import`] of a file's bytes; `path` names it in errors and resolves external data.
+///
+/// A panic inside tract on a graph that passed the checks here is caught and refused by name.
+/// What cannot be caught in a process (tract overflowing its stack, running out of memory)
+/// the CLI contains by importing the file in a child process first (`mcugan check-onnx`).
 pub fn import_bytes(path: &Path, bytes: &[u8]) -> Result<OnnxGenerator, ImportError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        import_unguarded(path, bytes)
+    })) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(ImportError::Analysis {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "tract-onnx panicked on this graph ({}): the file is refused",
+                    message.lines().next().unwrap_or_default()
+                ),
+            })
+        }
+    }
+}
+
+fn import_unguarded(path: &Path, bytes: &[u8]) -> Result<OnnxGenerator, ImportError> {
     let file = || path.to_path_buf();
     let onnx = tract_onnx::onnx();
     let proto = onnx
@@ -75,6 +103,7 @@ pub fn import_bytes(path: &Path, bytes: &[u8]) -> Result<OnnxGenerator, ImportEr
         path: file(),
         reason: "the model has no graph".into(),
     };
+    checker::check_model(path, &proto)?;
     let graph = proto.graph.as_ref().ok_or_else(no_graph)?;
     external::check_weights(path, graph)?;
     let (proto, classes) = match conditional::cut_at_label_concat(path, &proto, graph)? {
@@ -93,7 +122,7 @@ pub fn import_bytes(path: &Path, bytes: &[u8]) -> Result<OnnxGenerator, ImportEr
 
     let analysis = |e: TractError| ImportError::Analysis {
         path: file(),
-        reason: format!("{e:#}"),
+        reason: error::tract_reason(&e),
     };
     let dir = path.parent().and_then(Path::to_str);
     let parsed = onnx.parse(&proto, dir).map_err(analysis)?;

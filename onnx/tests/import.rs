@@ -83,7 +83,9 @@ fn every_exported_generator_imports_with_its_layers_and_image() {
 /// The convolutional fixtures: file, the default export whose onnxruntime outputs it is checked
 /// against (the same weights), each layer's kind (`dense`, `conv`, `up+conv`: an upsampling
 /// folded into the convolution, `convT`), and the image (width, height, channels).
-const CONV: &[(&str, &str, &[&str], (u16, u16, u8))] = &[
+type ConvFixture = (&'static str, &'static str, &'static [&'static str], (u16, u16, u8));
+
+const CONV: &[ConvFixture] = &[
     (
         "dcgan-digits-dynamo.onnx",
         "dcgan-digits-dynamo",
@@ -252,7 +254,7 @@ fn convolutions_the_chip_cannot_run_are_refused_by_name() {
         (
             "refuse-conv-batchnorm-after-activation.onnx",
             "'/Mul' (Mul)",
-            "16384 values",
+            "16384 inputs",
         ),
         ("refuse-conv-two-channels.onnx", "(Tanh)", "2 channels"),
     ] {

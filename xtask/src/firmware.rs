@@ -59,7 +59,97 @@ pub(crate) fn build_boards(root: &Path, features: &[&str]) -> Result<Vec<PathBuf
     Ok(elfs)
 }
 
-pub(crate) fn bench_firmware(root: &Path) -> Result<()> {
+/// The convolutional ONNX fixtures the firmware benchmark quantizes and runs: (name, file).
+const CONV_BENCH_MODELS: [(&str, &str); 3] = [
+    (
+        "dcgan-digits",
+        "tests/fixtures/onnx/dcgan-digits-dynamo.onnx",
+    ),
+    (
+        "dcganpy-digits",
+        "tests/fixtures/onnx/readme/my_generator.onnx",
+    ),
+    ("rgb-shapes", "tests/fixtures/onnx/rgb-shapes-dynamo.onnx"),
+];
+
+/// `cargo xtask bench-firmware`'s options.
+#[derive(clap::Args)]
+pub(crate) struct BenchFirmwareArgs {
+    /// Also export PyTorch-GAN dcgan.py's generator at full size (untrained; PyTorch from
+    /// PyPI into .venv-onnx) and benchmark it.
+    #[arg(long)]
+    dcgan_py: bool,
+}
+
+/// Builds the firmware around `model` with `kernels`, runs `mcugan bench-firmware` on it and
+/// returns its table.
+fn bench_one(
+    root: &Path,
+    out: &Path,
+    name: &str,
+    model: &Path,
+    kernels: Kernels,
+) -> Result<String> {
+    let label = match kernels {
+        Kernels::Dsp => "dsp",
+        Kernels::Portable => "portable",
+    };
+    step(&format!(
+        "{name} model, {label} kernels: building and running under QEMU"
+    ));
+    let kept = out.join(format!("mcugan-firmware-{name}-{label}.elf"));
+    build_firmware_with(root, model, kernels, &kept)?;
+    let json = out.join(format!("firmware-{name}-{label}.json"));
+    let output = mcugan(
+        root,
+        &[
+            "bench-firmware",
+            &kept.to_string_lossy(),
+            "--model",
+            &model.to_string_lossy(),
+            "--json",
+            &json.to_string_lossy(),
+            "--timeout",
+            "600",
+            "--force",
+        ],
+    )
+    .output()
+    .context("running mcugan bench-firmware")?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    eprint!("{text}{}", String::from_utf8_lossy(&output.stderr));
+    if !output.status.success() {
+        bail!("the {name}/{label} benchmark failed");
+    }
+    Ok(text + "\n")
+}
+
+/// Quantizes the ONNX generator `onnx` into `blob` with the ONNX-enabled CLI.
+fn quantize_onnx(root: &Path, onnx: &Path, blob: &Path) -> Result<()> {
+    let status = cargo(&[
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "mcugan",
+        "--",
+        "quantize",
+    ])
+    .arg("--generator")
+    .arg(onnx)
+    .arg("--out")
+    .arg(blob)
+    .arg("--force")
+    .current_dir(root)
+    .status()
+    .context("running mcugan quantize")?;
+    if !status.success() {
+        bail!("quantizing {} failed", onnx.display());
+    }
+    Ok(())
+}
+
+pub(crate) fn bench_firmware(root: &Path, args: BenchFirmwareArgs) -> Result<()> {
     setup(root, false)?;
     build_host_cli(root)?;
     let out = root.join("runs/bench");
@@ -71,34 +161,32 @@ pub(crate) fn bench_firmware(root: &Path) -> Result<()> {
     let mut report =
         String::from("## Firmware benchmark (QEMU mps2-an386, Cortex-M4F, -icount shift=0)\n\n");
     for (name, model) in &models {
-        for (build, kernels) in [(Kernels::Dsp, "dsp"), (Kernels::Portable, "portable")] {
-            step(&format!(
-                "{name} model, {kernels} kernels: building and running under QEMU"
-            ));
-            let kept = out.join(format!("mcugan-firmware-{name}-{kernels}.elf"));
-            build_firmware_with(root, model, build, &kept)?;
-            let json = out.join(format!("firmware-{name}-{kernels}.json"));
-            let output = mcugan(
-                root,
-                &[
-                    "bench-firmware",
-                    &kept.to_string_lossy(),
-                    "--model",
-                    &model.to_string_lossy(),
-                    "--json",
-                    &json.to_string_lossy(),
-                ],
-            )
-            .output()
-            .context("running mcugan bench-firmware")?;
-            let text = String::from_utf8_lossy(&output.stdout);
-            eprint!("{text}{}", String::from_utf8_lossy(&output.stderr));
-            if !output.status.success() {
-                bail!("the {name}/{kernels} benchmark failed");
-            }
-            report += &text;
-            report += "\n";
+        for kernels in [Kernels::Dsp, Kernels::Portable] {
+            report += &bench_one(root, &out, name, model, kernels)?;
         }
+    }
+    step("convolutional generators (the ONNX fixtures, quantized int8)");
+    let mut conv: Vec<(String, PathBuf)> = CONV_BENCH_MODELS
+        .iter()
+        .map(|(name, file)| (name.to_string(), root.join(file)))
+        .collect();
+    if args.dcgan_py {
+        let python = python_venv(
+            root,
+            ".venv-onnx",
+            "PyTorch, onnx and onnxruntime, for the ONNX fixtures",
+            &crate::fixtures::ONNX_PACKAGES,
+        )?;
+        let onnx = out.join("dcgan-py.onnx");
+        run(std::process::Command::new(python)
+            .arg(root.join("bench/dcgan_py_export.py"))
+            .arg(&onnx))?;
+        conv.push(("dcgan-py".into(), onnx));
+    }
+    for (name, onnx) in &conv {
+        let blob = out.join(format!("{name}-int8.mcg"));
+        quantize_onnx(root, onnx, &blob)?;
+        report += &bench_one(root, &out, name, &blob, Kernels::Dsp)?;
     }
     step("real boards (build only: they run on hardware)");
     let elfs = build_boards(root, &[])?;

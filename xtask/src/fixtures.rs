@@ -7,6 +7,17 @@ use anyhow::Result;
 
 use crate::util::*;
 
+/// What the ONNX fixtures' virtual environment holds: PyTorch (and its exporters'
+/// onnxscript), onnx, onnxruntime.
+pub(crate) const ONNX_PACKAGES: [&str; 6] = [
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "numpy",
+    "safetensors",
+];
+
 /// Rewrites the ONNX fixtures: `bench/onnx_fixtures.py` in a virtual environment with
 /// PyTorch (and its exporters' onnxscript), onnx and onnxruntime.
 pub(crate) fn onnx_fixtures(root: &Path) -> Result<()> {
@@ -14,14 +25,7 @@ pub(crate) fn onnx_fixtures(root: &Path) -> Result<()> {
         root,
         ".venv-onnx",
         "PyTorch, onnx and onnxruntime, for the ONNX fixtures",
-        &[
-            "torch",
-            "onnx",
-            "onnxruntime",
-            "onnxscript",
-            "numpy",
-            "safetensors",
-        ],
+        &ONNX_PACKAGES,
     )?;
     step("writing tests/fixtures/onnx (bench/onnx_fixtures.py)");
     run(Command::new(python).arg(root.join("bench/onnx_fixtures.py")))

@@ -8,12 +8,17 @@ use anyhow::{bail, Context, Result};
 use crate::util::*;
 
 /// The cargo-fuzz targets in fuzz/, each with its seed folder fuzz/corpus/<target>.
-pub(crate) const FUZZ_TARGETS: [&str; 4] =
-    ["parse_model", "stream_records", "idx_reader", "checkpoint"];
+pub(crate) const FUZZ_TARGETS: [&str; 5] = [
+    "parse_model",
+    "stream_records",
+    "idx_reader",
+    "checkpoint",
+    "onnx_import",
+];
 
-/// The targets that need the fuzz crate's `host` feature (the host crate: candle and tract,
+/// The targets that need the fuzz crate's `host` feature (the host crates: candle and tract,
 /// a long build under the sanitizer).
-pub(crate) const HOST_FUZZ_TARGETS: [&str; 2] = ["idx_reader", "checkpoint"];
+pub(crate) const HOST_FUZZ_TARGETS: [&str; 3] = ["idx_reader", "checkpoint", "onnx_import"];
 
 /// `cargo xtask fuzz`: runs each target from its committed seeds (new inputs go to
 /// target/fuzz-corpus, so the seed folders stay as committed) and prints a line per target

@@ -48,8 +48,9 @@ enum Task {
     /// Formatting, lints, and every test (firmware under QEMU included).
     Test,
     /// Instructions per layer and per MAC, flash and RAM, for the int8 and int4 models with
-    /// DSP and portable kernels (QEMU), and board sizes.
-    BenchFirmware,
+    /// DSP and portable kernels and for the convolutional ONNX fixtures (QEMU), and board
+    /// sizes.
+    BenchFirmware(firmware::BenchFirmwareArgs),
     /// FID / IS / class coverage of the shipped digits models: float, int8 and int4 host
     /// simulation, int8 firmware under QEMU.
     EvalShipped,
@@ -83,7 +84,7 @@ fn main() -> Result<()> {
         Task::Demo(args) => demo::demo(&root, args),
         Task::Test => test::test(&root),
         Task::Setup => setup::setup(&root, true),
-        Task::BenchFirmware => firmware::bench_firmware(&root),
+        Task::BenchFirmware(args) => firmware::bench_firmware(&root, args),
         Task::EvalShipped => eval_shipped::eval_shipped(&root),
         Task::FidCurve(args) => fid_curve::fid_curve(&root, args),
         Task::BenchTrain(args) => bench_train::bench_train(&root, args),

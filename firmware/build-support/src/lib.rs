@@ -105,7 +105,11 @@ fn buffer_sizes(model: &Path) -> (usize, usize, usize) {
         return FOR_A_BAD_BLOB;
     };
     let sizes = match mcugan_shared::Model::parse(&bytes) {
-        Ok(parsed) => (parsed.arena_len(), parsed.scratch_len(), parsed.pixel_count()),
+        Ok(parsed) => (
+            parsed.arena_len(),
+            parsed.scratch_len(),
+            parsed.pixel_count(),
+        ),
         Err(_) => FOR_A_BAD_BLOB,
     };
     sizes

@@ -175,7 +175,7 @@ pub(super) fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Re
         ));
     }
     let float = if generator_file::is_onnx(path) {
-        generator_file::load_float_generator(path)?
+        generator_file::load_float_generator_contained(path)?
     } else {
         let generator = train::load_generator(path, &Device::Cpu).with_context(|| {
             format!(

@@ -1,6 +1,7 @@
 //! One module per subcommand: each holds its clap arguments (`Args`) and its `run`.
 
 pub mod bench_firmware;
+pub mod check_onnx;
 pub mod classifier;
 pub mod common;
 pub mod data;

@@ -64,7 +64,7 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
     }
     outputs.output(&out, "--out", FileKind::ModelBlob)?;
     let seeds = parse_seeds(&psnr_seeds, MAX_LISTED_SEEDS, "--psnr-seeds")?;
-    let float = generator_file::load_float_generator(&generator)?;
+    let float = generator_file::load_float_generator_contained(&generator)?;
     let options = QuantizeOptions {
         name,
         calibration_images,

@@ -68,7 +68,7 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
         FileKind::Text,
     )?;
     outputs.output(&png, "--png", FileKind::Png)?;
-    let float = generator_file::load_float_generator(&generator)?;
+    let float = generator_file::load_float_generator_contained(&generator)?;
     let blob = read(&model)?;
     let training = match train_summary {
         Some(path) => Some(

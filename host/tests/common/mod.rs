@@ -45,6 +45,7 @@ fn bars_dataset(n: usize) -> Dataset {
 }
 
 /// Requires a command to have succeeded, showing its stderr when it did not.
+#[allow(dead_code)]
 pub fn assert_success(output: &Output) {
     assert!(
         output.status.success(),

@@ -336,8 +336,8 @@ impl Walk<'_> {
             return Err(Refusal::new(
                 node,
                 format!(
-                    "starts a dense layer (or a per-channel scale outside a convolution) on \
-                     {width} values; the chip's dense layers take at most {MAX_WIDTH}"
+                    "makes a dense layer of {width} inputs; the chip's dense layers take at \
+                     most {MAX_WIDTH} (a scale or shift outside a convolution is one too)"
                 ),
             ));
         }

@@ -29,14 +29,18 @@ fn main() -> ! {
     let (mut board, plan) = board::Mps2::take();
     let outcome = match plan {
         #[cfg(feature = "walk")]
-        board::Plan::Walk(walk) => mcugan_firmware_app::run_walk::<ARENA_LEN, SCRATCH_LEN, IMAGE_PIXELS>(
-            &MODEL.0, walk, &mut board,
-        ),
-        board::Plan::Seeds(seeds) => mcugan_firmware_app::run::<ARENA_LEN, SCRATCH_LEN, IMAGE_PIXELS>(
-            &MODEL.0,
-            seeds.iter().flat_map(|run| run.requests()),
-            &mut board,
-        ),
+        board::Plan::Walk(walk) => {
+            mcugan_firmware_app::run_walk::<ARENA_LEN, SCRATCH_LEN, IMAGE_PIXELS>(
+                &MODEL.0, walk, &mut board,
+            )
+        }
+        board::Plan::Seeds(seeds) => {
+            mcugan_firmware_app::run::<ARENA_LEN, SCRATCH_LEN, IMAGE_PIXELS>(
+                &MODEL.0,
+                seeds.iter().flat_map(|run| run.requests()),
+                &mut board,
+            )
+        }
     };
     board.finish(outcome)
 }
