@@ -252,7 +252,9 @@ fn run_qemu_with(
     options: &QemuOptions,
 ) -> anyhow::Result<FirmwareRun> {
     let elf = &std::fs::canonicalize(elf).with_context(|| format!("finding {}", elf.display()))?;
-    let elf_bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
+    // An ELF QEMU cannot run is refused here, by name, not after QEMU's timeout.
+    crate::elf::embedded_model(elf)?;
+    let elf_bytes = crate::elf::read_bounded(elf, crate::elf::MAX_FILE_BYTES, "firmware ELF")?;
     let work = tempfile::tempdir().context("creating a temporary directory")?;
     let stream_path = work.path().join("images.bin");
     let mut append = vec![format!("out={}", stream_path.display())];

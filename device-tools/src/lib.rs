@@ -6,4 +6,5 @@
 //! `mcugan-shared`, and nothing of training. Also building the QEMU firmware around a blob.
 
 pub mod build;
+pub mod elf;
 pub mod firmware;

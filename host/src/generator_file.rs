@@ -20,6 +20,20 @@ pub fn is_onnx(path: &Path) -> bool {
 /// Loads the float generator in `path`: `.onnx` through the ONNX importer, anything else as
 /// a safetensors generator or checkpoint.
 pub fn load_float_generator(path: &Path) -> anyhow::Result<FloatGenerator> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() {
+        anyhow::bail!(
+            "{} is not a regular file (a generator is a .safetensors or .onnx file)",
+            path.display()
+        );
+    }
+    if meta.len() > mcugan_device_tools::elf::MAX_FILE_BYTES {
+        anyhow::bail!(
+            "{} is larger than any generator the chip holds ({} bytes)",
+            path.display(),
+            mcugan_device_tools::elf::MAX_FILE_BYTES
+        );
+    }
     if is_onnx(path) {
         return import_onnx(path);
     }

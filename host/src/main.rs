@@ -15,8 +15,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     /// CPU threads: the fused CPU trainer's (default: every core) and candle's matrix products
     /// (default 1: at batch 64 more threads cost candle more than they bring; see the README).
-    #[arg(long, global = true)]
-    threads: Option<usize>,
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    threads: Option<u64>,
     /// Replace what exists: a training run (without --resume), a classifier, an image folder,
     /// a file of another kind. An output that is one of the command's own inputs is refused
     /// even so.
@@ -76,7 +76,7 @@ fn main() -> Result<()> {
             sub.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
         })
     };
-    let threads = configure_threads(cli.threads);
+    let threads = configure_threads(cli.threads.map(|t| t as usize));
     let global = commands::Global {
         force: cli.force,
         threads,

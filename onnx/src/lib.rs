@@ -56,10 +56,24 @@ pub struct OnnxGenerator {
 /// Imports the generator in the ONNX file at `path` (and the external data files it names,
 /// beside it).
 pub fn import(path: &Path) -> Result<OnnxGenerator, ImportError> {
-    let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
+    use std::io::Read;
+    let io = |source| ImportError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // Bounded: weights inline within their limit, plus the graph; a device such as
+    // /dev/zero ends in a refusal, not a read without end.
+    let max = MAX_WEIGHT_BYTES + (16 << 20);
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+        .map_err(io)?;
+    if bytes.len() as u64 > max {
+        return Err(ImportError::NotOnnx {
+            path: path.to_path_buf(),
+            reason: format!("larger than any generator's ONNX file ({max} bytes)"),
+        });
+    }
     import_bytes(path, &bytes)
 }
 

@@ -83,7 +83,12 @@ fn every_exported_generator_imports_with_its_layers_and_image() {
 /// The convolutional fixtures: file, the default export whose onnxruntime outputs it is checked
 /// against (the same weights), each layer's kind (`dense`, `conv`, `up+conv`: an upsampling
 /// folded into the convolution, `convT`), and the image (width, height, channels).
-type ConvFixture = (&'static str, &'static str, &'static [&'static str], (u16, u16, u8));
+type ConvFixture = (
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    (u16, u16, u8),
+);
 
 const CONV: &[ConvFixture] = &[
     (

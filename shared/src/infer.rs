@@ -5,9 +5,8 @@ use crate::format::{padded, LayerOutput, Model, COL_BLOCK};
 use crate::kernels::{conv, dense_into, Outputs};
 use crate::latent::{blend_code, gaussian_code, sample_latent, SplitMix64};
 
-/// Why [`generate`] could not run.
+/// Why [`generate_in`] could not run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum InferenceError {
     /// The pixel buffer's length differs from the model's image size.
     #[error("pixel buffer holds {found} bytes, the model draws {expected}")]
@@ -78,6 +77,70 @@ pub enum InferenceError {
         /// The model's classes.
         classes: usize,
     },
+}
+
+/// The firmware's log says what went wrong in the words of the `Display` text (defmt keeps the
+/// strings on the host, not in flash).
+#[cfg(feature = "defmt")]
+impl defmt::Format for InferenceError {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        match *self {
+            InferenceError::PixelBufferSize { expected, found } => defmt::write!(
+                f,
+                "pixel buffer holds {=usize} bytes, the model draws {=usize}",
+                found,
+                expected
+            ),
+            InferenceError::ActivationBuffers { needed, capacity } => defmt::write!(
+                f,
+                "an activation arena of {=usize} bytes, the model needs {=usize}",
+                capacity,
+                needed
+            ),
+            InferenceError::ScratchBuffer { needed, capacity } => defmt::write!(
+                f,
+                "a scratch row of {=usize} entries, the model needs {=usize}",
+                capacity,
+                needed
+            ),
+            InferenceError::ScratchMisaligned => {
+                defmt::write!(f, "the scratch row is not 4-byte aligned")
+            }
+            InferenceError::LatentSize { expected, found } => defmt::write!(
+                f,
+                "latent vector has {=usize} codes, the model takes {=usize}",
+                found,
+                expected
+            ),
+            InferenceError::InputSize { expected, found } => defmt::write!(
+                f,
+                "input vector has {=usize} codes, the model's first layer takes {=usize}",
+                found,
+                expected
+            ),
+            InferenceError::ClassRequired { classes } => defmt::write!(
+                f,
+                "the model is conditional: ask for one of its {=usize} classes",
+                classes
+            ),
+            InferenceError::NotConditional => {
+                defmt::write!(f, "the model is unconditional: it draws no class")
+            }
+            InferenceError::FrameOutOfRange { frame, frames } => defmt::write!(
+                f,
+                "frame {=u32} of a walk of {=u32} frames (at most {=u32})",
+                frame,
+                frames,
+                MAX_WALK_FRAMES
+            ),
+            InferenceError::ClassOutOfRange { class, classes } => defmt::write!(
+                f,
+                "class {=u16} is beyond the model's {=usize} classes",
+                class,
+                classes
+            ),
+        }
+    }
 }
 
 /// A latent walk: `frames` images on the straight line from one request's input (latent codes

@@ -10,7 +10,7 @@ pub enum DeviceError {
     Unknown(String),
     /// A CUDA device was asked of a build without the `cuda` feature.
     #[error(
-        "this mcugan was built without CUDA; rebuild with `cargo build --release --features cuda` \\
+        "this mcugan was built without CUDA; rebuild with `cargo build --release --features cuda` \
          (see the README) to use '{0}'"
     )]
     NotCompiled(String),

@@ -288,9 +288,8 @@ fn last_good(checkpoint: &Path) -> String {
     }
 }
 
-/// Refuses a state with a parameter that is not finite or has exploded, naming the tensor; run
-/// before a checkpoint is written, so the last checkpoint stays a good one.
-fn check_parameters(state: &TrainState, checkpoint: &Path) -> anyhow::Result<()> {
+/// The first parameter of `state` that is not finite or has exploded, with its value.
+fn implausible_parameter(state: &TrainState) -> anyhow::Result<Option<(String, f32)>> {
     let mut tensors = state.generator.state()?;
     for (name, var) in state.discriminator.vars() {
         tensors.push((format!("discriminator.{name}"), var.as_tensor().clone()));
@@ -300,15 +299,24 @@ fn check_parameters(state: &TrainState, checkpoint: &Path) -> anyhow::Result<()>
             continue;
         }
         let values = tensor.flatten_all()?.to_vec1::<f32>()?;
-        if let Some(bad) = values
+        if let Some(&bad) = values
             .iter()
             .find(|v| !v.is_finite() || v.abs() > MAX_PLAUSIBLE_WEIGHT)
         {
-            bail!(
-                "the parameter {name} reached {bad}: training diverged and was stopped; {}",
-                last_good(checkpoint)
-            );
+            return Ok(Some((name, bad)));
         }
+    }
+    Ok(None)
+}
+
+/// Refuses a state with a parameter that is not finite or has exploded, naming the tensor; run
+/// before a checkpoint is written, so the last checkpoint stays a good one.
+fn check_parameters(state: &TrainState, checkpoint: &Path) -> anyhow::Result<()> {
+    if let Some((name, bad)) = implausible_parameter(state)? {
+        bail!(
+            "the parameter {name} reached {bad}: training diverged and was stopped; {}",
+            last_good(checkpoint)
+        );
     }
     Ok(())
 }
@@ -500,8 +508,8 @@ fn load_training_data(config: &TrainConfig) -> anyhow::Result<Dataset> {
     let device = &config.device;
     if matches!(config.engine, Engine::Fused { .. }) && !device.is_cpu() {
         bail!(
-            "the fused trainer runs on the CPU; train on {device:?} with the kernels or candle \
-             engine"
+            "the fused trainer runs on the CPU; train on {} with the kernels or candle engine",
+            crate::device::device_name(device)
         );
     }
     if let Some(classes) = config.classes {
@@ -550,6 +558,13 @@ fn resume(
     let position = state
         .restore(&checkpoint)
         .context("restoring the checkpoint")?;
+    if let Some((name, bad)) = implausible_parameter(state)? {
+        bail!(
+            "{} holds the parameter {name} at {bad}: a diverged run, it cannot be resumed; \
+             start a new run (--force replaces it)",
+            config.out_dir.join(CHECKPOINT_FILE).display()
+        );
+    }
     if state.epoch >= config.epochs {
         bail!(
             "the run in {} has trained {} of its {} epochs already: nothing to resume; give \
@@ -862,7 +877,31 @@ fn check_conditional(config: &TrainConfig, data: &Dataset, classes: usize) -> an
         bail!("a conditional GAN needs 2 to 256 classes, not {classes}");
     }
     if let Some(&label) = data.labels.iter().find(|&&l| usize::from(l) >= classes) {
-        bail!("the data holds label {label}, beyond the {classes} classes of the model");
+        bail!(
+            "the data holds label {label}, beyond the {classes} classes of the model: give \
+             --classes {} (or leave it out: the labels decide)",
+            data.class_counts().len()
+        );
+    }
+    let counts = data.class_counts();
+    let empty: Vec<String> = (0..classes)
+        .filter(|&c| counts.get(c).copied().unwrap_or(0) == 0)
+        .map(|c| c.to_string())
+        .collect();
+    if !empty.is_empty() {
+        bail!(
+            "class{} {} {} no image among the {} training images{}: a conditional model would \
+             learn nothing for {}; train on images of every class (a --limit takes the first \
+             images, which may all be of a few classes)",
+            if empty.len() == 1 { "" } else { "es" },
+            empty.join(", "),
+            if empty.len() == 1 { "has" } else { "have" },
+            data.len(),
+            config
+                .limit
+                .map_or(String::new(), |l| format!(" (the first {l})")),
+            if empty.len() == 1 { "it" } else { "them" }
+        );
     }
     Ok(())
 }

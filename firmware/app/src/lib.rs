@@ -66,7 +66,7 @@ pub trait Board {
 pub struct SinkError;
 
 /// Why a run failed.
-#[derive(Clone, Copy, Debug, defmt::Format)]
+#[derive(Clone, Copy, Debug)]
 pub enum AppError {
     /// The model blob is invalid.
     Model(FormatError),
@@ -74,6 +74,16 @@ pub enum AppError {
     Inference(InferenceError),
     /// The board could not deliver a result.
     Sink(SinkError),
+}
+
+impl defmt::Format for AppError {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        match self {
+            AppError::Model(err) => defmt::write!(f, "invalid model: {}", err),
+            AppError::Inference(err) => defmt::write!(f, "cannot draw: {}", err),
+            AppError::Sink(_) => defmt::write!(f, "the board could not deliver the image"),
+        }
+    }
 }
 
 impl From<SinkError> for AppError {

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use mcugan_model_tools::picture::{self, GridLayout};
 use mcugan_model_tools::seeds::Seeds;
 
@@ -18,8 +18,10 @@ pub(super) const MAX_LISTED_SEEDS: u64 = 1 << 20;
 /// Most images a PNG grid holds: 32 x 32.
 pub(super) const MAX_GRID_IMAGES: u64 = 1024;
 
+/// Reads a model blob or another input file whole; a file larger than any the tools read (a
+/// device such as `/dev/zero` among them) is refused after reading a little more than that.
 pub(super) fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    mcugan_device_tools::elf::read_bounded(path, mcugan_device_tools::elf::MAX_FILE_BYTES, "input")
 }
 
 /// The layout of pictures of generated digits.

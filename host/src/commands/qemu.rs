@@ -100,6 +100,9 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
     if let Some(dir) = &out_dir {
         outputs.output_dir(dir, "--out-dir")?;
     }
+    if let Some(model) = &check {
+        mcugan_device_tools::elf::check_embeds(&elf, &read(model)?, model)?;
+    }
     let options = QemuOptions::with_timeout(timeout);
     let run = firmware::run_qemu_requests(&elf, &requests, &options)?;
     show_run(&run)?;
@@ -181,13 +184,17 @@ fn check_against_simulation(
         })
         .collect();
     if drawn != asked {
+        let describe = |r: &ImageRequest| match r.class {
+            Some(class) => format!("seed {} in class {class}", r.seed),
+            None => format!("seed {}", r.seed),
+        };
+        let first = drawn.iter().zip(&asked).find(|(d, a)| d != a);
         bail!(
-            "the chip drew other (seed, class) pairs than asked for: {:?}",
-            drawn
-                .iter()
-                .zip(&asked)
-                .find(|(d, a)| d != a)
-                .map(|(d, a)| format!("drew {d:?}, asked {a:?}"))
+            "the chip drew other images than asked for: {}",
+            match first {
+                Some((d, a)) => format!("{} where {} was asked", describe(d), describe(a)),
+                None => format!("{} images for {} asked", drawn.len(), asked.len()),
+            }
         );
     }
     let expected = simulate::simulate_requests(&blob, &asked)?;
@@ -246,6 +253,7 @@ pub(super) fn qemu_walk_command(
             let blob = read(path)?;
             let model = Model::parse(&blob)
                 .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", path.display()))?;
+            mcugan_device_tools::elf::check_embeds(elf, &blob, path)?;
             let resolved = resolve_walk(walk, model.classes(), path)?;
             let image = model.image();
             drop(model);

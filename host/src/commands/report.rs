@@ -68,8 +68,9 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
         FileKind::Text,
     )?;
     outputs.output(&png, "--png", FileKind::Png)?;
-    let float = generator_file::load_float_generator_contained(&generator)?;
     let blob = read(&model)?;
+    mcugan_device_tools::elf::check_embeds(&elf, &blob, &model)?;
+    let float = generator_file::load_float_generator_contained(&generator)?;
     let training = match train_summary {
         Some(path) => Some(
             serde_json::from_slice(&read(&path)?)

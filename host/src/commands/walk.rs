@@ -17,9 +17,9 @@ pub struct WalkArgs {
     /// or between --walk-classes, or else from A's default class to B's.
     #[arg(long, conflicts_with = "seeds")]
     walk: Option<String>,
-    /// Frames of a --walk, both ends included.
-    #[arg(long, default_value_t = 16, requires = "walk")]
-    frames: u32,
+    /// Frames of a --walk, both ends included (default 16).
+    #[arg(long, requires = "walk")]
+    frames: Option<u32>,
     /// The classes a --walk of a conditional model runs between (`C..D`).
     #[arg(long, requires = "walk", conflicts_with = "class")]
     walk_classes: Option<String>,
@@ -30,12 +30,22 @@ impl WalkArgs {
     pub(super) fn walk(&self, class: Option<u16>) -> Result<Option<mcugan_shared::Walk>> {
         self.walk
             .as_deref()
-            .map(|walk| parse_walk(walk, self.frames, class, self.walk_classes.as_deref()))
+            .map(|walk| {
+                parse_walk(
+                    walk,
+                    self.frames.unwrap_or(DEFAULT_WALK_FRAMES),
+                    class,
+                    self.walk_classes.as_deref(),
+                )
+            })
             .transpose()
     }
 }
 
-/// `A..B` (two 32-bit seeds, or one) and the walk's classes: `--walk-classes C..D`, else
+/// Frames of a walk when `--frames` is not given.
+pub(super) const DEFAULT_WALK_FRAMES: u32 = 16;
+
+/// `A..B` (two 32-bit seeds) and the walk's classes: `--walk-classes C..D`, else
 /// `--class C` at both ends, else none (a conditional model then walks between the two seeds'
 /// default classes, resolved once the model is read: see [`resolve_walk`]).
 pub(super) fn parse_walk(
@@ -45,7 +55,9 @@ pub(super) fn parse_walk(
     walk_classes: Option<&str>,
 ) -> Result<mcugan_shared::Walk> {
     fn pair<T: std::str::FromStr>(text: &str, what: &str) -> Result<(T, T)> {
-        let (a, b) = text.split_once("..").unwrap_or((text, text));
+        let Some((a, b)) = text.split_once("..") else {
+            bail!("'{text}' is not {what}: a walk goes from one to another, A..B");
+        };
         let parse = |s: &str| {
             s.trim()
                 .parse::<T>()
@@ -54,9 +66,9 @@ pub(super) fn parse_walk(
         Ok((parse(a)?, parse(b)?))
     }
     let (from, to) = pair::<u32>(text, "a walk A..B between two 32-bit seeds")?;
-    if !(1..=firmware::MAX_WALK_FRAMES).contains(&frames) {
+    if !(2..=firmware::MAX_WALK_FRAMES).contains(&frames) {
         bail!(
-            "--frames must be 1 to {}, not {frames}",
+            "--frames must be 2 to {} (a walk draws both its ends), not {frames}",
             firmware::MAX_WALK_FRAMES
         );
     }
