@@ -124,8 +124,8 @@ fn bench_one(
     Ok(text + "\n")
 }
 
-/// Quantizes the ONNX generator `onnx` into `blob` with the ONNX-enabled CLI.
-fn quantize_onnx(root: &Path, onnx: &Path, blob: &Path) -> Result<()> {
+/// Quantizes the ONNX generator `onnx` into `blob`, named `name`, with the ONNX-enabled CLI.
+fn quantize_onnx(root: &Path, onnx: &Path, name: &str, blob: &Path) -> Result<()> {
     let status = cargo(&[
         "run",
         "--release",
@@ -135,6 +135,7 @@ fn quantize_onnx(root: &Path, onnx: &Path, blob: &Path) -> Result<()> {
         "--",
         "quantize",
     ])
+    .args(["--name", name])
     .arg("--generator")
     .arg(onnx)
     .arg("--out")
@@ -185,7 +186,7 @@ pub(crate) fn bench_firmware(root: &Path, args: BenchFirmwareArgs) -> Result<()>
     }
     for (name, onnx) in &conv {
         let blob = out.join(format!("{name}-int8.mcg"));
-        quantize_onnx(root, onnx, &blob)?;
+        quantize_onnx(root, onnx, name, &blob)?;
         report += &bench_one(root, &out, name, &blob, Kernels::Dsp)?;
     }
     step("real boards (build only: they run on hardware)");
