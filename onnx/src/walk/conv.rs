@@ -231,21 +231,7 @@ impl PendingConv {
         };
         conv.check()
             .map_err(|e| Refusal::new(node, e.to_string()))?;
-        Ok(Self {
-            conv: Conv2d {
-                transposed,
-                in_channels: cin,
-                out_channels: cout,
-                input: [ih, iw],
-                output: [oh, ow],
-                kernel,
-                stride,
-                padding,
-                upsample,
-            },
-            weight,
-            bias,
-        })
+        Ok(Self { conv, weight, bias })
     }
 
     /// Folds `node`, a `Mul`/`Div`/`Add`/`Sub` of the wire (at `slot`) and a constant, into
