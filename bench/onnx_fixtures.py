@@ -191,6 +191,17 @@ def export(module, latent, path, opset, dynamo, inputs=None):
     onnx.checker.check_model(onnx.load(path))
 
 
+def export_unoptimized(module, latent, path):
+    """The default (dynamo) exporter with its graph optimizer off, weights inline."""
+    module.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.randn(1, latent),), path, input_names=["z"],
+                          dynamic_axes={"z": {0: "batch"}}, optimize=False,
+                          external_data=False)
+    onnx.checker.check_model(onnx.load(path))
+
+
 def record(path, latent, count=4, seed=11):
     """Runs onnxruntime on fixed latents; writes NAME.expected.json beside the model."""
     rng = np.random.default_rng(seed)
@@ -306,6 +317,9 @@ def main():
     randomise_batchnorm(deconv, 6)
     export(deconv, 8, out("small-deconv-opset13.onnx"), 13, dynamo=False)
     record(out("small-deconv-opset13.onnx"), 8)
+    # The same with the default exporter's optimizer off (BatchNorm and the shape arithmetic
+    # left in the graph), weights inline.
+    export_unoptimized(deconv, 8, out("small-deconv-dynamo-unoptimized.onnx"))
 
     # Refused: two outputs; a weight that is a graph input; a bad initializer.
     two = TwoOutputs()

@@ -139,6 +139,12 @@ const CONV: &[ConvFixture] = &[
         &["dense", "convT", "convT"],
         (16, 16, 1),
     ),
+    (
+        "small-deconv-dynamo-unoptimized.onnx",
+        "small-deconv-opset13",
+        &["dense", "convT", "convT"],
+        (16, 16, 1),
+    ),
 ];
 
 fn kind(layer: &mcugan_float_model::FloatLayer) -> &'static str {

@@ -27,6 +27,7 @@ const CONV_FIXTURES: &[&str] = &[
     "rgb-shapes-dynamo.onnx",
     "rgb-shapes-torchscript-opset13.onnx",
     "small-deconv-opset13.onnx",
+    "small-deconv-dynamo-unoptimized.onnx",
 ];
 
 fn options(name: &str, bits: u8) -> QuantizeOptions {
