@@ -154,7 +154,9 @@ fn an_unconditional_firmware_refuses_a_class() {
     let run = run_qemu_requests(&elf, &[(1, Some(3))], &qemu()).unwrap();
     assert!(!run.succeeded());
     assert!(
-        run.log.iter().any(|l| l.contains("NotConditional")),
+        run.log
+            .iter()
+            .any(|l| l.contains("cannot draw: the model is unconditional: it draws no class")),
         "{}",
         run.log.join("\n")
     );
