@@ -70,7 +70,7 @@ for spec in "$@"; do
       chmod +x /tmp/mcugan-tests
       left=$(( DEADLINE - $(date +%s) ))
       if [ "$left" -lt 15 ]; then echo "verify skipped: no time left" | tee -a "$OUT/jobs.txt"; continue; fi
-      timeout -k 10 "$left" /tmp/mcugan-tests kernel_trainer --include-ignored --test-threads 1 > "$OUT/verify.log" 2>&1
+      timeout -k 10 "$left" /tmp/mcugan-tests engine::kernels --include-ignored --test-threads 1 > "$OUT/verify.log" 2>&1
       echo "verify rc=$?" | tee -a "$OUT/jobs.txt"
       tail -15 "$OUT/verify.log" ;;
     digits-kernels) train digits-kernels $DIGITS reference $epochs --engine kernels ;;

@@ -1,4 +1,4 @@
-//! Builds the kernel trainer's kernels (`src/kernel_trainer/kernels.h`): always for the CPU
+//! Builds the kernel trainer's kernels (`src/engine/kernels/kernels.h`): always for the CPU
 //! emulator the tests run, and with the `cuda` feature as PTX for the GPU, with nvcc.
 
 use std::env;
@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    let dir = PathBuf::from("src/kernel_trainer");
+    let dir = PathBuf::from("src/engine/kernels");
     for file in ["kernels.h", "kernels.cu", "emulator.c"] {
         println!("cargo:rerun-if-changed={}", dir.join(file).display());
     }

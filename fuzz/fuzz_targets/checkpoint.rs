@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use mcugan_train::train::{Checkpoint, TrainState};
+use mcugan_train::state::{Checkpoint, TrainState};
 
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(checkpoint) = Checkpoint::from_bytes(bytes, Path::new("fuzz-input")) {

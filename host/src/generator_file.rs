@@ -9,7 +9,7 @@ use anyhow::Context;
 use candle_core::Device;
 
 use mcugan_model_tools::quantize::FloatGenerator;
-use mcugan_train::train;
+use mcugan_train::run;
 
 /// Whether `path` names an ONNX file (by its extension, as ONNX has no magic bytes).
 pub fn is_onnx(path: &Path) -> bool {
@@ -37,8 +37,8 @@ pub fn load_float_generator(path: &Path) -> anyhow::Result<FloatGenerator> {
     if is_onnx(path) {
         return import_onnx(path);
     }
-    let generator = train::load_generator(path, &Device::Cpu)?;
-    mcugan_train::fold::fold(&generator).with_context(|| format!("folding {}", path.display()))
+    let generator = run::load_generator(path, &Device::Cpu)?;
+    mcugan_train::model::fold(&generator).with_context(|| format!("folding {}", path.display()))
 }
 
 #[cfg(feature = "onnx")]

@@ -305,12 +305,12 @@ pub fn refuse_existing(
 
 /// The files and directories a training run writes into its `--out` directory.
 pub const RUN_ENTRIES: [&str; 6] = [
-    mcugan_train::train::CHECKPOINT_FILE,
-    mcugan_train::train::GENERATOR_FILE,
-    mcugan_train::train::LOSS_LOG_FILE,
-    mcugan_train::train::SUMMARY_FILE,
-    mcugan_train::train::SAMPLES_DIR,
-    mcugan_train::train::GENERATORS_DIR,
+    mcugan_train::run::CHECKPOINT_FILE,
+    mcugan_train::run::GENERATOR_FILE,
+    mcugan_train::run::LOSS_LOG_FILE,
+    mcugan_train::run::SUMMARY_FILE,
+    mcugan_train::run::SAMPLES_DIR,
+    mcugan_train::run::GENERATORS_DIR,
 ];
 
 /// The advisory lock file in a run directory, held by the run that writes there.

@@ -10,7 +10,7 @@ use mcugan_shared::Model;
 use mcugan_device_tools::firmware::{self, ElfSizes, FirmwareRun, QemuOptions};
 use mcugan_model_tools::quantize::FloatGenerator;
 use mcugan_model_tools::simulate::{self, FloatVsInt8};
-use mcugan_train::train::TrainSummary;
+use mcugan_train::run::TrainSummary;
 
 /// Facts about the model blob.
 #[derive(Clone, Debug, serde::Serialize)]

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use mcugan_model_tools::data::{decode_gz, parse_idx_images, parse_idx_labels};
-use mcugan_train::train::{Checkpoint, TrainState};
+use mcugan_train::state::{Checkpoint, TrainState};
 
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

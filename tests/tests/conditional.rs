@@ -13,8 +13,8 @@ use mcugan_model_tools::quantize::{quantize, FloatGenerator, QuantizeOptions};
 use mcugan_model_tools::simulate::{simulate, simulate_requests, simulate_walk};
 use mcugan_shared::{ImageRequest, Model, Walk};
 use mcugan_train::classifier::Classifier;
-use mcugan_train::fold::fold;
-use mcugan_train::train::load_generator;
+use mcugan_train::model::fold;
+use mcugan_train::run::load_generator;
 
 fn qemu() -> QemuOptions {
     QemuOptions::with_timeout(120)

@@ -6,8 +6,8 @@ use candle_core::{Device, Tensor};
 use mcugan_model_tools::data::{write_split, Dataset, Split};
 use mcugan_model_tools::quantize::{quantize, QuantizeOptions};
 use mcugan_model_tools::simulate::simulate;
-use mcugan_train::fold::fold;
-use mcugan_train::train::{load_generator, train, TrainConfig};
+use mcugan_train::model::fold;
+use mcugan_train::run::{load_generator, train, TrainConfig};
 
 /// 96 images of bright vertical or horizontal bars, labelled by orientation.
 fn bars(dir: &Path) {
@@ -177,7 +177,7 @@ fn tensor_bytes(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 fn conditional_config(data: &Path, out: &Path, epochs: usize) -> TrainConfig {
     let mut config = config(data, out);
     config.classes = Some(2);
-    config.engine = mcugan_train::train::Engine::Candle;
+    config.engine = mcugan_train::engine::Engine::Candle;
     config.sample_interval = 0;
     config.epochs = epochs;
     config
@@ -200,7 +200,7 @@ fn the_conditional_gan_trains_resumes_quantizes_and_draws_each_class() {
     train(&conditional_config(&data, &resumed, 1)).unwrap();
     let mut again = TrainConfig::resume(resumed.clone(), Some(2)).unwrap();
     assert_eq!(again.classes, Some(2), "resume keeps the conditional model");
-    again.engine = mcugan_train::train::Engine::Candle;
+    again.engine = mcugan_train::engine::Engine::Candle;
     again.progress = false;
     train(&again).unwrap();
     let a = tensor_bytes(&straight.join("generator.safetensors"));
@@ -259,7 +259,7 @@ fn the_conditional_gan_refuses_what_it_cannot_train() {
     let err = |config: TrainConfig| format!("{:#}", train(&config).unwrap_err());
 
     let mut fused = conditional_config(&data, &out, 1);
-    fused.engine = mcugan_train::train::Engine::Fused { threads: 1 };
+    fused.engine = mcugan_train::engine::Engine::Fused { threads: 1 };
     assert!(err(fused).contains("--engine candle"));
     let mut one = conditional_config(&data, &out, 1);
     one.classes = Some(1);

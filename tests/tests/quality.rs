@@ -7,8 +7,8 @@ use mcugan_e2e::{repo_root, shipped_generator, shipped_model};
 use mcugan_model_tools::eval::Evaluator;
 use mcugan_model_tools::simulate::simulate;
 use mcugan_train::classifier::Classifier;
-use mcugan_train::fold::fold;
-use mcugan_train::train::load_generator;
+use mcugan_train::model::fold;
+use mcugan_train::run::load_generator;
 
 fn digits() -> Option<mcugan_model_tools::data::Dataset> {
     mcugan_e2e::test_digits()
@@ -78,7 +78,7 @@ const DEMO_LR: f64 = 0.0004;
 fn the_demo_recipe_draws_the_digits_after_50_epochs() {
     let Some(test) = digits() else { return };
     let work = tempfile::tempdir().unwrap();
-    let mut config = mcugan_train::train::TrainConfig::reference(
+    let mut config = mcugan_train::run::TrainConfig::reference(
         repo_root().join("data/mnist-digits"),
         work.path().join("run"),
         50,
@@ -87,8 +87,8 @@ fn the_demo_recipe_draws_the_digits_after_50_epochs() {
     config.adam.lr = DEMO_LR;
     config.sample_interval = 0;
     config.progress = false;
-    config.engine = mcugan_train::train::Engine::Fused { threads: 2 };
-    mcugan_train::train::train(&config).unwrap();
+    config.engine = mcugan_train::engine::Engine::Fused { threads: 2 };
+    mcugan_train::run::train(&config).unwrap();
     let generator =
         load_generator(&work.path().join("run/generator.safetensors"), &Device::Cpu).unwrap();
     let float = fold(&generator).unwrap();

@@ -5,8 +5,8 @@ use mcugan_e2e::{shipped_generator, shipped_int4_model, shipped_model};
 use mcugan_model_tools::quantize::{quantize, FloatGenerator, QuantizeOptions};
 use mcugan_model_tools::simulate::compare;
 use mcugan_shared::Model;
-use mcugan_train::fold::fold;
-use mcugan_train::train::load_generator;
+use mcugan_train::model::fold;
+use mcugan_train::run::load_generator;
 
 fn float() -> FloatGenerator {
     fold(&load_generator(&shipped_generator(), &Device::Cpu).unwrap()).unwrap()

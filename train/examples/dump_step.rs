@@ -11,8 +11,9 @@ use anyhow::Context;
 use candle_core::{Device, Tensor};
 use mcugan_model_tools::data::{load_split, Split};
 use mcugan_train::adam::AdamConfig;
-use mcugan_train::fused::FusedTrainer;
-use mcugan_train::train::{dataset_tensor, sample_z, TrainState};
+use mcugan_train::engine::fused::FusedTrainer;
+use mcugan_train::model::sample_z;
+use mcugan_train::state::{dataset_tensor, TrainState};
 
 fn snapshot(
     state: &TrainState,

@@ -9,7 +9,7 @@
 /// Threads for candle's CPU matrix products unless the user chose (`RAYON_NUM_THREADS`).
 pub const DEFAULT_GEMM_THREADS: usize = 1;
 
-/// Threads for the fused CPU trainer ([`crate::fused`]): the number the user `chosen`, else
+/// Threads for the fused CPU trainer ([`crate::engine::fused`]): the number the user `chosen`, else
 /// every core (its matrix products and Adam pass split well even at batch 64).
 pub fn training_threads(chosen: Option<usize>) -> usize {
     match chosen {

@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, Device, Layout, Result, Tensor, Var};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::gan::Generator;
+use crate::model::Generator;
 
 /// How to train.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -249,7 +249,7 @@ impl WeightAverage {
             for norm in &mut generator.norms {
                 norm.momentum = 1.0 / k as f64;
             }
-            let z = crate::latent::sample_z(rng, batch, &device)?;
+            let z = crate::model::sample_z(rng, batch, &device)?;
             generator.forward_train(&z)?;
         }
         for (norm, live_norm) in generator.norms.iter_mut().zip(&live.norms) {

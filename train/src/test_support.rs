@@ -5,7 +5,7 @@ use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::gan::IMAGE_PIXELS;
+use crate::model::IMAGE_PIXELS;
 use crate::state::TrainState;
 
 /// The images' side.
@@ -28,7 +28,7 @@ pub(crate) fn batch(seed: u64, b: usize) -> (Vec<f32>, Vec<f32>) {
         }
     }
     let mut z = Vec::new();
-    crate::latent::latent_batch(seed, 0, b, &mut z);
+    crate::model::latent_batch(seed, 0, b, &mut z);
     (real, z)
 }
 

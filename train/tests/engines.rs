@@ -5,9 +5,8 @@
 
 use candle_core::Device;
 use mcugan_train::adam::AdamConfig;
-use mcugan_train::engine::{Batch, CandleStep, TrainingStep};
-use mcugan_train::fused::{FusedStep, FusedTrainer};
-use mcugan_train::latent::latent_batch;
+use mcugan_train::engine::{self, Batch, Engine, TrainingStep};
+use mcugan_train::model::latent_batch;
 use mcugan_train::state::TrainState;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -15,13 +14,6 @@ use rand_chacha::ChaCha8Rng;
 const IMAGES: usize = 40;
 const BATCH: usize = 16;
 const PIXELS: usize = 784;
-
-#[derive(Clone, Copy, Debug)]
-enum Engine {
-    Candle,
-    Fused,
-    KernelsEmulated,
-}
 
 fn images() -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
@@ -36,22 +28,11 @@ fn images() -> Vec<f32> {
         .collect()
 }
 
+/// `engine` over `images`, starting from `state`, built by the factory the training loop
+/// uses (the kernel step on its CPU emulator).
 fn build(engine: Engine, state: &TrainState, images: &[f32]) -> Box<dyn TrainingStep> {
-    let device = Device::Cpu;
-    match engine {
-        Engine::Candle => {
-            let tensor =
-                candle_core::Tensor::from_slice(images, (IMAGES, PIXELS), &device).unwrap();
-            Box::new(CandleStep::new(tensor, None, &device))
-        }
-        Engine::Fused => Box::new(FusedStep::new(
-            FusedTrainer::new(state, 1).unwrap(),
-            images.to_vec(),
-        )),
-        Engine::KernelsEmulated => Box::new(
-            mcugan_train::kernel_trainer::for_device(state, images, BATCH, &device).unwrap(),
-        ),
-    }
+    let tensor = candle_core::Tensor::from_slice(images, (IMAGES, PIXELS), &Device::Cpu).unwrap();
+    engine::build(engine, state, &tensor, None, BATCH).unwrap()
 }
 
 /// Two epochs by `engine`: every batch's losses, and the generator's weights at the end.
@@ -114,7 +95,7 @@ fn every_engine_trains_the_same_batches_to_the_same_losses_and_weights() {
         6,
         "3 batches (the last one short) x 2 epochs"
     );
-    for engine in [Engine::Fused, Engine::KernelsEmulated] {
+    for engine in [Engine::Fused { threads: 1 }, Engine::Kernels] {
         let (losses, weights) = two_epochs(engine);
         assert_eq!(losses.len(), reference_losses.len(), "{engine:?}");
         for (i, ((d, g), (rd, rg))) in losses.iter().zip(&reference_losses).enumerate() {

@@ -17,9 +17,8 @@
 
 use candle_core::{Device, Tensor};
 use mcugan_train::adam::AdamConfig;
-use mcugan_train::engine::{Batch, CandleStep, TrainingStep};
-use mcugan_train::fused::{FusedStep, FusedTrainer};
-use mcugan_train::train::TrainState;
+use mcugan_train::engine::{self, Batch, Engine, TrainingStep};
+use mcugan_train::state::TrainState;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -216,19 +215,17 @@ fn fixed_batch() -> (TrainState, Tensor, Tensor) {
         .map(|_| if rng.random::<f32>() < 0.2 { 1.0 } else { -1.0 })
         .collect();
     let real = Tensor::from_vec(real, (BATCH, 784), &device).unwrap();
-    let z = mcugan_train::train::sample_z(&mut rng, BATCH, &device).unwrap();
+    let z = mcugan_train::model::sample_z(&mut rng, BATCH, &device).unwrap();
     (state, real, z)
 }
 
-/// Every engine, built as the training loop builds it.
-#[derive(Clone, Copy, Debug)]
-enum Engine {
-    Candle,
-    Fused,
-    KernelsEmulated,
-}
-
-const ENGINES: [Engine; 3] = [Engine::Candle, Engine::Fused, Engine::KernelsEmulated];
+/// Every engine (the kernel step on its CPU emulator), built by the factory the training loop
+/// uses.
+const ENGINES: [Engine; 3] = [
+    Engine::Candle,
+    Engine::Fused { threads: 2 },
+    Engine::Kernels,
+];
 
 fn flat(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
@@ -236,17 +233,7 @@ fn flat(t: &Tensor) -> Vec<f32> {
 
 /// `engine` over the training images `real`, starting from `state`.
 fn build(engine: Engine, state: &TrainState, real: &Tensor) -> Box<dyn TrainingStep> {
-    let device = Device::Cpu;
-    match engine {
-        Engine::Candle => Box::new(CandleStep::new(real.clone(), None, &device)),
-        Engine::Fused => Box::new(FusedStep::new(
-            FusedTrainer::new(state, 2).unwrap(),
-            flat(real),
-        )),
-        Engine::KernelsEmulated => Box::new(
-            mcugan_train::kernel_trainer::for_device(state, &flat(real), BATCH, &device).unwrap(),
-        ),
-    }
+    engine::build(engine, state, real, None, BATCH).unwrap()
 }
 
 /// One training batch by `engine`, through the [`TrainingStep`] interface alone, its result

@@ -11,7 +11,7 @@ use mcugan_model_tools::picture::{self, GridLayout};
 use mcugan_model_tools::simulate;
 use mcugan_shared::{ImageRequest, Model};
 use mcugan_train::classifier::INPUT_PIXELS;
-use mcugan_train::train;
+use mcugan_train::run;
 
 use super::common::*;
 use super::Global;
@@ -177,14 +177,14 @@ pub(super) fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Re
     let float = if generator_file::is_onnx(path) {
         generator_file::load_float_generator_contained(path)?
     } else {
-        let generator = train::load_generator(path, &Device::Cpu).with_context(|| {
+        let generator = run::load_generator(path, &Device::Cpu).with_context(|| {
             format!(
                 "{} is not a firmware ELF, a model blob (.mcg), an ONNX graph (.onnx) or a \
                  folder, so it was read as a generator",
                 path.display()
             )
         })?;
-        mcugan_train::fold::fold(&generator)?
+        mcugan_train::model::fold(&generator)?
     };
     let image = float.image;
     if (image.width, image.height, image.channels) != (28, 28, 1) {

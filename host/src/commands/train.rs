@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
+use mcugan_train::engine::Engine;
 use mcugan_train::recipe::Recipe;
-use mcugan_train::train::{self, Engine, Outcome, StopToken, TrainConfig};
+use mcugan_train::run::{self, Outcome, StopToken, TrainConfig};
 
 use super::Global;
 
@@ -133,7 +134,7 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
     let stop = StopToken::new();
     install_interrupt_handler(stop.clone());
     let out = &args.out;
-    match train::train_until(&config, &stop)? {
+    match run::train_until(&config, &stop)? {
         Outcome::Finished(summary) => {
             println!(
                 "trained {} epochs on {} images: {:.2} s/epoch, {:.0} images/s on {}; generator in {}",
@@ -142,7 +143,7 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
                 summary.mean_epoch_seconds,
                 summary.images_per_second,
                 summary.device,
-                out.join(train::GENERATOR_FILE).display()
+                out.join(run::GENERATOR_FILE).display()
             );
             Ok(())
         }
@@ -181,7 +182,7 @@ fn resumed_config(args: &Args, global: &Global) -> Result<TrainConfig> {
     if given("conditional") {
         eprintln!(
             "note: --resume keeps the run's own model ({}); --conditional is ignored",
-            train::describe_model(config.classes)
+            run::describe_model(config.classes)
         );
     }
     if given("data") {

@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::emulator::Emulator;
 use super::*;
-use crate::fused::FusedTrainer;
+use crate::engine::fused::FusedTrainer;
 use crate::test_support::{assert_losses_agree, assert_states_agree, batch, max_abs_difference};
 
 /// The emulator, boxed as the train loop has its backends.
@@ -40,7 +40,7 @@ fn same_as_fused(
         .collect();
     let mut latents = Vec::new();
     for (number, &(_, len)) in batches.iter().enumerate() {
-        crate::latent::latent_batch(9, number as u64, len, &mut latents);
+        crate::model::latent_batch(9, number as u64, len, &mut latents);
     }
     kernels.begin_epoch(&order, &latents).unwrap();
 

@@ -6,7 +6,7 @@
 use anyhow::{bail, Context};
 use mcugan_float_model::{Activation, ClassEmbedding, FloatGenerator, FloatLayer};
 
-use crate::gan::{Generator, LEAKY_SLOPE};
+use super::{Generator, LEAKY_SLOPE};
 
 /// The generator in evaluation mode as plain float layers: its BatchNorm layers (running
 /// statistics, eps 0.8) folded into the Linears before them.

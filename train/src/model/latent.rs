@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::gan::LATENT_DIM;
+use super::LATENT_DIM;
 
 /// `batch x 100` standard normal samples from `rng`.
 pub fn sample_z(rng: &mut ChaCha8Rng, batch: usize, device: &Device) -> anyhow::Result<Tensor> {
