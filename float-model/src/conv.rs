@@ -39,12 +39,16 @@ pub struct Conv2d {
 pub struct PhaseError(pub String);
 
 /// One axis of a phased convolution: per phase, its taps and which tap each kernel position
-/// feeds (`None`: none, a transposed convolution's kernel position of another phase).
+/// feeds (`None`: none, a transposed convolution's kernel position of another phase). The
+/// chip's kernels and the training's phased convolution both read it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct AxisPhases {
-    stride: usize,
-    runs: Vec<TapRun>,
-    tap_of: Vec<Vec<Option<usize>>>,
+pub struct AxisPhases {
+    /// Input rows (or columns) per step of a phase's output grid.
+    pub stride: usize,
+    /// Per phase, the run of input offsets its taps read.
+    pub runs: Vec<TapRun>,
+    /// Per phase and kernel position, the tap it is summed into.
+    pub tap_of: Vec<Vec<Option<usize>>>,
 }
 
 /// `a / b` rounded towards −∞.
@@ -157,7 +161,7 @@ impl Conv2d {
     }
 
     /// One axis (`axis` 0: rows, 1: columns) as phases (see [`mcugan_shared::conv`]).
-    fn axis(&self, axis: usize) -> Result<AxisPhases, PhaseError> {
+    pub fn axis_phases(&self, axis: usize) -> Result<AxisPhases, PhaseError> {
         let (k, s, p) = (
             self.kernel[axis] as i64,
             self.stride[axis] as i64,
@@ -228,8 +232,8 @@ impl Conv2d {
     /// Whether the chip runs this convolution (see [`Conv2d::phased`]): strides, upsampling
     /// and kernel within its bounds.
     pub fn check(&self) -> Result<(), PhaseError> {
-        self.axis(0)?;
-        self.axis(1)?;
+        self.axis_phases(0)?;
+        self.axis_phases(1)?;
         Ok(())
     }
 
@@ -237,7 +241,7 @@ impl Conv2d {
     /// each phase's weight matrix `[out][tap row][tap column][in]` (kernel positions that
     /// read the same input pixel through an upsampling summed into one weight).
     pub fn phased(&self, weight: &[f32]) -> Result<(ConvHeader, Vec<f32>), PhaseError> {
-        let (rows, cols) = (self.axis(0)?, self.axis(1)?);
+        let (rows, cols) = (self.axis_phases(0)?, self.axis_phases(1)?);
         if weight.len() != self.out_channels * self.row_len() {
             return Err(PhaseError(format!(
                 "{} weights for {} output channels of {} each",

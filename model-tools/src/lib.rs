@@ -12,5 +12,6 @@ pub mod image_files;
 pub mod picture;
 pub mod progress;
 pub mod quantize;
+pub mod resize;
 pub mod seeds;
 pub mod simulate;

@@ -73,12 +73,12 @@ fn train_checkpoint_quantize_simulate() {
     let from_checkpoint = load_generator(&out.join("checkpoint.safetensors"), &device).unwrap();
     let z = Tensor::randn(0f32, 1., (3, 100), &device).unwrap();
     let a = from_file
-        .forward_eval(&z)
+        .forward_eval(&z, None)
         .unwrap()
         .to_vec2::<f32>()
         .unwrap();
     let b = from_checkpoint
-        .forward_eval(&z)
+        .forward_eval(&z, None)
         .unwrap()
         .to_vec2::<f32>()
         .unwrap();
@@ -132,8 +132,8 @@ fn the_small_data_recipe_exports_the_weight_average() {
     let bytes = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
     let tensors = candle_core::safetensors::load_buffer(&bytes, &device).unwrap();
     assert!(tensors.contains_key("generator_average.model.11.weight"));
-    let a = exported.linears[4].weight.as_tensor();
-    let b = live.linears[4].weight.as_tensor();
+    let a = exported.mlp().unwrap().linears[4].weight.as_tensor();
+    let b = live.mlp().unwrap().linears[4].weight.as_tensor();
     let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
     assert!(diff.to_scalar::<f32>().unwrap() > 0.0);
     let expected = tensors["generator_average.model.11.weight"].clone();

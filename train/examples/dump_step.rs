@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
     let steps: usize = args.get(2).map_or(Ok(1), |s| s.parse()).context("STEPS")?;
     let device = Device::Cpu;
     let data = load_split(std::path::Path::new(data_dir), Split::Train)?;
-    let images = dataset_tensor(&data, &device)?;
+    let images = dataset_tensor(&data, 28, &device)?;
     let mut state = TrainState::new(7, AdamConfig::REFERENCE, &device)?;
     let mut tensors = Vec::new();
     snapshot(&state, "init.", &mut tensors)?;

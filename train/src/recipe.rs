@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, Device, Layout, Result, Tensor, Var};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::model::Generator;
+use crate::model::mlp::MlpGenerator;
 
 /// How to train.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -171,7 +171,7 @@ pub struct WeightAverage {
 
 impl WeightAverage {
     /// Starts the average at the generator's current weights.
-    pub fn new(generator: &Generator, decay: f64) -> Result<Self> {
+    pub fn new(generator: &MlpGenerator, decay: f64) -> Result<Self> {
         let averages = generator
             .vars()
             .into_iter()
@@ -181,7 +181,7 @@ impl WeightAverage {
     }
 
     /// Moves the average towards the generator's current weights.
-    pub fn update(&mut self, generator: &Generator) -> Result<()> {
+    pub fn update(&mut self, generator: &MlpGenerator) -> Result<()> {
         for ((_, avg), (_, var)) in self.averages.iter().zip(generator.vars()) {
             if avg.device().is_cpu() {
                 avg.as_tensor().inplace_op2(
@@ -228,16 +228,16 @@ impl WeightAverage {
     /// mode passes of `batch` latent vectors.
     pub fn export(
         &self,
-        live: &Generator,
+        live: &MlpGenerator,
         batches: usize,
         batch: usize,
         rng: &mut ChaCha8Rng,
-    ) -> anyhow::Result<Generator> {
+    ) -> anyhow::Result<MlpGenerator> {
         let device = self
             .averages
             .first()
             .map_or(Device::Cpu, |(_, v)| v.device().clone());
-        let mut generator = Generator::new(rng, &device)?;
+        let mut generator = MlpGenerator::new(rng, &device)?;
         let tensors: std::collections::HashMap<String, Tensor> =
             live.state()?.into_iter().chain(self.tensors()).collect();
         generator.load_state(&tensors, "")?;
@@ -323,7 +323,7 @@ mod tests {
     fn the_weight_average_follows_the_weights() {
         let device = Device::Cpu;
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let g = Generator::new(&mut rng, &device).unwrap();
+        let g = MlpGenerator::new(&mut rng, &device).unwrap();
         let before = g.linears[0].weight.as_tensor().copy().unwrap();
         let mut avg = WeightAverage::new(&g, 0.9).unwrap();
         g.linears[0]

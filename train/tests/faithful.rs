@@ -111,24 +111,32 @@ impl Nets {
         Self {
             g: state
                 .generator
+                .mlp()
+                .unwrap()
                 .linears
                 .iter()
                 .map(|l| Dense::from(l.weight.as_tensor(), l.bias.as_tensor()))
                 .collect(),
             gamma: state
                 .generator
+                .mlp()
+                .unwrap()
                 .norms
                 .iter()
                 .map(|n| vec(n.weight.as_tensor()))
                 .collect(),
             beta: state
                 .generator
+                .mlp()
+                .unwrap()
                 .norms
                 .iter()
                 .map(|n| vec(n.bias.as_tensor()))
                 .collect(),
             d: state
                 .discriminator
+                .mlp()
+                .unwrap()
                 .linears
                 .iter()
                 .map(|l| Dense::from(l.weight.as_tensor(), l.bias.as_tensor()))
@@ -388,7 +396,7 @@ fn running_statistics(engine: Engine) {
     let before = Nets::of(&state);
     let (_, mean, unbiased_var) = before.generate(&rows(&z));
     train_batch(&mut state, &real, &z, engine);
-    let norm = &state.generator.norms[0];
+    let norm = &state.generator.mlp().unwrap().norms[0];
     assert_eq!((norm.eps, norm.momentum), (0.8, 0.1));
     let running_mean = norm.running_mean.to_vec1::<f32>().unwrap();
     let running_var = norm.running_var.to_vec1::<f32>().unwrap();

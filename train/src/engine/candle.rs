@@ -1,13 +1,15 @@
 //! candle's autograd as a training engine, on any device: the reference step written with
 //! tensors ([`TrainState::train_batch`]), and [`CandleStep`], which feeds it batches.
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
 
 use super::{Batch, TrainingStep};
+use crate::model::mlp::{MlpDiscriminator, MlpGenerator};
 use crate::model::{
     bce_with_logit_targets, bce_with_logits, mse, mse_targets, CONDITIONAL_DROPOUT, LATENT_DIM,
 };
+use crate::model::{Discriminator, Generator};
 use crate::recipe::{dropout_mask, translate};
 use crate::state::{BatchLabels, BatchLosses, TrainState};
 
@@ -20,7 +22,11 @@ impl TrainState {
     /// Fresh dropout masks for the discriminator's hidden layers, one per layer that drops:
     /// both of `gan.py`'s when the recipe uses dropout, `cgan.py`'s own two otherwise.
     fn dropout(&mut self, batch: usize, device: &Device) -> anyhow::Result<Vec<Option<Tensor>>> {
-        let p = if self.discriminator.label_embedding.is_some() {
+        let Discriminator::Mlp(discriminator) = &self.discriminator else {
+            bail!("the MLP's dropout asked of a convolutional discriminator");
+        };
+        let widths = discriminator.dropout_widths();
+        let p = if discriminator.label_embedding.is_some() {
             CONDITIONAL_DROPOUT
         } else {
             self.recipe.d_dropout
@@ -28,8 +34,7 @@ impl TrainState {
         if p <= 0.0 {
             return Ok(Vec::new());
         }
-        self.discriminator
-            .dropout_widths()
+        widths
             .into_iter()
             .map(|width| match width {
                 Some(width) => Ok(Some(dropout_mask(
@@ -44,15 +49,9 @@ impl TrainState {
     }
 
     /// One batch of the reference loop on `real` with latent vectors `z`; returns the losses
-    /// (still on the device: reading them would wait for it) and the fakes.
-    ///
-    /// The discriminator's step runs real and fake images through it as one batch: it has no
-    /// BatchNorm, so each image's output is the same as in two passes, and the mean of the
-    /// per-image losses over both halves is `(BCE(D(real), 1) + BCE(D(fake), 0)) / 2`.
-    ///
-    /// The conditional GAN (`labels` given) is `cgan.py`'s step: the generator draws the
-    /// asked classes, the discriminator judges each image with its label, and both losses are
-    /// mean squared errors against the same targets.
+    /// (still on the device: reading them would wait for it) and the fakes. A convolutional GAN
+    /// takes `dcgan.py`'s step (see `engine/candle_conv.rs`), the MLP `gan.py`'s (or
+    /// `cgan.py`'s) below.
     pub fn train_batch(
         &mut self,
         real: &Tensor,
@@ -63,26 +62,52 @@ impl TrainState {
         if z.dim(0)? != batch {
             bail!("{} latent vectors for a batch of {batch}", z.dim(0)?);
         }
+        match (&self.generator, labels) {
+            (Generator::Conv(_), None) => self.train_conv_batch(real, z),
+            (Generator::Conv(_), Some(_)) => bail!("the convolutional GANs take no labels"),
+            (Generator::Mlp(_), _) => self.train_mlp_batch(real, z, labels),
+        }
+    }
+
+    /// `gan.py`'s batch (or `cgan.py`'s).
+    ///
+    /// The discriminator's step runs real and fake images through it as one batch: it has no
+    /// BatchNorm, so each image's output is the same as in two passes, and the mean of the
+    /// per-image losses over both halves is `(BCE(D(real), 1) + BCE(D(fake), 0)) / 2`.
+    ///
+    /// The conditional GAN (`labels` given) is `cgan.py`'s step: the generator draws the
+    /// asked classes, the discriminator judges each image with its label, and both losses are
+    /// mean squared errors against the same targets.
+    fn train_mlp_batch(
+        &mut self,
+        real: &Tensor,
+        z: &Tensor,
+        labels: Option<&BatchLabels>,
+    ) -> anyhow::Result<BatchLosses> {
+        let batch = real.dim(0)?;
         let device = real.device();
         let least_squares = labels.is_some();
 
         // Generator step: make the discriminator call the fakes real. The discriminator's
         // weights are frozen here: their gradients would be discarded anyway.
-        let input = self.generator.input(z, labels.map(|l| &l.fake))?;
-        let fakes = self.generator.forward_train(&input)?;
+        let fakes = {
+            let generator = self.mlp_generator()?;
+            let input = generator.input(z, labels.map(|l| &l.fake))?;
+            generator.forward_train(&input)?
+        };
         let seen = self.augment(&fakes)?;
         let masks = self.dropout(batch, device)?;
-        let g_logits = self
-            .discriminator
-            .forward(&seen, labels.map(|l| &l.fake), true, &masks)?;
+        let g_logits =
+            self.mlp_discriminator()?
+                .forward(&seen, labels.map(|l| &l.fake), true, &masks)?;
         let g_loss = if least_squares {
             mse(&g_logits, 1.0)?
         } else {
             bce_with_logits(&g_logits, 1.0)?
         };
         self.opt_g.step(&g_loss.backward()?)?;
-        if let Some(average) = &mut self.average {
-            average.update(&self.generator)?;
+        if let (Some(average), Generator::Mlp(generator)) = (&mut self.average, &self.generator) {
+            average.update(generator)?;
         }
 
         // Discriminator step on the real images and the same fakes, detached.
@@ -103,9 +128,9 @@ impl TrainState {
             Some(labels) => Some(Tensor::cat(&[&labels.real, &labels.fake], 0)?),
             None => None,
         };
-        let logits = self
-            .discriminator
-            .forward(&seen, both_labels.as_ref(), false, &masks)?;
+        let logits =
+            self.mlp_discriminator()?
+                .forward(&seen, both_labels.as_ref(), false, &masks)?;
         let targets = self.d_targets(batch, device)?;
         let d_loss = if least_squares {
             mse_targets(&logits, &targets)?
@@ -119,6 +144,20 @@ impl TrainState {
             g_loss: g_loss.detach(),
             fakes: fakes.detach(),
         })
+    }
+
+    /// The MLP generator; an error for a convolutional one.
+    fn mlp_generator(&mut self) -> anyhow::Result<&mut MlpGenerator> {
+        self.generator
+            .mlp_mut()
+            .context("gan.py's step asked of a convolutional generator")
+    }
+
+    /// The MLP discriminator; an error for a convolutional one.
+    fn mlp_discriminator(&self) -> anyhow::Result<&MlpDiscriminator> {
+        self.discriminator
+            .mlp()
+            .context("gan.py's step asked of a convolutional discriminator")
     }
 
     /// `[2·batch, 1]` targets of the discriminator's step: the real label, then 0; kept

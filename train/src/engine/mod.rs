@@ -10,6 +10,7 @@
 //! generator.
 
 mod candle;
+mod candle_conv;
 pub mod fused;
 pub mod kernels;
 mod params;

@@ -147,10 +147,14 @@ pub(crate) struct HostCopy {
 impl HostCopy {
     /// Copies everything out of `state`.
     pub(crate) fn copy_in(state: &TrainState) -> anyhow::Result<Self> {
+        let mlp = state.generator.mlp().context(
+            "the hand-written engines train gan.py's MLP only: train a convolutional GAN with \
+             --engine candle",
+        )?;
         let generator = Network::copy_in(state.generator.vars(), &state.opt_g)?;
         let discriminator = Network::copy_in(state.discriminator.vars(), &state.opt_d)?;
         let stats = |i: usize| -> anyhow::Result<RunningStats> {
-            let norm = &state.generator.norms[i];
+            let norm = &mlp.norms[i];
             Ok(RunningStats {
                 mean: norm.running_mean.to_device(&Device::Cpu)?.to_vec1()?,
                 var: norm.running_var.to_device(&Device::Cpu)?.to_vec1()?,
@@ -198,7 +202,11 @@ pub(crate) fn store(
 ) -> anyhow::Result<()> {
     generator.copy_out(state.generator.vars(), &mut state.opt_g)?;
     discriminator.copy_out(state.discriminator.vars(), &mut state.opt_d)?;
-    for (norm, stats) in state.generator.norms.iter_mut().zip(norms) {
+    let mlp = state
+        .generator
+        .mlp_mut()
+        .context("the hand-written engines train gan.py's MLP only")?;
+    for (norm, stats) in mlp.norms.iter_mut().zip(norms) {
         let device = norm.running_mean.device().clone();
         norm.running_mean = Tensor::from_slice(&stats.mean, stats.mean.len(), &device)?;
         norm.running_var = Tensor::from_slice(&stats.var, stats.var.len(), &device)?;

@@ -1,15 +1,17 @@
 //! From the trained candle generator to the plain float model the quantizer takes: each
-//! BatchNorm (running statistics) folded into the Linear before it,
-//! `w' = w·γ/√(var+ε)`, `b' = (b − mean)·γ/√(var+ε) + β`. Here, beside the candle model, so
-//! that the model tools know nothing of candle.
+//! BatchNorm (running statistics) folded into the layer before it,
+//! `w' = w·γ/√(var+ε)`, `b' = (b − mean)·γ/√(var+ε) + β`, per output (a convolution's: per
+//! output channel, `conv/fold.rs`). Here, beside the candle model, so that the model tools
+//! know nothing of candle.
 
 use anyhow::{bail, Context};
 use mcugan_float_model::{Activation, ClassEmbedding, FloatGenerator, FloatLayer};
 
+use super::mlp::MlpGenerator;
 use super::{Generator, LEAKY_SLOPE};
 
 /// The generator in evaluation mode as plain float layers: its BatchNorm layers (running
-/// statistics, eps 0.8) folded into the Linears before them.
+/// statistics) folded into the layers before them.
 pub fn fold(generator: &Generator) -> anyhow::Result<FloatGenerator> {
     // Every stored tensor by the name it has in the file, checked before any arithmetic.
     for (name, tensor) in generator.state()? {
@@ -29,6 +31,14 @@ pub fn fold(generator: &Generator) -> anyhow::Result<FloatGenerator> {
             }
         }
     }
+    match generator {
+        Generator::Mlp(mlp) => fold_mlp(mlp),
+        Generator::Conv(conv) => super::conv::fold(conv),
+    }
+}
+
+/// `gan.py`'s (or `cgan.py`'s) generator: BatchNorm1d (eps 0.8) folded into the Linears.
+fn fold_mlp(generator: &MlpGenerator) -> anyhow::Result<FloatGenerator> {
     let mut layers = Vec::new();
     for (index, linear) in generator.linears.iter().enumerate() {
         let weight = linear.weight.as_tensor().to_vec2::<f32>()?;
@@ -88,7 +98,7 @@ mod tests {
     fn folding_batch_norm_matches_eval_mode() {
         let device = Device::Cpu;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let mut g = Generator::new(&mut rng, &device).unwrap();
+        let mut g = MlpGenerator::new(&mut rng, &device).unwrap();
         // Move the running statistics and affine parameters away from their defaults.
         for _ in 0..3 {
             let z = Tensor::randn(0f32, 1., (16, 100), &device).unwrap();
@@ -103,7 +113,7 @@ mod tests {
                 .set(&Tensor::rand(-0.5f32, 0.5, n, &device).unwrap())
                 .unwrap();
         }
-        let folded = fold(&g).unwrap();
+        let folded = fold_mlp(&g).unwrap();
         let z = latent_for_seed(9, 100);
         let expected = g
             .forward_eval(&Tensor::from_slice(&z, (1, 100), &device).unwrap())

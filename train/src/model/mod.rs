@@ -10,22 +10,22 @@
 //! [`Discriminator`], the losses, the latent vectors, and the [`fold`] into the float model the
 //! quantizer takes.
 
-mod discriminator;
+pub mod conv;
 mod fold;
-mod generator;
 mod init;
 mod latent;
 mod layers;
 mod loss;
+pub mod mlp;
+mod networks;
 #[cfg(test)]
 mod tests;
 
-pub use discriminator::Discriminator;
 pub use fold::fold;
-pub use generator::Generator;
 pub use latent::{latent_batch, sample_z};
 pub use layers::{leaky_relu, BatchNorm1d, Linear};
 pub use loss::{bce_with_logit_targets, bce_with_logits, mse, mse_targets};
+pub use networks::{Architecture, Discriminator, Generator};
 
 /// Latent vector length.
 pub const LATENT_DIM: usize = 100;

@@ -7,13 +7,14 @@ use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::mlp::{MlpDiscriminator, MlpGenerator};
 use super::*;
 
 #[test]
 fn parameter_counts_match_the_reference() {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let g = Generator::new(&mut rng, &Device::Cpu).unwrap();
-    let d = Discriminator::new(&mut rng, &Device::Cpu).unwrap();
+    let g = MlpGenerator::new(&mut rng, &Device::Cpu).unwrap();
+    let d = MlpDiscriminator::new(&mut rng, &Device::Cpu).unwrap();
     let count = |vars: Vec<(String, Var)>| -> usize {
         vars.iter().map(|(_, v)| v.as_tensor().elem_count()).sum()
     };
@@ -26,7 +27,7 @@ fn parameter_counts_match_the_reference() {
 #[test]
 fn default_init_ranges_match_pytorch() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let g = Generator::new(&mut rng, &Device::Cpu).unwrap();
+    let g = MlpGenerator::new(&mut rng, &Device::Cpu).unwrap();
     for (linear, fan_in) in g.linears.iter().zip(GENERATOR_WIDTHS) {
         let bound = 1.0 / (fan_in as f32).sqrt();
         for t in [linear.weight.as_tensor(), linear.bias.as_tensor()] {
@@ -97,13 +98,13 @@ fn bce_matches_the_definition() {
 fn state_round_trips_with_pytorch_names() {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let device = Device::Cpu;
-    let mut g = Generator::new(&mut rng, &device).unwrap();
+    let mut g = MlpGenerator::new(&mut rng, &device).unwrap();
     let z = Tensor::randn(0f32, 1., (4, LATENT_DIM), &device).unwrap();
     g.forward_train(&z).unwrap();
     let state: HashMap<String, Tensor> = g.state().unwrap().into_iter().collect();
     assert!(state.contains_key("model.11.weight"));
     assert!(state.contains_key("model.9.running_var"));
-    let mut h = Generator::new(&mut rng, &device).unwrap();
+    let mut h = MlpGenerator::new(&mut rng, &device).unwrap();
     h.load_state(&state, "").unwrap();
     let a = g.forward_eval(&z).unwrap().to_vec2::<f32>().unwrap();
     let b = h.forward_eval(&z).unwrap().to_vec2::<f32>().unwrap();

@@ -8,6 +8,7 @@ use candle_core::Device;
 use super::files::CHECKPOINT_FILE;
 use crate::adam::AdamConfig;
 use crate::engine::Engine;
+use crate::model::Architecture;
 use crate::recipe::Recipe;
 use crate::state::Checkpoint;
 
@@ -45,6 +46,8 @@ pub struct TrainConfig {
     pub engine: Engine,
     /// Train `cgan.py`'s class-conditional GAN with this many classes (`None`: `gan.py`'s).
     pub classes: Option<usize>,
+    /// The networks: `gan.py`'s MLP, or a convolutional GAN.
+    pub architecture: Architecture,
 }
 
 impl TrainConfig {
@@ -67,6 +70,7 @@ impl TrainConfig {
             resume: false,
             engine: Engine::for_device(&Device::Cpu, crate::cpu::training_threads(None)),
             classes: None,
+            architecture: Architecture::Mlp,
         }
     }
 }
@@ -118,6 +122,7 @@ impl TrainConfig {
         config.adam = settings.adam;
         config.recipe = settings.recipe;
         config.classes = settings.classes;
+        config.architecture = settings.architecture;
         config.resume = true;
         Ok(config)
     }

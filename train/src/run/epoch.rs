@@ -85,7 +85,11 @@ impl Run<'_> {
                     .out_dir
                     .join(SAMPLES_DIR)
                     .join(format!("{}.png", self.state.batches_done));
-                save_sample_grid(&self.step.fakes()?, &path)?;
+                save_sample_grid(
+                    &self.step.fakes()?,
+                    self.config.architecture.image_side(),
+                    &path,
+                )?;
             }
             self.state.batches_done += 1;
             self.position.next_batch = batch_index + 1;

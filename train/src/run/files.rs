@@ -10,7 +10,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::TrainConfig;
-use crate::model::{Generator, GENERATOR_EMBEDDING};
+use crate::model::conv::{ConvGanSpec, ConvGenerator, GeneratorSpec};
+use crate::model::mlp::MlpGenerator;
+use crate::model::{Architecture, Generator, GENERATOR_EMBEDDING};
 use mcugan_model_tools::data::Dataset;
 
 /// File name of the full training checkpoint in the output directory.
@@ -49,12 +51,15 @@ pub fn save_generator(
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Metadata key of a convolutional generator's spec (JSON of its [`GeneratorSpec`]).
+pub const GENERATOR_SPEC_KEY: &str = "generator_spec";
+
 pub(super) fn generator_metadata(
     config: &TrainConfig,
     data: &Dataset,
     epoch: usize,
 ) -> HashMap<String, String> {
-    HashMap::from([
+    let mut meta = HashMap::from([
         ("format".to_string(), "mcugan-generator-1".to_string()),
         ("epochs".to_string(), epoch.to_string()),
         ("images".to_string(), data.len().to_string()),
@@ -68,7 +73,50 @@ pub(super) fn generator_metadata(
             "classes".to_string(),
             config.classes.map_or("none".to_string(), |c| c.to_string()),
         ),
-    ])
+    ]);
+    if let Architecture::Conv(spec) = &config.architecture {
+        if let Ok(json) = serde_json::to_string(&spec.generator) {
+            meta.insert(GENERATOR_SPEC_KEY.to_string(), json);
+        }
+    }
+    meta
+}
+
+/// The spec of the convolutional generator in a safetensors file: from its metadata (a
+/// generator file written here, or a checkpoint's run settings), else `dcgan.py`'s when the
+/// tensors have its shapes (a `state_dict` saved in PyTorch).
+fn conv_spec(
+    bytes: &[u8],
+    tensors: &HashMap<String, candle_core::Tensor>,
+    prefix: &str,
+) -> anyhow::Result<GeneratorSpec> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    if let Some(json) = meta.get(GENERATOR_SPEC_KEY) {
+        return serde_json::from_str(json).context("its generator_spec metadata");
+    }
+    if let Some(json) = meta.get("config") {
+        let settings: crate::state::RunSettings =
+            serde_json::from_str(json).context("its run settings")?;
+        if let Architecture::Conv(spec) = settings.architecture {
+            return Ok(spec.generator);
+        }
+    }
+    let dcgan = ConvGanSpec::dcgan().generator;
+    let l1 = tensors
+        .get(&format!("{prefix}l1.0.weight"))
+        .map(|t| t.dims().to_vec());
+    let expected = vec![
+        dcgan.channels[0] * dcgan.init_side * dcgan.init_side,
+        dcgan.latent,
+    ];
+    if l1.as_ref() == Some(&expected) {
+        return Ok(dcgan);
+    }
+    bail!(
+        "it has no generator_spec metadata and its l1.0.weight ({l1:?}) is not dcgan.py's \
+         {expected:?}"
+    )
 }
 
 /// Loads a generator from a safetensors file: either a generator file (PyTorch names, as
@@ -78,22 +126,36 @@ pub fn load_generator(path: &Path, device: &Device) -> anyhow::Result<Generator>
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)
         .with_context(|| format!("{} is not a safetensors file", path.display()))?;
-    let prefix = if tensors.contains_key("generator.model.0.weight") {
+    let prefix = if tensors.contains_key("generator.model.0.weight")
+        || tensors.contains_key("generator.l1.0.weight")
+    {
         "generator."
     } else {
         ""
     };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
+    if tensors.contains_key(&format!("{prefix}l1.0.weight")) {
+        let spec = conv_spec(&bytes, &tensors, prefix)
+            .with_context(|| format!("{}: which convolutional generator", path.display()))?;
+        let mut generator = Generator::Conv(ConvGenerator::new(&spec, &mut rng, device)?);
+        generator.load_state(&tensors, prefix).with_context(|| {
+            format!(
+                "{} does not hold the generator its metadata describes",
+                path.display()
+            )
+        })?;
+        return Ok(generator);
+    }
     let embedding = format!("{prefix}{}", GENERATOR_EMBEDDING);
     let mut generator = match tensors.get(&embedding).map(|t| t.dims().to_vec()) {
         Some(dims) if dims.len() == 2 && dims[0] == dims[1] && dims[0] >= 2 => {
-            Generator::conditional(dims[0], &mut rng, device)?
+            Generator::Mlp(MlpGenerator::conditional(dims[0], &mut rng, device)?)
         }
         Some(dims) => bail!(
             "{}: its label embedding has shape {dims:?}; cgan.py's is [classes, classes]",
             path.display()
         ),
-        None => Generator::new(&mut rng, device)?,
+        None => Generator::Mlp(MlpGenerator::new(&mut rng, device)?),
     };
     generator
         .load_state(&tensors, prefix)

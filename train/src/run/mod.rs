@@ -59,7 +59,7 @@ pub fn train(config: &TrainConfig) -> anyhow::Result<TrainSummary> {
 pub fn train_until(config: &TrainConfig, stop: &StopToken) -> anyhow::Result<Outcome> {
     let data = load_training_data(config)?;
     let device = &config.device;
-    let images = dataset_tensor(&data, device)?;
+    let images = dataset_tensor(&data, config.architecture.image_side(), device)?;
     let out = &config.out_dir;
     let checkpoint_path = out.join(CHECKPOINT_FILE);
     fs::create_dir_all(out.join(SAMPLES_DIR))
@@ -69,6 +69,7 @@ pub fn train_until(config: &TrainConfig, stop: &StopToken) -> anyhow::Result<Out
         config.seed,
         config.adam,
         config.recipe,
+        &config.architecture,
         config.classes,
         device,
     )?;
@@ -89,6 +90,7 @@ pub fn train_until(config: &TrainConfig, stop: &StopToken) -> anyhow::Result<Out
         adam: config.adam,
         recipe: config.recipe,
         classes: config.classes,
+        architecture: config.architecture.clone(),
     };
     let labels = match config.classes {
         Some(_) => {

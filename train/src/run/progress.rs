@@ -5,7 +5,6 @@ use std::path::Path;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::TrainConfig;
-use crate::model::IMAGE_PIXELS;
 use mcugan_model_tools::picture::{self, GridLayout};
 
 /// Prints a line above the bar, or on stderr when the bar is hidden (not a terminal).
@@ -33,11 +32,12 @@ pub(super) fn progress_bar(config: &TrainConfig, batches_per_epoch: usize) -> Pr
     bar
 }
 
-/// The reference's sample grid: the batch's first 25 fakes (`values`, row-major `[n, 784]`),
-/// 5 per row, min-max normalised.
-pub(super) fn save_sample_grid(values: &[f32], path: &Path) -> anyhow::Result<()> {
-    let values = &values[..values.len().min(25 * IMAGE_PIXELS)];
+/// The reference's sample grid: the batch's first 25 fakes (`values`, row-major
+/// `[n, side²]`), 5 per row, min-max normalised.
+pub(super) fn save_sample_grid(values: &[f32], side: usize, path: &Path) -> anyhow::Result<()> {
+    let pixels = side * side;
+    let values = &values[..values.len().min(25 * pixels)];
     let gray = picture::normalize_min_max(values);
-    let images: Vec<&[u8]> = gray.chunks(IMAGE_PIXELS).collect();
-    picture::save_png(path, &picture::grid(&images, 28, GridLayout::REFERENCE))
+    let images: Vec<&[u8]> = gray.chunks(pixels).collect();
+    picture::save_png(path, &picture::grid(&images, side, GridLayout::REFERENCE))
 }

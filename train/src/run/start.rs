@@ -6,7 +6,9 @@ use anyhow::{bail, Context};
 use super::divergence::implausible_parameter;
 use super::{TrainConfig, CHECKPOINT_FILE};
 use crate::engine::Engine;
-use crate::model::CONDITIONAL_DROPOUT;
+use crate::model::conv::ConvGanSpec;
+use crate::model::{Architecture, CONDITIONAL_DROPOUT};
+use crate::recipe::Recipe;
 use crate::state::{Checkpoint, EpochPosition, TrainState};
 use mcugan_model_tools::data::{self, Dataset, Split};
 
@@ -41,7 +43,37 @@ pub(super) fn load_training_data(config: &TrainConfig) -> anyhow::Result<Dataset
     if let Some(classes) = config.classes {
         check_conditional(config, &data, classes)?;
     }
+    if let Architecture::Conv(spec) = &config.architecture {
+        check_convolutional(config, spec)?;
+        let side = spec.generator.image_side();
+        if data.rows != side || data.cols != side {
+            data = data.resized(side);
+        }
+    }
     Ok(data)
+}
+
+/// Checks what a convolutional GAN needs of the run: candle's engine, the reference recipe, no
+/// classes.
+fn check_convolutional(config: &TrainConfig, spec: &ConvGanSpec) -> anyhow::Result<()> {
+    spec.check()?;
+    if config.engine != Engine::Candle {
+        bail!(
+            "the convolutional GANs train on candle's engine only: pass --engine candle (or \
+             leave --engine out)"
+        );
+    }
+    if config.recipe != Recipe::REFERENCE {
+        bail!(
+            "the convolutional GANs train with the reference recipe (dcgan.py's step); the \
+             recipe {} is for gan.py's MLP",
+            config.recipe.name()
+        );
+    }
+    if config.classes.is_some() {
+        bail!("the convolutional GANs are unconditional: leave --conditional out");
+    }
+    Ok(())
 }
 
 /// Restores the run's checkpoint into `state` (after checking that it is this run's, on the
@@ -65,6 +97,13 @@ pub(super) fn resume(
                 &data_hash[..16]
             );
         }
+    }
+    if settings.architecture != config.architecture {
+        bail!(
+            "the checkpoint holds {}, not {}: resume with the run's own --arch",
+            settings.architecture.describe(),
+            config.architecture.describe()
+        );
     }
     if settings.classes != config.classes {
         bail!(

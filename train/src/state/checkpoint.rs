@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::TrainState;
 use crate::adam::AdamConfig;
+use crate::model::Architecture;
 use crate::recipe::Recipe;
 
 impl TrainState {
@@ -26,8 +27,8 @@ impl TrainState {
         for (name, t) in self.generator.state()? {
             tensors.push((format!("generator.{name}"), t));
         }
-        for (name, var) in self.discriminator.vars() {
-            tensors.push((format!("discriminator.{name}"), var.as_tensor().clone()));
+        for (name, t) in self.discriminator.state()? {
+            tensors.push((format!("discriminator.{name}"), t));
         }
         if let Some(average) = &self.average {
             for (name, t) in average.tensors() {
@@ -187,6 +188,9 @@ pub struct RunSettings {
     /// Classes of the conditional GAN (`None`: the unconditional one).
     #[serde(default)]
     pub classes: Option<usize>,
+    /// The networks (`gan.py`'s MLP when absent).
+    #[serde(default)]
+    pub architecture: Architecture,
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::adam::{Adam, AdamConfig};
-use crate::model::{Discriminator, Generator, IMAGE_PIXELS};
+use crate::model::{Architecture, Discriminator, Generator};
 use crate::recipe::{Recipe, WeightAverage};
 use mcugan_model_tools::data::Dataset;
 
@@ -67,25 +67,18 @@ impl TrainState {
         Self::with_recipe(seed, adam, Recipe::REFERENCE, device)
     }
 
-    /// A fresh state for `cgan.py`'s conditional GAN (`classes: Some`) or `gan.py`'s.
+    /// A fresh state for `architecture`: `gan.py`'s MLP (`cgan.py`'s conditional one with
+    /// `classes`), or a convolutional GAN.
     pub fn for_model(
         seed: u64,
         adam: AdamConfig,
         recipe: Recipe,
+        architecture: &Architecture,
         classes: Option<usize>,
         device: &Device,
     ) -> anyhow::Result<Self> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let (generator, discriminator) = match classes {
-            Some(classes) => (
-                Generator::conditional(classes, &mut rng, device)?,
-                Discriminator::conditional(classes, &mut rng, device)?,
-            ),
-            None => (
-                Generator::new(&mut rng, device)?,
-                Discriminator::new(&mut rng, device)?,
-            ),
-        };
+        let (generator, discriminator) = architecture.networks(classes, &mut rng, device)?;
         Self::assemble(generator, discriminator, rng, seed, adam, recipe)
     }
 
@@ -97,6 +90,7 @@ impl TrainState {
             settings.seed,
             settings.adam,
             settings.recipe,
+            &settings.architecture,
             settings.classes,
             &Device::Cpu,
         )?;
@@ -113,7 +107,7 @@ impl TrainState {
         recipe: Recipe,
         device: &Device,
     ) -> anyhow::Result<Self> {
-        Self::for_model(seed, adam, recipe, None, device)
+        Self::for_model(seed, adam, recipe, &Architecture::Mlp, None, device)
     }
 
     fn assemble(
@@ -127,7 +121,10 @@ impl TrainState {
         let opt_g = Adam::new(generator.vars(), adam)?;
         let opt_d = Adam::new(discriminator.vars(), adam)?;
         let average = match recipe.g_ema {
-            Some(decay) => Some(WeightAverage::new(&generator, decay)?),
+            Some(decay) => match generator.mlp() {
+                Some(mlp) => Some(WeightAverage::new(mlp, decay)?),
+                None => bail!("the weight average of the recipe is for gan.py's MLP"),
+            },
             None => None,
         };
         Ok(Self {
@@ -164,19 +161,25 @@ impl TrainState {
             return Ok(None);
         };
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5eed_e3a0);
-        Ok(Some(average.export(&self.generator, 40, 256, &mut rng)?))
+        let Some(live) = self.generator.mlp() else {
+            bail!("the weight average is kept for gan.py's MLP only");
+        };
+        Ok(Some(Generator::Mlp(
+            average.export(live, 40, 256, &mut rng)?,
+        )))
     }
 }
 
-/// The training split as one `[n, 784]` tensor in `[-1, 1]`: `(x/255 − 0.5) / 0.5`.
-pub fn dataset_tensor(data: &Dataset, device: &Device) -> anyhow::Result<Tensor> {
-    if data.image_len() != IMAGE_PIXELS {
+/// The training split as one `[n, side²]` tensor in `[-1, 1]`: `(x/255 − 0.5) / 0.5`. The
+/// images must already be `side`×`side` (see [`Dataset::resized`]).
+pub fn dataset_tensor(data: &Dataset, side: usize, device: &Device) -> anyhow::Result<Tensor> {
+    if data.rows != side || data.cols != side {
         bail!(
-            "images are {}x{}, the reference GAN needs 28x28",
+            "images are {}x{}, the model needs {side}x{side}",
             data.rows,
             data.cols
         );
     }
-    let bytes = Tensor::from_vec(data.pixels.clone(), (data.len(), IMAGE_PIXELS), device)?;
+    let bytes = Tensor::from_vec(data.pixels.clone(), (data.len(), side * side), device)?;
     Ok(bytes.to_dtype(DType::F32)?.affine(2.0 / 255.0, -1.0)?)
 }

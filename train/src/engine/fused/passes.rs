@@ -6,6 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use super::math::*;
 use super::{FusedTrainer, StepLosses};
 use crate::adam::StepCoefficients;
+use crate::cpu::matmul::{matmul_a_b, matmul_a_bt, matmul_at_b};
 use crate::engine::params::Param;
 use crate::model::{DISCRIMINATOR_WIDTHS, GENERATOR_WIDTHS, IMAGE_PIXELS};
 use crate::recipe::fill_dropout_mask;

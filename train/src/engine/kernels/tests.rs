@@ -70,7 +70,14 @@ fn same_as_fused(
     kernels.store_into(&mut state).unwrap();
     assert_eq!(state.opt_g.steps(), batches.len() as u64);
     assert_eq!(state.opt_d.steps(), batches.len() as u64);
-    for (a, b) in reference.generator.norms.iter().zip(&state.generator.norms) {
+    for (a, b) in reference
+        .generator
+        .mlp()
+        .unwrap()
+        .norms
+        .iter()
+        .zip(&state.generator.mlp().unwrap().norms)
+    {
         assert_eq!(a.num_batches_tracked, b.num_batches_tracked);
         let (ma, mb) = (
             a.running_mean.to_vec1::<f32>().unwrap(),

@@ -5,23 +5,23 @@ use std::collections::HashMap;
 use candle_core::{Device, Result, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
-use super::init::{label_embedding, take};
-use super::layers::{leaky_relu, Linear};
-use super::*;
+use crate::model::init::{label_embedding, take};
+use crate::model::layers::{leaky_relu, Linear};
+use crate::model::*;
 
 /// The discriminator: `784 → 512 → 256 → 1`, LeakyReLU(0.2) between, Sigmoid at the end.
-/// [`Discriminator::logits`] stops before the sigmoid; the loss folds it in.
+/// [`MlpDiscriminator::logits`] stops before the sigmoid; the loss folds it in.
 ///
-/// [`Discriminator::conditional`] is `cgan.py`'s: `[image, label embedding] → 512 → 512 →
+/// [`MlpDiscriminator::conditional`] is `cgan.py`'s: `[image, label embedding] → 512 → 512 →
 /// 512 → 1`, dropout 0.4 on the second and third hidden layers, no sigmoid (its loss is MSE).
-pub struct Discriminator {
+pub struct MlpDiscriminator {
     /// The linear layers, first to last.
     pub linears: Vec<Linear>,
     /// `cgan.py`'s `label_embedding`, `[classes, classes]`: `None` when unconditional.
     pub label_embedding: Option<Var>,
 }
 
-impl Discriminator {
+impl MlpDiscriminator {
     /// A freshly initialised discriminator.
     pub fn new(rng: &mut ChaCha8Rng, device: &Device) -> Result<Self> {
         let w = DISCRIMINATOR_WIDTHS;
@@ -70,7 +70,7 @@ impl Discriminator {
         self.forward(images, None, false, &[])
     }
 
-    /// [`Discriminator::logits`] with the weights frozen: for the generator's step, where only
+    /// [`MlpDiscriminator::logits`] with the weights frozen: for the generator's step, where only
     /// the gradient with respect to the images is needed.
     pub fn logits_frozen(&self, images: &Tensor) -> Result<Tensor> {
         self.forward(images, None, true, &[])

@@ -6,6 +6,8 @@
 //! multi-megabyte tensors make glibc map and zero fresh pages on every step unless it is told
 //! to keep freed memory.
 
+pub(crate) mod matmul;
+
 /// Threads for candle's CPU matrix products unless the user chose (`RAYON_NUM_THREADS`).
 pub const DEFAULT_GEMM_THREADS: usize = 1;
 
@@ -67,4 +69,45 @@ pub fn f32_operands<'a>(
         candle_core::bail!("{op}: tensors of different lengths");
     }
     Ok((&mut target[t0..t1], &source[s0..s1]))
+}
+
+/// Threads of the phased convolutions ([`run_conv`]); 0: every core.
+static CONV_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Sets the threads the convolutional networks' convolutions run on (the CLI's `--threads`):
+/// candle's own pool stays small for the MLP (see [`DEFAULT_GEMM_THREADS`]), so the
+/// convolutions, where the work is, have pools of their own.
+pub fn set_conv_threads(threads: usize) {
+    CONV_THREADS.store(threads, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs `work` on the convolutions' thread pool (one pool per thread count, built once), with
+/// the matching `gemm` parallelism; on the caller's thread if no pool can start.
+pub fn run_conv<T: Send>(work: impl FnOnce(gemm::Parallelism) -> T + Send) -> T {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Pools = Mutex<HashMap<usize, Option<Arc<rayon::ThreadPool>>>>;
+    static POOLS: OnceLock<Pools> = OnceLock::new();
+    let threads = match CONV_THREADS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => training_threads(None),
+        n => n,
+    };
+    let pool = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .entry(threads)
+        .or_insert_with(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("mcugan-conv-{i}"))
+                .build()
+                .ok()
+                .map(Arc::new)
+        })
+        .clone();
+    match pool {
+        Some(pool) if threads > 1 => pool.install(|| work(gemm::Parallelism::Rayon(threads))),
+        _ => work(gemm::Parallelism::None),
+    }
 }

@@ -5,16 +5,16 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
-use super::init::{embed, label_embedding, take};
-use super::layers::{leaky_relu, BatchNorm1d, Linear};
-use super::*;
+use crate::model::init::{embed, label_embedding, take};
+use crate::model::layers::{leaky_relu, BatchNorm1d, Linear};
+use crate::model::*;
 
 /// The generator: `100 → 128 → 256 → 512 → 1024 → 784`, BatchNorm on the three middle blocks,
 /// LeakyReLU(0.2) after every hidden layer, Tanh at the end.
 ///
-/// The class-conditional generator of `cgan.py` ([`Generator::conditional`]) is the same
+/// The class-conditional generator of `cgan.py` ([`MlpGenerator::conditional`]) is the same
 /// network on `[label embedding, z]`: its first layer takes `classes` more inputs.
-pub struct Generator {
+pub struct MlpGenerator {
     /// The five linear layers.
     pub linears: [Linear; 5],
     /// BatchNorm after linears 1, 2 and 3.
@@ -23,7 +23,7 @@ pub struct Generator {
     pub label_embedding: Option<Var>,
 }
 
-impl Generator {
+impl MlpGenerator {
     /// A freshly initialised generator; layers are initialised in the reference's order.
     pub fn new(rng: &mut ChaCha8Rng, device: &Device) -> Result<Self> {
         Self::build(None, rng, device)
@@ -79,7 +79,7 @@ impl Generator {
     }
 
     /// Training-mode forward pass (batch statistics; running statistics updated) of the
-    /// first layer's input `z` (see [`Generator::input`]).
+    /// first layer's input `z` (see [`MlpGenerator::input`]).
     pub fn forward_train(&mut self, z: &Tensor) -> Result<Tensor> {
         let mut x = leaky_relu(&self.linears[0].forward(z)?)?;
         for i in 0..3 {
@@ -138,7 +138,7 @@ impl Generator {
         Ok(state)
     }
 
-    /// Restores the state saved by [`Generator::state`] (extra tensors are ignored; missing or
+    /// Restores the state saved by [`MlpGenerator::state`] (extra tensors are ignored; missing or
     /// misshapen ones are errors).
     pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, prefix: &str) -> Result<()> {
         for (name, var) in self.vars() {
