@@ -131,30 +131,74 @@ impl Conv2d {
             }
             return out;
         }
-        // A plain convolution over the (nearest-upsampled) input.
+        // A plain convolution over the (nearest-upsampled) input: each output's sum runs
+        // over channels, kernel rows and kernel columns in that order, a plane at a time.
         let (uh, uw) = (ih * u, iw * u);
+        // The input column each output column reads through kernel column `kx` (`None`:
+        // padding), and likewise for rows.
+        let source = |outputs: usize, stride: usize, pad: usize, k: usize, len: usize| {
+            (0..outputs)
+                .map(|o| {
+                    let at = (o * stride + k) as i64 - pad as i64;
+                    (0..len as i64).contains(&at).then_some(at as usize / u)
+                })
+                .collect::<Vec<Option<usize>>>()
+        };
+        let columns: Vec<Vec<Option<usize>>> =
+            (0..kw).map(|kx| source(ow, sx, px, kx, uw)).collect();
+        let rows: Vec<Vec<Option<usize>>> = (0..kh).map(|ky| source(oh, sy, py, ky, uh)).collect();
+        let mut sums = vec![0f64; oh * ow];
+        // The upsampled input in f64, once; with stride 1 an output row's taps through kernel
+        // column `kx` are one contiguous run of an upsampled row.
+        let upsampled: Vec<f64> = (0..self.in_channels * uh * uw)
+            .map(|i| {
+                let (c, y, xx) = (i / (uh * uw), i / uw % uh, i % uw);
+                f64::from(x[(c * ih + y / u) * iw + xx / u])
+            })
+            .collect();
+        let runs: Vec<(usize, usize)> = (0..kw)
+            .map(|kx| {
+                let first = px.saturating_sub(kx).min(ow);
+                let end = (uw + px).saturating_sub(kx).clamp(first, ow);
+                (first, end)
+            })
+            .collect();
         for o in 0..self.out_channels {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut sum = 0f64;
-                    for c in 0..self.in_channels {
-                        for ky in 0..kh {
-                            let y = (oy * sy + ky) as i64 - py as i64;
-                            if !(0..uh as i64).contains(&y) {
+            sums.iter_mut().for_each(|s| *s = 0.0);
+            for c in 0..self.in_channels {
+                let plane = &upsampled[c * uh * uw..(c + 1) * uh * uw];
+                for (ky, row_of) in rows.iter().enumerate() {
+                    for oy in 0..oh {
+                        let y = (oy * sy + ky) as i64 - py as i64;
+                        if row_of[oy].is_none() {
+                            continue;
+                        }
+                        let input_row = &plane[y as usize * uw..(y as usize + 1) * uw];
+                        let sum_row = &mut sums[oy * ow..(oy + 1) * ow];
+                        for (kx, column_of) in columns.iter().enumerate() {
+                            let wv = w(o, c, ky, kx);
+                            if sx == 1 {
+                                let (first, end) = runs[kx];
+                                let from = first + kx - px;
+                                for (sum, &v) in sum_row[first..end]
+                                    .iter_mut()
+                                    .zip(&input_row[from..from + (end - first)])
+                                {
+                                    *sum += v * wv;
+                                }
                                 continue;
                             }
-                            for kx in 0..kw {
-                                let xx = (ox * sx + kx) as i64 - px as i64;
-                                if !(0..uw as i64).contains(&xx) {
-                                    continue;
+                            for (ox, sum) in sum_row.iter_mut().enumerate() {
+                                if column_of[ox].is_some() {
+                                    *sum += input_row[ox * sx + kx - px] * wv;
                                 }
-                                let v = x[(c * ih + y as usize / u) * iw + xx as usize / u];
-                                sum += f64::from(v) * w(o, c, ky, kx);
                             }
                         }
                     }
-                    out[(o * oh + oy) * ow + ox] += sum;
                 }
+            }
+            for (out, sum) in out[o * oh * ow..(o + 1) * oh * ow].iter_mut().zip(&sums) {
+                *out += sum;
             }
         }
         out

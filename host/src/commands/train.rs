@@ -1,10 +1,12 @@
-//! `mcugan train`: the reference GAN (or cgan.py's conditional one) on a folder of IDX files, with resume and Ctrl-C checkpoints.
+//! `mcugan train`: the reference GAN (or cgan.py's conditional one, or dcgan.py's convolutional one) on a folder of IDX files, with resume and Ctrl-C checkpoints.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use mcugan_train::engine::Engine;
+use mcugan_train::model::conv::ConvGanSpec;
+use mcugan_train::model::Architecture;
 use mcugan_train::recipe::Recipe;
 use mcugan_train::run::{self, Outcome, StopToken, TrainConfig};
 
@@ -66,6 +68,28 @@ pub struct Args {
     /// Classes of the conditional GAN (default: the training labels' largest plus one).
     #[arg(long, requires = "conditional")]
     pub classes: Option<usize>,
+    /// The networks: `gan` (gan.py's MLP, 28x28) or `dcgan` (dcgan.py's convolutional GAN,
+    /// 32x32: the images are resized as its transforms do; candle's engine).
+    #[arg(long, value_enum, default_value_t = ArchName::Gan)]
+    pub arch: ArchName,
+}
+
+/// `--arch`: the named architectures (described in the flag's help).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ArchName {
+    // gan.py's MLP.
+    Gan,
+    // dcgan.py's convolutional GAN.
+    Dcgan,
+}
+
+impl ArchName {
+    fn architecture(self) -> Architecture {
+        match self {
+            ArchName::Gan => Architecture::Mlp,
+            ArchName::Dcgan => Architecture::Conv(ConvGanSpec::dcgan()),
+        }
+    }
 }
 
 /// `--recipe`: the named training recipes (described in the flag's help, which lists
@@ -90,7 +114,7 @@ impl RecipeName {
 /// `--engine`: which training step runs (described in the flag's help).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum EngineChoice {
-    // Fused on the CPU, candle elsewhere (candle for the conditional GAN).
+    // Fused on the CPU, candle elsewhere (candle for the conditional and convolutional GANs).
     Auto,
     // Written out by hand, CPU only.
     Fused,
@@ -124,8 +148,10 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
     }
     config.device = mcugan_train::device::parse(&args.device)?;
     let threads = mcugan_train::cpu::training_threads(global.threads);
+    mcugan_train::cpu::set_conv_threads(threads);
     config.engine = match args.engine {
         EngineChoice::Auto if config.classes.is_some() => Engine::Candle,
+        EngineChoice::Auto if config.architecture != Architecture::Mlp => Engine::Candle,
         EngineChoice::Auto => Engine::for_device(&config.device, threads),
         EngineChoice::Fused => Engine::Fused { threads },
         EngineChoice::Kernels => Engine::Kernels,
@@ -185,6 +211,12 @@ fn resumed_config(args: &Args, global: &Global) -> Result<TrainConfig> {
             run::describe_model(config.classes)
         );
     }
+    if given("arch") {
+        eprintln!(
+            "note: --resume keeps the run's own networks ({}); --arch is ignored",
+            config.architecture.describe()
+        );
+    }
     if given("data") {
         // The same images in another place: the content hash decides.
         config.data_dir = args.data.clone();
@@ -214,6 +246,7 @@ fn new_config(args: &Args, global: &Global) -> Result<TrainConfig> {
     config.limit = args.limit;
     config.batch_size = args.batch_size;
     config.recipe = args.recipe.recipe();
+    config.architecture = args.arch.architecture();
     if args.conditional {
         let classes = match args.classes {
             Some(classes) => classes,

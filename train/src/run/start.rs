@@ -40,15 +40,15 @@ pub(super) fn load_training_data(config: &TrainConfig) -> anyhow::Result<Dataset
             crate::device::device_name(device)
         );
     }
-    if let Some(classes) = config.classes {
-        check_conditional(config, &data, classes)?;
-    }
     if let Architecture::Conv(spec) = &config.architecture {
         check_convolutional(config, spec)?;
         let side = spec.generator.image_side();
         if data.rows != side || data.cols != side {
             data = data.resized(side);
         }
+    }
+    if let Some(classes) = config.classes {
+        check_conditional(config, &data, classes)?;
     }
     Ok(data)
 }
