@@ -8,7 +8,7 @@ fn patterns() -> Vec<Vec<u8>> {
         .map(|i| ((i % 28 * 9 + i / 28 * 5) % 256) as u8)
         .collect();
     let noise = (0..28 * 28u64)
-        .map(|i| ((i * 2_654_435_761 >> 7) % 256) as u8)
+        .map(|i| (((i * 2_654_435_761) >> 7) % 256) as u8)
         .collect();
     let disc = (0..28 * 28)
         .map(|i| {

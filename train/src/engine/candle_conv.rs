@@ -25,7 +25,7 @@ impl TrainState {
     ) -> anyhow::Result<BatchLosses> {
         let batch = real.dim(0)?;
         let device = real.device().clone();
-        let real_label = f64::from(self.recipe.real_label);
+        let real_label = self.recipe.real_label;
 
         // Generator step: BCE(D(G(z)), 1), the discriminator's weights out of the graph.
         let fakes = self.conv_generator()?.forward_train(z)?;
