@@ -148,13 +148,17 @@ impl BatchNorm2d {
                 "BatchNorm2d in training mode needs more than one value per channel"
             );
         }
-        let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+        // Each image's rows and columns first (contiguous), then over the batch.
+        let channel_mean = |t: &Tensor| -> Result<Tensor> {
+            let (b, c, h, w) = t.dims4()?;
+            t.reshape((b, c, h * w))?
+                .mean_keepdim(2)?
+                .mean_keepdim(0)?
+                .reshape((1, c, 1, 1))
+        };
+        let mean = channel_mean(x)?;
         let centered = x.broadcast_sub(&mean)?;
-        let var = centered
-            .sqr()?
-            .mean_keepdim(0)?
-            .mean_keepdim(2)?
-            .mean_keepdim(3)?;
+        let var = channel_mean(&centered.sqr()?)?;
         let normalized = centered.broadcast_div(&(var.clone() + self.eps)?.sqrt()?)?;
 
         let m = self.momentum;
