@@ -89,8 +89,74 @@ impl Conv2d {
             };
             x.conv2d(weight, g.padding[0], g.stride[0], 1, 1)?
         };
+        if y.device().is_cpu() {
+            return y.apply_op2(bias, ChannelBias);
+        }
         y.broadcast_add(&bias.reshape((1, g.out_channels, 1, 1))?)
     }
+}
+
+/// `y + bias` per channel of `[batch, channels, rows, columns]` on the CPU, whose backward pass
+/// sums the gradient per channel in one contiguous sweep (candle's general reduction over the
+/// batch and both spatial axes at once is many times slower).
+struct ChannelBias;
+
+impl candle_core::CustomOp2 for ChannelBias {
+    fn name(&self) -> &'static str {
+        "channel-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (y, bias) = (f32_values(s1, l1)?, f32_values(s2, l2)?);
+        let (_, channels, rows, cols) = l1.shape().dims4()?;
+        if bias.len() != channels {
+            candle_core::bail!("a bias of {} for {channels} channels", bias.len());
+        }
+        let plane = rows * cols;
+        let mut out = y.to_vec();
+        for (i, values) in out.chunks_mut(plane.max(1)).enumerate() {
+            let b = bias[i % channels];
+            values.iter_mut().for_each(|v| *v += b);
+        }
+        Ok((candle_core::CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _y: &Tensor,
+        bias: &Tensor,
+        _out: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (_, channels, rows, cols) = grad.dims4()?;
+        let values = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let mut sums = vec![0f32; channels];
+        for (i, plane) in values.chunks(rows * cols).enumerate() {
+            sums[i % channels] += plane.iter().sum::<f32>();
+        }
+        let grad_bias = Tensor::from_vec(sums, channels, bias.device())?;
+        Ok((Some(grad.clone()), Some(grad_bias)))
+    }
+}
+
+/// The contiguous f32 values of a CPU tensor.
+fn f32_values<'a>(
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+) -> Result<&'a [f32]> {
+    let candle_core::CpuStorage::F32(all) = storage else {
+        candle_core::bail!("the channel bias takes f32 tensors");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("the channel bias takes contiguous tensors");
+    };
+    Ok(&all[start..end])
 }
 
 /// BatchNorm2d over `[batch, channels, rows, columns]`, with PyTorch's semantics: statistics
@@ -148,17 +214,17 @@ impl BatchNorm2d {
                 "BatchNorm2d in training mode needs more than one value per channel"
             );
         }
-        // Each image's rows and columns first (contiguous), then over the batch.
-        let channel_mean = |t: &Tensor| -> Result<Tensor> {
-            let (b, c, h, w) = t.dims4()?;
-            t.reshape((b, c, h * w))?
-                .mean_keepdim(2)?
-                .mean_keepdim(0)?
-                .reshape((1, c, 1, 1))
-        };
-        let mean = channel_mean(x)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let var = channel_mean(&centered.sqr()?)?;
+        // Channels first, `[channels, batch, rows · columns]`: the statistics and, in the
+        // backward pass, the gradients of the per-channel tensors are then sums over the
+        // trailing axes, which candle reduces in contiguous runs.
+        let (batch, _, rows, cols) = x.dims4()?;
+        let xt = x
+            .reshape((batch, channels, rows * cols))?
+            .transpose(0, 1)?
+            .contiguous()?;
+        let mean = xt.mean_keepdim(2)?.mean_keepdim(1)?;
+        let centered = xt.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(2)?.mean_keepdim(1)?;
         let normalized = centered.broadcast_div(&(var.clone() + self.eps)?.sqrt()?)?;
 
         let m = self.momentum;
@@ -180,8 +246,11 @@ impl BatchNorm2d {
             )
         };
         normalized
-            .broadcast_mul(&gamma.reshape((1, channels, 1, 1))?)?
-            .broadcast_add(&beta.reshape((1, channels, 1, 1))?)
+            .broadcast_mul(&gamma.reshape((channels, 1, 1))?)?
+            .broadcast_add(&beta.reshape((channels, 1, 1))?)?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((batch, channels, rows, cols))
     }
 
     /// Evaluation mode: normalise with the running statistics.

@@ -18,6 +18,32 @@ use rayon::prelude::*;
 
 use crate::cpu::matmul::{matmul_a_b, matmul_a_bt, matmul_at_b};
 
+/// Scratch matrices kept between calls: a patch matrix of `dcgan.py`'s widest layer at batch
+/// 64 is 34 MB, which the allocator would otherwise map and the kernel zero page by page on
+/// every call.
+static SCRATCH: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+
+/// A scratch vector (empty, perhaps with capacity) from the pool.
+fn scratch() -> Vec<f32> {
+    SCRATCH
+        .lock()
+        .ok()
+        .and_then(|mut pool| pool.pop())
+        .unwrap_or_default()
+}
+
+/// Returns scratch vectors to the pool (at most four are kept).
+fn recycle(vectors: impl IntoIterator<Item = Vec<f32>>) {
+    if let Ok(mut pool) = SCRATCH.lock() {
+        for mut v in vectors {
+            if pool.len() < 4 {
+                v.clear();
+                pool.push(v);
+            }
+        }
+    }
+}
+
 /// A convolution's geometry (for one image) and its phases along both axes.
 #[derive(Clone, Debug)]
 pub struct PhasedGeometry {
@@ -134,34 +160,61 @@ impl PhasedGeometry {
         }
     }
 
-    /// The input pixel `(row, column)` a tap of the phase reads for grid cell `(my, mx)`, if
-    /// inside the input.
-    fn source(&self, phase: &Phase, my: usize, mx: usize, ty: usize, tx: usize) -> Option<usize> {
+    /// For tap `(ty, tx)` of the phase: per grid row, the input row it reads (`None`: padding),
+    /// and the grid columns `first..end` that read inside the input, the first of them
+    /// reading input column `from` (then every `stride`-th).
+    fn tap_span(
+        &self,
+        phase: &Phase,
+        ty: usize,
+        tx: usize,
+    ) -> (Vec<Option<usize>>, usize, usize, usize) {
         let [ih, iw] = self.geometry.input;
-        let y = (self.rows.stride * my) as i64 + phase.first.0 + ty as i64;
-        let x = (self.cols.stride * mx) as i64 + phase.first.1 + tx as i64;
-        ((0..ih as i64).contains(&y) && (0..iw as i64).contains(&x))
-            .then(|| y as usize * iw + x as usize)
+        let (mh, mw) = phase.grid;
+        let rows = (0..mh)
+            .map(|my| {
+                let y = (self.rows.stride * my) as i64 + phase.first.0 + ty as i64;
+                (0..ih as i64).contains(&y).then_some(y as usize)
+            })
+            .collect();
+        let column = |mx: usize| (self.cols.stride * mx) as i64 + phase.first.1 + tx as i64;
+        let first = (0..mw).find(|&mx| column(mx) >= 0).unwrap_or(mw);
+        let end = (first..mw)
+            .find(|&mx| column(mx) >= iw as i64)
+            .unwrap_or(mw);
+        let from = if first < end {
+            column(first) as usize
+        } else {
+            0
+        };
+        (rows, first, end, from)
     }
 
     /// The phase's patch matrix of `input` (`batch` images) into `cols`.
     fn gather(&self, input: &[f32], batch: usize, phase: &Phase, cols: &mut Vec<f32>) {
         let g = &self.geometry;
-        let plane = g.input[0] * g.input[1];
+        let (plane, iw) = (g.input[0] * g.input[1], g.input[1]);
         let (mh, mw) = phase.grid;
         let n = batch * mh * mw;
         let (ty_n, tx_n) = phase.taps;
+        let stride = self.cols.stride;
         cols.clear();
         cols.resize(self.patch_len(phase) * n, 0.0);
         cols.par_chunks_mut(n).enumerate().for_each(|(row, out)| {
             let (c, t) = (row / (ty_n * tx_n), row % (ty_n * tx_n));
             let (ty, tx) = (t / tx_n, t % tx_n);
+            let (rows, first, end, from) = self.tap_span(phase, ty, tx);
             for b in 0..batch {
                 let image = &input[(b * g.in_channels + c) * plane..][..plane];
-                for my in 0..mh {
-                    for mx in 0..mw {
-                        if let Some(at) = self.source(phase, my, mx, ty, tx) {
-                            out[(b * mh + my) * mw + mx] = image[at];
+                for (my, y) in rows.iter().enumerate() {
+                    let Some(y) = *y else { continue };
+                    let dst = &mut out[(b * mh + my) * mw..][first..end];
+                    let src = &image[y * iw + from..];
+                    if stride == 1 {
+                        dst.copy_from_slice(&src[..end - first]);
+                    } else {
+                        for (d, s) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+                            *d = *s;
                         }
                     }
                 }
@@ -172,22 +225,31 @@ impl PhasedGeometry {
     /// Adds a phase's patch-matrix gradient `cols` back onto the input gradient.
     fn scatter_input(&self, cols: &[f32], batch: usize, phase: &Phase, grad: &mut [f32]) {
         let g = &self.geometry;
-        let plane = g.input[0] * g.input[1];
+        let (plane, iw) = (g.input[0] * g.input[1], g.input[1]);
         let (mh, mw) = phase.grid;
         let n = batch * mh * mw;
         let (ty_n, tx_n) = phase.taps;
+        let stride = self.cols.stride;
+        let spans: Vec<_> = (0..ty_n * tx_n)
+            .map(|t| self.tap_span(phase, t / tx_n, t % tx_n))
+            .collect();
         grad.par_chunks_mut(plane)
             .enumerate()
             .for_each(|(bc, image)| {
                 let (b, c) = (bc / g.in_channels, bc % g.in_channels);
-                for ty in 0..ty_n {
-                    for tx in 0..tx_n {
-                        let row = &cols[((c * ty_n + ty) * tx_n + tx) * n..][..n];
-                        for my in 0..mh {
-                            for mx in 0..mw {
-                                if let Some(at) = self.source(phase, my, mx, ty, tx) {
-                                    image[at] += row[(b * mh + my) * mw + mx];
-                                }
+                for (t, (rows, first, end, from)) in spans.iter().enumerate() {
+                    let row = &cols[(c * ty_n * tx_n + t) * n..][..n];
+                    for (my, y) in rows.iter().enumerate() {
+                        let Some(y) = *y else { continue };
+                        let src = &row[(b * mh + my) * mw..][*first..*end];
+                        let dst = &mut image[y * iw + from..];
+                        if stride == 1 {
+                            for (d, s) in dst.iter_mut().zip(src) {
+                                *d += *s;
+                            }
+                        } else {
+                            for (d, s) in dst.iter_mut().step_by(stride).zip(src) {
+                                *d += *s;
                             }
                         }
                     }
@@ -213,7 +275,7 @@ impl PhasedGeometry {
         let g = &self.geometry;
         let out_plane = g.output[0] * g.output[1];
         let mut output = vec![0f32; batch * g.out_channels * out_plane];
-        let (mut cols, mut product) = (Vec::new(), Vec::new());
+        let (mut cols, mut product) = (scratch(), scratch());
         for phase in self.phases() {
             let (mh, mw) = phase.grid;
             let n = batch * mh * mw;
@@ -238,16 +300,24 @@ impl PhasedGeometry {
                     }
                 });
         }
+        recycle([cols, product]);
         output
     }
 
     /// One phase's rows of the output gradient, `[out][(image, row, column)]`.
-    fn phase_gradient(&self, grad_output: &[f32], batch: usize, phase: &Phase) -> Vec<f32> {
+    fn phase_gradient(
+        &self,
+        grad_output: &[f32],
+        batch: usize,
+        phase: &Phase,
+        rows: &mut Vec<f32>,
+    ) {
         let g = &self.geometry;
         let out_plane = g.output[0] * g.output[1];
         let (mh, mw) = phase.grid;
         let n = batch * mh * mw;
-        let mut rows = vec![0f32; g.out_channels * n];
+        rows.clear();
+        rows.resize(g.out_channels * n, 0.0);
         rows.par_chunks_mut(n).enumerate().for_each(|(o, row)| {
             for b in 0..batch {
                 let plane = &grad_output[(b * g.out_channels + o) * out_plane..][..out_plane];
@@ -258,7 +328,6 @@ impl PhasedGeometry {
                 }
             }
         });
-        rows
     }
 
     /// The gradient with respect to the input, given the output's.
@@ -271,7 +340,7 @@ impl PhasedGeometry {
     ) -> Vec<f32> {
         let g = &self.geometry;
         let mut grad = vec![0f32; batch * g.input_len()];
-        let mut cols = Vec::new();
+        let (mut cols, mut rows) = (scratch(), scratch());
         for phase in self.phases() {
             let (mh, mw) = phase.grid;
             let n = batch * mh * mw;
@@ -280,11 +349,12 @@ impl PhasedGeometry {
             }
             let k = self.patch_len(&phase);
             let matrix = self.phase_weights(weight, &phase);
-            let rows = self.phase_gradient(grad_output, batch, &phase);
+            self.phase_gradient(grad_output, batch, &phase, &mut rows);
             cols.resize(k * n, 0.0);
             matmul_at_b(par, &mut cols, &matrix, &rows, g.out_channels, k, n);
             self.scatter_input(&cols, batch, &phase, &mut grad);
         }
+        recycle([cols, rows]);
         grad
     }
 
@@ -298,7 +368,7 @@ impl PhasedGeometry {
     ) -> Vec<f32> {
         let g = &self.geometry;
         let mut grad = vec![0f32; g.out_channels * g.row_len()];
-        let (mut cols, mut product) = (Vec::new(), Vec::new());
+        let (mut cols, mut product, mut rows) = (scratch(), scratch(), scratch());
         for phase in self.phases() {
             let (mh, mw) = phase.grid;
             let n = batch * mh * mw;
@@ -307,11 +377,12 @@ impl PhasedGeometry {
             }
             let k = self.patch_len(&phase);
             self.gather(input, batch, &phase, &mut cols);
-            let rows = self.phase_gradient(grad_output, batch, &phase);
+            self.phase_gradient(grad_output, batch, &phase, &mut rows);
             product.resize(g.out_channels * k, 0.0);
             matmul_a_bt(par, &mut product, &rows, &cols, g.out_channels, k, n);
             self.add_weight_gradient(&product, &phase, &mut grad);
         }
+        recycle([cols, product, rows]);
         grad
     }
 }
