@@ -9,7 +9,7 @@ discriminator step on the same fakes detached.
                                 dump_step` from the same initial weights, batches and latents, and
                                 compare losses and weights
   train --data DIR --epochs N   train on IDX files (raw or .gz) and report seconds per epoch
-        [--threads T] [--dataloader] [--out DIR]
+        [--threads T] [--dataloader] [--out DIR] [--limit N]
 """
 
 import argparse
@@ -168,6 +168,8 @@ def train(args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     images = read_idx(args.data, "train-images-idx3-ubyte")
+    if args.limit:
+        images = images[: args.limit]
     data = torch.from_numpy(images.astype(np.float32) / 255.0 * 2.0 - 1.0)
     generator, discriminator = Generator(), Discriminator()
     opt_g, opt_d = make_optimizers(generator, discriminator)
@@ -228,6 +230,7 @@ def main():
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--dataloader", action="store_true")
     tr.add_argument("--out")
+    tr.add_argument("--limit", type=int)
     args = parser.parse_args()
     if args.command == "check-step":
         return check_step(args.dump)

@@ -76,7 +76,15 @@ fn main() -> Result<()> {
             sub.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
         })
     };
-    let threads = configure_threads(cli.threads.map(|t| t as usize));
+    // dcgan.py's tensors are large enough for candle's element-wise ops to gain from every
+    // core; the MLP's batches are not.
+    let default_gemm = match &cli.command {
+        Command::Train(args) if args.arch != commands::train::ArchName::Gan => {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+        _ => mcugan_train::cpu::DEFAULT_GEMM_THREADS,
+    };
+    let threads = configure_threads(cli.threads.map(|t| t as usize), default_gemm);
     let global = commands::Global {
         force: cli.force,
         threads,
@@ -99,20 +107,16 @@ fn main() -> Result<()> {
 }
 
 /// CPU settings for the whole process, made here at its start before any thread exists:
-/// candle's GEMM threads (`--threads`, else `RAYON_NUM_THREADS`, else
-/// [`mcugan_train::cpu::DEFAULT_GEMM_THREADS`]; candle reads the variables when its pools
-/// start) and the allocator's tuning for training. Returns the threads the user chose
-/// (`--threads`, else `RAYON_NUM_THREADS`), if any.
-fn configure_threads(threads: Option<usize>) -> Option<usize> {
+/// candle's GEMM threads (`--threads`, else `RAYON_NUM_THREADS`, else `default_gemm`; candle
+/// reads the variables when its pools start) and the allocator's tuning for training.
+/// Returns the threads the user chose (`--threads`, else `RAYON_NUM_THREADS`), if any.
+fn configure_threads(threads: Option<usize>, default_gemm: usize) -> Option<usize> {
     let chosen = threads.or_else(|| {
         std::env::var("RAYON_NUM_THREADS")
             .ok()
             .and_then(|v| v.parse().ok())
     });
-    let gemm = chosen
-        .unwrap_or(mcugan_train::cpu::DEFAULT_GEMM_THREADS)
-        .max(1)
-        .to_string();
+    let gemm = chosen.unwrap_or(default_gemm).max(1).to_string();
     std::env::set_var("RAYON_NUM_THREADS", &gemm);
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", &gemm);

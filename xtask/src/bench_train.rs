@@ -21,6 +21,13 @@ pub(crate) struct Args {
     /// The data set.
     #[arg(long, default_value = "data/mnist-digits")]
     data: String,
+    /// The networks: `gan` (gan.py's MLP, against bench/pytorch_reference.py) or `dcgan`
+    /// (dcgan.py's, against bench/pytorch_dcgan.py).
+    #[arg(long, default_value = "gan")]
+    arch: String,
+    /// Train on the first N images only (both trainers).
+    #[arg(long)]
+    limit: Option<usize>,
 }
 
 pub(crate) fn bench_train(root: &Path, args: Args) -> Result<()> {
@@ -28,7 +35,14 @@ pub(crate) fn bench_train(root: &Path, args: Args) -> Result<()> {
         epochs,
         threads,
         data,
+        arch,
+        limit,
     } = args;
+    let dcgan = match arch.as_str() {
+        "gan" => false,
+        "dcgan" => true,
+        other => bail!("--arch {other}: gan or dcgan"),
+    };
     setup(root, false)?;
     build_host_cli(root)?;
     make_data(root, Profile::Release)?;
@@ -36,41 +50,51 @@ pub(crate) fn bench_train(root: &Path, args: Args) -> Result<()> {
         root,
         ".venv-bench",
         "PyTorch (CPU), for the comparison",
-        &["torch", "numpy", "safetensors"],
+        &["torch", "numpy", "safetensors", "pillow"],
     )?;
     let out = root.join("runs/bench-train");
     std::fs::create_dir_all(&out)?;
     let epochs_s = epochs.to_string();
     let threads_s = threads.to_string();
+    let limit_s = limit.map(|l| l.to_string());
     let mut results = Vec::new();
     let mut images = 0.0;
-    for (label, engine) in [
-        ("mcugan, fused CPU step (default)", "fused"),
-        ("mcugan, candle autograd (--engine candle)", "candle"),
-    ] {
+    let ours: &[(&str, &str)] = if dcgan {
+        &[("mcugan --arch dcgan, candle autograd", "candle")]
+    } else {
+        &[
+            ("mcugan, fused CPU step (default)", "fused"),
+            ("mcugan, candle autograd (--engine candle)", "candle"),
+        ]
+    };
+    for &(label, engine) in ours {
         step(&format!("{label}: {epochs} epochs, {threads} threads"));
-        let run_dir = out.join(format!("mcugan-{engine}"));
-        let ours = mcugan(
-            root,
-            &[
-                "--threads",
-                &threads_s,
-                "train",
-                "--data",
-                &data,
-                "--epochs",
-                &epochs_s,
-                "--engine",
-                engine,
-                "--out",
-                &run_dir.to_string_lossy(),
-                "--quiet",
-                // The benchmark's own scratch runs: replaced on every benchmark.
-                "--force",
-            ],
-        )
-        .output()
-        .context("running mcugan train")?;
+        let run_dir = out.join(format!("mcugan-{arch}-{engine}"));
+        let run_dir_s = run_dir.to_string_lossy().into_owned();
+        let mut command_line = vec![
+            "--threads",
+            &threads_s,
+            "train",
+            "--arch",
+            &arch,
+            "--data",
+            &data,
+            "--epochs",
+            &epochs_s,
+            "--engine",
+            engine,
+            "--out",
+            &run_dir_s,
+            "--quiet",
+            // The benchmark's own scratch runs: replaced on every benchmark.
+            "--force",
+        ];
+        if let Some(limit) = &limit_s {
+            command_line.extend(["--limit", limit]);
+        }
+        let ours = mcugan(root, &command_line)
+            .output()
+            .context("running mcugan train")?;
         if !ours.status.success() {
             bail!(
                 "mcugan train failed: {}",
@@ -85,13 +109,23 @@ pub(crate) fn bench_train(root: &Path, args: Args) -> Result<()> {
             seconds_after_first(&summary["epoch_seconds"]),
         ));
     }
-    for (label, extra) in [
-        ("PyTorch, data held in memory", None),
-        ("PyTorch, the reference's DataLoader", Some("--dataloader")),
-    ] {
+    let theirs: &[(&str, Option<&str>)] = if dcgan {
+        &[("PyTorch dcgan.py, data held in memory", None)]
+    } else {
+        &[
+            ("PyTorch, data held in memory", None),
+            ("PyTorch, the reference's DataLoader", Some("--dataloader")),
+        ]
+    };
+    let script = if dcgan {
+        "bench/pytorch_dcgan.py"
+    } else {
+        "bench/pytorch_reference.py"
+    };
+    for &(label, extra) in theirs {
         step(&format!("{label}: {epochs} epochs, {threads} threads"));
         let mut command = Command::new(&python);
-        command.arg(root.join("bench/pytorch_reference.py")).args([
+        command.arg(root.join(script)).args([
             "train",
             "--data",
             &data,
@@ -102,6 +136,9 @@ pub(crate) fn bench_train(root: &Path, args: Args) -> Result<()> {
         ]);
         if let Some(flag) = extra {
             command.arg(flag);
+        }
+        if let Some(limit) = &limit_s {
+            command.args(["--limit", limit]);
         }
         let output = command.output().context("running the PyTorch reference")?;
         if !output.status.success() {
@@ -124,8 +161,9 @@ pub(crate) fn bench_train(root: &Path, args: Args) -> Result<()> {
     let cpu = cpu_name();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut report = format!(
-        "## Training speed: {data}, {epochs} epochs (first epoch left out), {threads} threads, {cpu}, {cores} cores\n\n\
-         | trainer | s/epoch | images/s | mcugan speed-up |\n|---|---:|---:|---:|\n"
+        "## Training speed, {arch}: {data}{}, {epochs} epochs (first epoch left out), {threads} threads, {cpu}, {cores} cores\n\n\
+         | trainer | s/epoch | images/s | mcugan speed-up |\n|---|---:|---:|---:|\n",
+        limit.map_or(String::new(), |l| format!(" (first {l} images)"))
     );
     let ours_s = results[0].1;
     for (label, s) in &results {
@@ -136,8 +174,9 @@ pub(crate) fn bench_train(root: &Path, args: Args) -> Result<()> {
         );
     }
     eprintln!("\n{report}");
-    std::fs::write(out.join("train.md"), &report)?;
-    eprintln!("written to {}", out.join("train.md").display());
+    let file = out.join(format!("train-{arch}.md"));
+    std::fs::write(&file, &report)?;
+    eprintln!("written to {}", file.display());
     Ok(())
 }
 

@@ -21,7 +21,9 @@ use super::Global;
 pub struct Args {
     /// What to measure, any number: a generator (`.safetensors` or `.onnx`: the float model), a model
     /// blob (`.mcg`: the host simulation of the chip), a firmware ELF (run under QEMU), or a
-    /// folder of 28x28 grayscale PNGs.
+    /// folder of 28x28 grayscale PNGs. Square grayscale images of other sides (8 to 64, e.g. a
+    /// dcgan.py generator's 32x32) are resized to 28x28 (Pillow's bilinear resize) for the
+    /// classifier.
     #[arg(required = true)]
     pub sources: Vec<PathBuf>,
     /// The data set whose test split is the reference.
@@ -112,13 +114,14 @@ pub(super) fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Re
     };
     if path.is_dir() {
         let pixels = mcugan_model_tools::eval::load_png_folder(path)?;
-        return Ok((format!("PNG folder {}", path.display()), pixels, None));
+        return Ok((format!("PNG folder {}", path.display()), pixels, None, 28));
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     if bytes.starts_with(b"\x7fELF") {
         let mut bar = progress("firmware under QEMU");
         let mut pixels = Vec::with_capacity(seeds.len() * INPUT_PIXELS);
         let mut asked: Vec<u16> = Vec::new();
+        let mut drawn_side = 28;
         for chunk in seeds.chunks(firmware::MAX_SEEDS_PER_RUN) {
             let run = firmware::run_qemu(path, chunk, &QemuOptions::with_timeout(timeout))?;
             if !run.succeeded() || run.images.len() != chunk.len() {
@@ -132,13 +135,14 @@ pub(super) fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Re
                 );
             }
             for image in &run.images {
-                if image.pixels.len() != INPUT_PIXELS {
-                    bail!(
-                        "the firmware draws {} pixels per image, eval reads 28x28",
+                let side = square_side(image.pixels.len()).with_context(|| {
+                    format!(
+                        "the firmware draws {} pixels per image, not a square grayscale image",
                         image.pixels.len()
-                    );
-                }
-                pixels.extend_from_slice(&image.pixels);
+                    )
+                })?;
+                pixels.extend(for_classifier(&image.pixels, side));
+                drawn_side = side;
                 asked.extend(image.class);
             }
             bar.inc(chunk.len() as u64);
@@ -150,19 +154,32 @@ pub(super) fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Re
             format!("firmware under QEMU: {}", path.display()),
             pixels,
             asked,
+            drawn_side,
         ));
     }
     if bytes.starts_with(&mcugan_shared::format::MAGIC) {
         let model = Model::parse(&bytes)
             .map_err(|e| anyhow::anyhow!("{}: invalid model: {e}", path.display()))?;
-        if model.image().pixel_count() != INPUT_PIXELS as u64 {
-            bail!("{} does not draw 28x28 images", path.display());
+        let shape = model.image();
+        let side = usize::from(shape.width);
+        if shape.width != shape.height || shape.channels != 1 || square_side(side * side).is_none()
+        {
+            bail!(
+                "{} draws {}x{}x{} images; eval reads square grayscale images of {} to {} \
+                 pixels a side",
+                path.display(),
+                shape.width,
+                shape.height,
+                shape.channels,
+                MIN_SIDE,
+                MAX_SIDE
+            );
         }
         let mut bar = progress("host simulation");
         let mut pixels = Vec::with_capacity(seeds.len() * INPUT_PIXELS);
         for chunk in seeds.chunks(256) {
             for image in simulate::simulate(&bytes, chunk)? {
-                pixels.extend_from_slice(&image);
+                pixels.extend(for_classifier(&image, side));
             }
             bar.inc(chunk.len() as u64);
         }
@@ -172,6 +189,7 @@ pub(super) fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Re
             format!("host simulation: {}", path.display()),
             pixels,
             asked_classes(seeds, classes),
+            side,
         ));
     }
     let float = if generator_file::is_onnx(path) {
@@ -187,19 +205,28 @@ pub(super) fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Re
         mcugan_train::model::fold(&generator)?
     };
     let image = float.image;
-    if (image.width, image.height, image.channels) != (28, 28, 1) {
+    let side = usize::from(image.width);
+    if image.width != image.height || image.channels != 1 || square_side(side * side).is_none() {
         bail!(
-            "{} draws {}x{}x{} images; eval reads 28x28 grayscale",
+            "{} draws {}x{}x{} images; eval reads square grayscale images of {} to {} pixels \
+             a side",
             path.display(),
             image.width,
             image.height,
-            image.channels
+            image.channels,
+            MIN_SIDE,
+            MAX_SIDE
         );
     }
     let mut bar = progress("float");
     let mut pixels = Vec::with_capacity(seeds.len() * INPUT_PIXELS);
     for &seed in seeds {
-        pixels.extend(float.draw(seed)?.into_iter().map(|g| g.round() as u8));
+        let gray: Vec<u8> = float
+            .draw(seed)?
+            .into_iter()
+            .map(|g| g.round() as u8)
+            .collect();
+        pixels.extend(for_classifier(&gray, side));
         bar.inc(1);
     }
     bar.finish();
@@ -207,12 +234,34 @@ pub(super) fn eval_source_images(path: &Path, seeds: &[u32], timeout: u64) -> Re
         format!("float: {}", path.display()),
         pixels,
         asked_classes(seeds, float.class_count()),
+        side,
     ))
 }
 
-/// An eval source's name, its images, and the classes they were asked for (conditional
-/// models only).
-pub(super) type EvalImages = (String, Vec<u8>, Option<Vec<u16>>);
+/// The smallest and largest image side eval reads (other sides than 28 are resized to it).
+const MIN_SIDE: usize = 8;
+const MAX_SIDE: usize = 64;
+
+/// The side of a square image of `pixels` gray levels within eval's sizes.
+fn square_side(pixels: usize) -> Option<usize> {
+    let side = (pixels as f64).sqrt().round() as usize;
+    (side * side == pixels && (MIN_SIDE..=MAX_SIDE).contains(&side)).then_some(side)
+}
+
+/// An image of `side`x`side` as the 28x28 classifier reads it: resized with Pillow's bilinear
+/// resize when it is another size (a 32x32 generator's images, as `dcgan.py`'s transforms
+/// would size them the other way).
+fn for_classifier(gray: &[u8], side: usize) -> Vec<u8> {
+    if side == 28 {
+        gray.to_vec()
+    } else {
+        mcugan_model_tools::resize::resize_bilinear(gray, side, side, 28, 28)
+    }
+}
+
+/// An eval source's name, its images (28x28), the classes they were asked for (conditional
+/// models only), and the side of the images as the source drew them.
+pub(super) type EvalImages = (String, Vec<u8>, Option<Vec<u16>>, usize);
 
 /// The classes a conditional model of `classes` classes draws for `seeds` by default.
 pub(super) fn asked_classes(seeds: &[u32], classes: Option<usize>) -> Option<Vec<u16>> {
@@ -267,6 +316,10 @@ pub(super) fn eval_command(args: EvalArgs) -> Result<()> {
     }
     let seeds: Vec<u32> = (0..n as u32).collect();
     let evaluator = Evaluator::new(classifier, &test.pixels)?;
+    let mut drawn = Vec::new();
+    for source in &args.sources {
+        drawn.push(eval_source_images(source, &seeds, args.timeout)?);
+    }
     let mut rows = Vec::new();
     let mut pictures = Vec::new();
     if args.calibration {
@@ -281,14 +334,35 @@ pub(super) fn eval_command(args: EvalArgs) -> Result<()> {
             .flat_map(|i| train_split.image(i).to_vec())
             .collect();
         rows.push(evaluator.measure("calibration: real train images", &picked)?);
+        // What the resize to 28x28 alone costs: the same digits resized to a source's side
+        // and back.
+        let mut sides: Vec<usize> = drawn.iter().map(|d| d.3).filter(|&s| s != 28).collect();
+        sides.dedup();
+        for side in sides {
+            let round_trip: Vec<u8> = picked
+                .chunks(INPUT_PIXELS)
+                .flat_map(|image| {
+                    let up = mcugan_model_tools::resize::resize_bilinear(image, 28, 28, side, side);
+                    for_classifier(&up, side)
+                })
+                .collect();
+            rows.push(evaluator.measure(
+                &format!("calibration: real train images resized to {side}x{side} and back"),
+                &round_trip,
+            )?);
+        }
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
         let noise: Vec<u8> = (0..n * INPUT_PIXELS)
             .map(|_| rand::Rng::random::<u8>(&mut rng))
             .collect();
         rows.push(evaluator.measure("calibration: uniform noise", &noise)?);
     }
-    for source in &args.sources {
-        let (name, pixels, asked) = eval_source_images(source, &seeds, args.timeout)?;
+    for (name, pixels, asked, side) in drawn {
+        let name = if side == 28 {
+            name
+        } else {
+            format!("{name} ({side}x{side}, resized to 28x28)")
+        };
         eprintln!("measuring {name} ({} images)", pixels.len() / INPUT_PIXELS);
         rows.push(evaluator.measure_asked(&name, &pixels, asked.as_deref())?);
         pictures.push(sorted_by_class(&evaluator, &pixels)?);

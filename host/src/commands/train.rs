@@ -132,6 +132,10 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
     // Held until the run ends: a second `mcugan train --out` on this folder is refused
     // instead of racing this one's writes.
     let _lock = mcugan::overwrite::lock_run_dir(&args.out)?;
+    if !args.resume {
+        // Refused before an old run in --out is replaced.
+        check_arch(&args)?;
+    }
     let mut config = if args.resume {
         resumed_config(&args, global)?
     } else {
@@ -182,6 +186,31 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
             std::process::exit(130);
         }
     }
+}
+
+/// What the convolutional GANs cannot train (the training loop checks it too; here it is
+/// refused before `--force` replaces an old run).
+fn check_arch(args: &Args) -> Result<()> {
+    if args.arch == ArchName::Gan {
+        return Ok(());
+    }
+    if args.conditional {
+        bail!("the convolutional GANs are unconditional: leave --conditional out");
+    }
+    if args.recipe != RecipeName::Reference {
+        bail!(
+            "the convolutional GANs train with the reference recipe (dcgan.py's step); the \
+             recipe {} is for gan.py's MLP",
+            args.recipe.recipe().name()
+        );
+    }
+    if matches!(args.engine, EngineChoice::Fused | EngineChoice::Kernels) {
+        bail!(
+            "the convolutional GANs train on candle's engine only: pass --engine candle (or \
+             leave --engine out)"
+        );
+    }
+    Ok(())
 }
 
 /// The run's own settings, as `--resume` takes them from its checkpoint; flags it ignores
