@@ -94,7 +94,7 @@ impl ConvDiscriminator {
                 x = x.broadcast_mul(mask)?;
             }
             if let Some(norm) = &mut self.norms[i] {
-                x = norm.forward_train(&x, frozen)?;
+                x = norm.forward_train(&x, frozen, None)?;
             }
         }
         let x = x.flatten_from(1)?;

@@ -13,6 +13,7 @@ use super::layers::{normal, BatchNorm2d, Conv2d};
 use super::spec::GeneratorSpec;
 use crate::model::init::take;
 use crate::model::layers::{leaky_relu, Linear};
+use crate::model::LEAKY_SLOPE;
 
 /// The generator; see [`GeneratorSpec`] for its layers.
 pub struct ConvGenerator {
@@ -86,10 +87,10 @@ impl ConvGenerator {
     /// `[batch, channels · side²]` in `[-1, 1]`.
     pub fn forward_train(&mut self, z: &Tensor) -> Result<Tensor> {
         let mut x = self.first_map(z)?;
-        x = self.norms[0].forward_train(&x, false)?;
+        x = self.norms[0].forward_train(&x, false, None)?;
         for i in 0..self.spec.blocks() {
             let y = self.convs[i].forward(&x)?;
-            x = leaky_relu(&self.norms[i + 1].forward_train(&y, false)?)?;
+            x = self.norms[i + 1].forward_train(&y, false, Some(LEAKY_SLOPE as f32))?;
         }
         self.image(&x, z.dim(0)?)
     }

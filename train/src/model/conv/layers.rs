@@ -10,6 +10,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
+use super::norm_op::{BatchStatistics, NormTrain};
 use super::phased::{self, PhasedGeometry};
 use crate::model::init::uniform;
 use crate::model::BATCH_NORM_MOMENTUM;
@@ -205,9 +206,69 @@ impl BatchNorm2d {
     }
 
     /// Training mode: normalise with the batch's per-channel mean and biased variance, and move
-    /// the running statistics towards the mean and unbiased variance. `frozen`: γ and β out of
-    /// the gradient graph (gradients still flow to `x`).
-    pub fn forward_train(&mut self, x: &Tensor, frozen: bool) -> Result<Tensor> {
+    /// the running statistics towards the mean and unbiased variance; then LeakyReLU with
+    /// `slope`, if given. `frozen`: γ and β out of the gradient graph (gradients still flow to
+    /// `x`). On the CPU one fused op ([`super::norm_op`]), elsewhere candle's tensor ops.
+    pub fn forward_train(
+        &mut self,
+        x: &Tensor,
+        frozen: bool,
+        slope: Option<f32>,
+    ) -> Result<Tensor> {
+        if !x.device().is_cpu() {
+            let y = self.forward_train_tensors(x, frozen)?;
+            return match slope {
+                Some(slope) => y.maximum(&(&y * f64::from(slope))?),
+                None => Ok(y),
+            };
+        }
+        let (channels, count) = self.channel_shape(x)?;
+        if count < 2 {
+            candle_core::bail!(
+                "BatchNorm2d in training mode needs more than one value per channel"
+            );
+        }
+        let statistics = Arc::new(std::sync::Mutex::new(BatchStatistics::default()));
+        let op = NormTrain {
+            eps: self.eps,
+            slope,
+            statistics: Arc::clone(&statistics),
+        };
+        let (gamma, beta) = if frozen {
+            (
+                self.weight.as_tensor().detach(),
+                self.bias.as_tensor().detach(),
+            )
+        } else {
+            (
+                self.weight.as_tensor().clone(),
+                self.bias.as_tensor().clone(),
+            )
+        };
+        let y = x.contiguous()?.apply_op3(&gamma, &beta, op)?;
+        let stats = statistics
+            .lock()
+            .map(|s| s.clone())
+            .map_err(|_| candle_core::Error::Msg("BatchNorm2d's statistics were lost".into()))?;
+        let m = self.momentum;
+        let unbiased: Vec<f32> = stats
+            .variance
+            .iter()
+            .map(|v| (v * count as f64 / (count as f64 - 1.0)) as f32)
+            .collect();
+        let mean: Vec<f32> = stats.mean.iter().map(|&v| v as f32).collect();
+        let device = x.device();
+        self.running_mean =
+            ((&self.running_mean * (1.0 - m))? + (Tensor::from_vec(mean, channels, device)? * m)?)?;
+        self.running_var = ((&self.running_var * (1.0 - m))?
+            + (Tensor::from_vec(unbiased, channels, device)? * m)?)?;
+        self.num_batches_tracked += 1;
+        Ok(y)
+    }
+
+    /// [`BatchNorm2d::forward_train`] without the activation, written with candle's tensor ops:
+    /// what runs on a GPU, and the reference the CPU op is tested against.
+    pub fn forward_train_tensors(&mut self, x: &Tensor, frozen: bool) -> Result<Tensor> {
         let (channels, count) = self.channel_shape(x)?;
         if count < 2 {
             candle_core::bail!(

@@ -2,10 +2,12 @@
 //! its [`spec`](ConvGanSpec), layers (a convolution in the chip's phased form on the CPU,
 //! BatchNorm2d, `Dropout2d`), the [`ConvGenerator`] and the [`ConvDiscriminator`].
 
+mod direct;
 mod discriminator;
 mod fold;
 mod generator;
 mod layers;
+mod norm_op;
 pub(crate) mod phased;
 mod spec;
 #[cfg(test)]

@@ -257,11 +257,14 @@ impl PhasedGeometry {
             });
     }
 
-    /// The output pixels of a phase: `(image, channel)` plane offset aside, the index of grid
-    /// cell `(my, mx)` in an output plane.
-    fn output_index(&self, phase: &Phase, my: usize, mx: usize) -> usize {
+    /// Where grid row `my` of a phase lies in an output plane: the index of its first pixel,
+    /// and the step between its pixels.
+    fn output_run(&self, phase: &Phase, my: usize) -> (usize, usize) {
         let (ny, nx) = (self.rows.runs.len(), self.cols.runs.len());
-        (ny * my + phase.py) * self.geometry.output[1] + nx * mx + phase.px
+        (
+            (ny * my + phase.py) * self.geometry.output[1] + phase.px,
+            nx,
+        )
     }
 
     /// The convolution of `input` (`batch` images) with `weight`, without bias.
@@ -273,6 +276,9 @@ impl PhasedGeometry {
         par: Parallelism,
     ) -> Vec<f32> {
         let g = &self.geometry;
+        if super::direct::applies(g) {
+            return super::direct::forward(g, input, weight, batch);
+        }
         let out_plane = g.output[0] * g.output[1];
         let mut output = vec![0f32; batch * g.out_channels * out_plane];
         let (mut cols, mut product) = (scratch(), scratch());
@@ -293,9 +299,10 @@ impl PhasedGeometry {
                 .for_each(|(bo, plane)| {
                     let (b, o) = (bo / g.out_channels, bo % g.out_channels);
                     let row = &product[o * n + b * mh * mw..][..mh * mw];
-                    for my in 0..mh {
-                        for mx in 0..mw {
-                            plane[self.output_index(&phase, my, mx)] = row[my * mw + mx];
+                    for (my, src) in row.chunks(mw.max(1)).enumerate() {
+                        let (start, step) = self.output_run(&phase, my);
+                        for (d, s) in plane[start..].iter_mut().step_by(step).zip(src) {
+                            *d = *s;
                         }
                     }
                 });
@@ -322,8 +329,10 @@ impl PhasedGeometry {
             for b in 0..batch {
                 let plane = &grad_output[(b * g.out_channels + o) * out_plane..][..out_plane];
                 for my in 0..mh {
-                    for mx in 0..mw {
-                        row[(b * mh + my) * mw + mx] = plane[self.output_index(phase, my, mx)];
+                    let (start, step) = self.output_run(phase, my);
+                    let dst = &mut row[(b * mh + my) * mw..][..mw];
+                    for (d, s) in dst.iter_mut().zip(plane[start..].iter().step_by(step)) {
+                        *d = *s;
                     }
                 }
             }
@@ -339,6 +348,9 @@ impl PhasedGeometry {
         par: Parallelism,
     ) -> Vec<f32> {
         let g = &self.geometry;
+        if super::direct::applies(g) {
+            return super::direct::input_gradient(g, grad_output, weight, batch);
+        }
         let mut grad = vec![0f32; batch * g.input_len()];
         let (mut cols, mut rows) = (scratch(), scratch());
         for phase in self.phases() {
@@ -367,6 +379,9 @@ impl PhasedGeometry {
         par: Parallelism,
     ) -> Vec<f32> {
         let g = &self.geometry;
+        if super::direct::applies(g) {
+            return super::direct::weight_gradient(g, input, grad_output, batch);
+        }
         let mut grad = vec![0f32; g.out_channels * g.row_len()];
         let (mut cols, mut product, mut rows) = (scratch(), scratch(), scratch());
         for phase in self.phases() {

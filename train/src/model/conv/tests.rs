@@ -68,6 +68,9 @@ fn the_phased_convolution_and_its_gradients_match_candle() {
         geometry(4, 1, 8, 1, 1),
         geometry(2, 6, 8, 2, 1),
         geometry(3, 4, 7, 2, 1),
+        // Few outputs: computed directly, without patch matrices.
+        geometry(6, 1, 9, 1, 1),
+        geometry(5, 3, 6, 1, 1),
     ]
     .into_iter()
     .enumerate()
@@ -291,4 +294,47 @@ fn the_state_round_trips() {
         d2.logits(&images, &[], false).unwrap(),
     );
     assert_eq!(max_difference(&a, &b), 0.0);
+}
+
+#[test]
+fn the_fused_batch_norm_matches_the_tensor_version() {
+    let device = Device::Cpu;
+    for slope in [None, Some(0.2f32)] {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let mut fused = BatchNorm2d::new(5, 0.8, &mut rng, &device).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let mut tensors = BatchNorm2d::new(5, 0.8, &mut rng, &device).unwrap();
+        let beta = random(&[5], 40);
+        fused.bias.set(&beta).unwrap();
+        tensors.bias.set(&beta).unwrap();
+        let x = Var::from_tensor(&(random(&[4, 5, 3, 6], 41) * 2.0).unwrap()).unwrap();
+        let r = random(&[4, 5, 3, 6], 42);
+
+        let a = fused.forward_train(x.as_tensor(), false, slope).unwrap();
+        let b = tensors.forward_train_tensors(x.as_tensor(), false).unwrap();
+        let b = match slope {
+            Some(s) => b.maximum(&(&b * f64::from(s)).unwrap()).unwrap(),
+            None => b,
+        };
+        assert!(max_difference(&a, &b) < 1e-5, "forward, slope {slope:?}");
+        assert!(max_difference(&fused.running_mean, &tensors.running_mean) < 1e-6);
+        assert!(max_difference(&fused.running_var, &tensors.running_var) < 1e-5);
+
+        let ga = (a * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (b * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, (p, q)) in [
+            ("input", (x.as_tensor(), x.as_tensor())),
+            (
+                "gamma",
+                (fused.weight.as_tensor(), tensors.weight.as_tensor()),
+            ),
+            ("beta", (fused.bias.as_tensor(), tensors.bias.as_tensor())),
+        ] {
+            let (da, db) = (ga.get(p).unwrap(), gb.get(q).unwrap());
+            assert!(
+                max_difference(da, db) < 1e-4,
+                "{name} gradient, slope {slope:?}"
+            );
+        }
+    }
 }
