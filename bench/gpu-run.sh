@@ -2,12 +2,13 @@
 # Runs on the GPU machine (no Rust there): the CUDA build of mcugan, carried in as
 # target-gpu/mcugan, trains the reference GAN and writes logs and results under $OUT.
 #
-#   bench/gpu-run.sh smoke        one epoch of each data set (timing, libraries)
+#   bench/gpu-run.sh smoke        one epoch of each data set, and of dcgan.py (timing, libraries)
 #   bench/gpu-run.sh verify       the kernel trainer's GPU test: CUDA kernels and cuBLAS
 #                                 against the fused CPU trainer (needs mcugan-tests.xz)
 #   bench/gpu-run.sh JOB[:EPOCHS]...   any of digits-reference, fashion-reference,
 #                                      digits-small-data (candle's engine), digits-kernels,
-#                                      fashion-kernels (the reference on the kernel engine)
+#                                      fashion-kernels (the reference on the kernel engine),
+#                                      digits-dcgan (dcgan.py, candle's conv2d on CUDA)
 #                                      (200 epochs unless EPOCHS is given)
 #
 # What it expects (an ignored folder, carried with the working tree, 64 MiB at most):
@@ -64,7 +65,8 @@ for spec in "$@"; do
   case $job in
     smoke)
       train smoke-digits $DIGITS reference 1
-      train smoke-fashion $FASHION reference 1 ;;
+      train smoke-fashion $FASHION reference 1
+      train smoke-dcgan $DIGITS reference 1 --arch dcgan ;;
     verify)
       python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('target-gpu/mcugan-tests.xz'), open('/tmp/mcugan-tests','wb'))"
       chmod +x /tmp/mcugan-tests
@@ -77,6 +79,7 @@ for spec in "$@"; do
     fashion-kernels) train fashion-kernels $FASHION reference $epochs --engine kernels ;;
     digits-reference) train digits-reference $DIGITS reference $epochs ;;
     digits-small-data) train digits-small-data $DIGITS small-data $epochs ;;
+    digits-dcgan) train digits-dcgan $DIGITS reference $epochs --arch dcgan ;;
     fashion-reference) train fashion-reference $FASHION reference $epochs ;;
     *) echo "unknown job $job" >&2; exit 2 ;;
   esac

@@ -234,36 +234,41 @@ impl BatchNorm2d {
             slope,
             statistics: Arc::clone(&statistics),
         };
-        let (gamma, beta) = if frozen {
-            (
-                self.weight.as_tensor().detach(),
-                self.bias.as_tensor().detach(),
-            )
-        } else {
-            (
-                self.weight.as_tensor().clone(),
-                self.bias.as_tensor().clone(),
-            )
-        };
+        let (gamma, beta) = self.affine(frozen);
         let y = x.contiguous()?.apply_op3(&gamma, &beta, op)?;
         let stats = statistics
             .lock()
             .map(|s| s.clone())
             .map_err(|_| candle_core::Error::Msg("BatchNorm2d's statistics were lost".into()))?;
-        let m = self.momentum;
-        let unbiased: Vec<f32> = stats
-            .variance
-            .iter()
-            .map(|v| (v * count as f64 / (count as f64 - 1.0)) as f32)
-            .collect();
-        let mean: Vec<f32> = stats.mean.iter().map(|&v| v as f32).collect();
+        let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<_>>();
         let device = x.device();
-        self.running_mean =
-            ((&self.running_mean * (1.0 - m))? + (Tensor::from_vec(mean, channels, device)? * m)?)?;
-        self.running_var = ((&self.running_var * (1.0 - m))?
-            + (Tensor::from_vec(unbiased, channels, device)? * m)?)?;
-        self.num_batches_tracked += 1;
+        self.track(
+            &Tensor::from_vec(f32s(&stats.mean), channels, device)?,
+            &Tensor::from_vec(f32s(&stats.variance), channels, device)?,
+            count,
+        )?;
         Ok(y)
+    }
+
+    /// γ and β, cut out of the gradient graph when `frozen`.
+    fn affine(&self, frozen: bool) -> (Tensor, Tensor) {
+        let (gamma, beta) = (self.weight.as_tensor(), self.bias.as_tensor());
+        if frozen {
+            (gamma.detach(), beta.detach())
+        } else {
+            (gamma.clone(), beta.clone())
+        }
+    }
+
+    /// Moves the running statistics by the momentum towards a training batch's per-channel
+    /// `mean` and biased `variance` over `count` values (stored unbiased, as PyTorch does).
+    fn track(&mut self, mean: &Tensor, variance: &Tensor, count: usize) -> Result<()> {
+        let m = self.momentum;
+        let unbiased = (variance * (count as f64 / (count as f64 - 1.0)))?;
+        self.running_mean = ((&self.running_mean * (1.0 - m))? + (mean * m)?)?;
+        self.running_var = ((&self.running_var * (1.0 - m))? + (unbiased * m)?)?;
+        self.num_batches_tracked += 1;
+        Ok(())
     }
 
     /// [`BatchNorm2d::forward_train`] without the activation, written with candle's tensor ops:
@@ -288,24 +293,13 @@ impl BatchNorm2d {
         let var = centered.sqr()?.mean_keepdim(2)?.mean_keepdim(1)?;
         let normalized = centered.broadcast_div(&(var.clone() + self.eps)?.sqrt()?)?;
 
-        let m = self.momentum;
-        let unbiased = (var.detach().flatten_all()? * (count as f64 / (count as f64 - 1.0)))?;
-        self.running_mean =
-            ((&self.running_mean * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?;
-        self.running_var = ((&self.running_var * (1.0 - m))? + (unbiased * m)?)?;
-        self.num_batches_tracked += 1;
+        self.track(
+            &mean.detach().flatten_all()?,
+            &var.detach().flatten_all()?,
+            count,
+        )?;
 
-        let (gamma, beta) = if frozen {
-            (
-                self.weight.as_tensor().detach(),
-                self.bias.as_tensor().detach(),
-            )
-        } else {
-            (
-                self.weight.as_tensor().clone(),
-                self.bias.as_tensor().clone(),
-            )
-        };
+        let (gamma, beta) = self.affine(frozen);
         normalized
             .broadcast_mul(&gamma.reshape((channels, 1, 1))?)?
             .broadcast_add(&beta.reshape((channels, 1, 1))?)?
