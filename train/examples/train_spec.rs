@@ -1,0 +1,34 @@
+//! Trains a convolutional GAN of any spec, for architecture research before a spec gets an
+//! `--arch` name: `cargo run --release -p mcugan-train --example train_spec -- SPEC.json DATA OUT
+//! EPOCHS [SEED]` (SPEC.json: a `ConvGanSpec`, as a checkpoint's run settings store it).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use mcugan_train::engine::Engine;
+use mcugan_train::model::conv::ConvGanSpec;
+use mcugan_train::model::Architecture;
+use mcugan_train::run::{train, TrainConfig};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [spec, data, out, epochs, rest @ ..] = args.as_slice() else {
+        anyhow::bail!("usage: train_spec SPEC.json DATA OUT EPOCHS [SEED]");
+    };
+    let spec: ConvGanSpec = serde_json::from_str(
+        &std::fs::read_to_string(spec).with_context(|| format!("reading {spec}"))?,
+    )?;
+    let threads = mcugan_train::cpu::training_threads(None);
+    mcugan_train::cpu::set_conv_threads(threads);
+    let mut config =
+        TrainConfig::reference(PathBuf::from(data), PathBuf::from(out), epochs.parse()?);
+    config.architecture = Architecture::Conv(spec);
+    config.engine = Engine::Candle;
+    config.seed = rest.first().map_or(Ok(0), |s| s.parse())?;
+    let summary = train(&config)?;
+    println!(
+        "{} epochs, {:.2} s/epoch, D {:.3} G {:.3}",
+        summary.epochs, summary.mean_epoch_seconds, summary.final_d_loss, summary.final_g_loss
+    );
+    Ok(())
+}
