@@ -45,6 +45,32 @@ pub struct Args {
     out: PathBuf,
 }
 
+/// Builds the host CLI while the missing tools install in the background (apt and rustup wait
+/// on the network, the build on the CPU), then prints the installs' lines.
+fn build_cli_while_installing(root: &Path) -> Result<()> {
+    let needs_npm = !digits_made(root);
+    let (built, (installed, lines)) = std::thread::scope(|scope| {
+        let installs =
+            scope.spawn(|| quiet::in_background(|| install_tools(root, needs_npm, false)));
+        let built = build_host_cli(root);
+        let installs = installs.join().unwrap_or_else(|_| {
+            (
+                Err(anyhow::anyhow!("the install thread panicked")),
+                Vec::new(),
+            )
+        });
+        (built, installs)
+    });
+    if !lines.is_empty() {
+        step("installed meanwhile (their output: target/xtask/background-steps.log)");
+        for line in lines {
+            eprintln!("{line}");
+        }
+    }
+    built?;
+    installed
+}
+
 pub fn demo(root: &Path, args: Args) -> Result<()> {
     let Args {
         epochs,
@@ -54,8 +80,7 @@ pub fn demo(root: &Path, args: Args) -> Result<()> {
         out,
     } = args;
     let started = Instant::now();
-    setup(root, false)?;
-    build_host_cli(root)?;
+    build_cli_while_installing(root)?;
     make_data(root, Profile::Release)?;
     let prepared = started.elapsed().as_secs_f64();
 

@@ -6,7 +6,12 @@
 //! step: what it does, a ticking elapsed time (and for cargo builds the crates compiled so far)
 //! while it runs, and how long it took. When a step fails, the end of its output is printed with
 //! the log's path, so nothing is hidden when it matters.
+//!
+//! Steps can also run in the background ([`in_background`]), beside a foreground build: they
+//! write to their own log and keep their one-line reports until the caller prints them, so two
+//! steps never share a terminal line.
 
+use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -25,6 +30,40 @@ pub fn log_path(root: &Path) -> PathBuf {
     root.join("target/xtask/steps.log")
 }
 
+/// The log file of steps run [`in_background`].
+pub fn background_log_path(root: &Path) -> PathBuf {
+    root.join("target/xtask/background-steps.log")
+}
+
+thread_local! {
+    /// Set while this thread runs steps in the background: their report lines, kept.
+    static BACKGROUND: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+}
+
+/// Runs `work` with its quiet steps in the background mode: nothing on the terminal, output
+/// to [`background_log_path`]. Returns what `work` returned and the steps' report lines
+/// (`what … done (N s)`, or the failure and its output's tail) for the caller to print.
+pub fn in_background<T>(work: impl FnOnce() -> Result<T>) -> (Result<T>, Vec<String>) {
+    BACKGROUND.with(|b| *b.borrow_mut() = Some(Vec::new()));
+    let result = work();
+    let lines = BACKGROUND
+        .with(|b| b.borrow_mut().take())
+        .unwrap_or_default();
+    (result, lines)
+}
+
+fn in_background_mode() -> bool {
+    BACKGROUND.with(|b| b.borrow().is_some())
+}
+
+/// Prints a step's report line now, or keeps it when the step runs in the background.
+fn report(line: String) {
+    BACKGROUND.with(|b| match b.borrow_mut().as_mut() {
+        Some(kept) => kept.push(line),
+        None => eprintln!("{line}"),
+    });
+}
+
 /// Runs `command` as the step `what`: output to the log, one line on the terminal.
 pub fn run(root: &Path, what: &str, command: &mut Command) -> Result<()> {
     run_counting(root, what, command, false)
@@ -38,7 +77,11 @@ pub fn cargo_build(root: &Path, what: &str, command: &mut Command) -> Result<()>
 }
 
 fn open_log(root: &Path) -> Result<(PathBuf, File)> {
-    let path = log_path(root);
+    let path = if in_background_mode() {
+        background_log_path(root)
+    } else {
+        log_path(root)
+    };
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -78,7 +121,8 @@ fn run_counting(root: &Path, what: &str, command: &mut Command, count_crates: bo
         })
     });
 
-    let terminal = std::io::stderr().is_terminal();
+    let background = in_background_mode();
+    let terminal = !background && std::io::stderr().is_terminal();
     let began = Instant::now();
     let progress = |seconds: u64| {
         let crates = compiled.load(Ordering::Relaxed);
@@ -88,7 +132,7 @@ fn run_counting(root: &Path, what: &str, command: &mut Command, count_crates: bo
             format!("{seconds} s")
         }
     };
-    if !terminal {
+    if !terminal && !background {
         eprint!("  {what} …");
     }
     let status = loop {
@@ -110,31 +154,38 @@ fn run_counting(root: &Path, what: &str, command: &mut Command, count_crates: bo
     if terminal {
         eprint!("\r\x1b[2K  {what} …");
     }
+    // In the background the line is reported whole; in the foreground its start is shown.
+    let head = if background {
+        format!("  {what} …")
+    } else {
+        String::new()
+    };
     if status.success() {
-        eprintln!(" done ({})", progress(seconds));
+        report(format!("{head} done ({})", progress(seconds)));
         return Ok(());
     }
-    eprintln!(" FAILED ({status})");
-    print_tail(&log, start);
+    report(format!("{head} FAILED ({status})"));
+    report(tail(&log, start));
     bail!(
         "{what} failed: {shown} ({status}); its whole output is in {}",
         log.display()
     )
 }
 
-/// Prints the last lines of what the log received from offset `start` on.
-fn print_tail(log: &Path, start: u64) {
+/// The last lines of what the log received from offset `start` on, framed for the terminal.
+fn tail(log: &Path, start: u64) -> String {
     let Ok(text) = fs::read(log) else {
-        return;
+        return format!("--- (its output: {}) ---", log.display());
     };
     let text = String::from_utf8_lossy(text.get(start as usize..).unwrap_or_default());
     let lines: Vec<&str> = text.lines().collect();
     let from = lines.len().saturating_sub(TAIL_LINES);
-    eprintln!("--- last {} lines of its output ---", lines.len() - from);
+    let mut shown = format!("--- last {} lines of its output ---\n", lines.len() - from);
     for line in &lines[from..] {
-        eprintln!("{line}");
+        shown += line;
+        shown.push('\n');
     }
-    eprintln!("--- (all of it: {}) ---", log.display());
+    shown + &format!("--- (all of it: {}) ---", log.display())
 }
 
 #[cfg(test)]
@@ -163,6 +214,34 @@ mod tests {
             err.contains("failing failed") && err.contains("steps.log"),
             "{err}"
         );
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn background_steps_keep_their_lines_and_their_own_log() {
+        let root = std::env::temp_dir().join(format!("mcugan-quiet-bg-{}", std::process::id()));
+        let (result, lines) = in_background(|| {
+            run(
+                &root,
+                "saying hello quietly",
+                Command::new("sh").args(["-c", "echo hello-bg"]),
+            )?;
+            run(
+                &root,
+                "failing quietly",
+                Command::new("sh").args(["-c", "echo boom-bg >&2; exit 3"]),
+            )
+        });
+        assert!(result.is_err());
+        assert!(
+            lines[0].contains("saying hello quietly … done"),
+            "{lines:?}"
+        );
+        assert!(lines[1].contains("failing quietly … FAILED"), "{lines:?}");
+        assert!(lines[2].contains("boom-bg"), "{lines:?}");
+        let log = fs::read_to_string(background_log_path(&root)).unwrap();
+        assert!(log.contains("hello-bg"), "{log}");
+        assert!(!log_path(&root).exists());
         fs::remove_dir_all(&root).unwrap();
     }
 }

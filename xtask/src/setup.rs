@@ -15,8 +15,30 @@ pub(crate) const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 /// Installs what is missing. `with_data`: also make the offline digits.
 pub(crate) fn setup(root: &Path, with_data: bool) -> Result<()> {
     step("checking prerequisites");
+    install_tools(root, with_data && !digits_made(root), with_data)?;
+    if with_data {
+        make_data(root, Profile::Dev)?;
+    }
+    Ok(())
+}
+
+/// Installs the tools that are missing: QEMU, the firmware's target and linker wrapper, and
+/// with `npm` / `fashion` the digits' package manager and Debian's Fashion-MNIST. The apt
+/// packages go in one `apt-get install`. Nothing here needs the host CLI, so the demo runs it
+/// in the background while the CLI builds.
+pub(crate) fn install_tools(root: &Path, npm: bool, fashion: bool) -> Result<()> {
+    let mut packages = Vec::new();
     if !have("qemu-system-arm") {
-        apt_install(root, &["qemu-system-arm"])?;
+        packages.push("qemu-system-arm");
+    }
+    if npm && !have("npm") {
+        packages.push("npm");
+    }
+    if fashion && !Path::new(FASHION_MNIST_DIR).is_dir() {
+        packages.push("dataset-fashion-mnist");
+    }
+    if !packages.is_empty() {
+        apt_install(root, &packages)?;
     }
     rustup_target(root, FIRMWARE_TARGET)?;
     if !have("flip-link") {
@@ -26,13 +48,13 @@ pub(crate) fn setup(root: &Path, with_data: bool) -> Result<()> {
             &mut cargo(&["install", "flip-link", "--locked"]),
         )?;
     }
-    if with_data {
-        make_data(root, Profile::Dev)?;
-        if !Path::new(FASHION_MNIST_DIR).is_dir() {
-            apt_install(root, &["dataset-fashion-mnist"])?;
-        }
-    }
     Ok(())
+}
+
+/// Whether the offline digits are already in `data/mnist-digits`.
+pub(crate) fn digits_made(root: &Path) -> bool {
+    root.join("data/mnist-digits/train-images-idx3-ubyte")
+        .is_file()
 }
 
 /// Which build of the host CLI to run.
@@ -70,8 +92,7 @@ pub(crate) fn build_host_cli(root: &Path) -> Result<()> {
 /// runs the CLI that [`build_host_cli`] built (callers build it first); `Profile::Dev` builds
 /// the test profile's.
 pub(crate) fn make_data(root: &Path, profile: Profile) -> Result<()> {
-    let digits = root.join("data/mnist-digits");
-    if digits.join("train-images-idx3-ubyte").is_file() {
+    if digits_made(root) {
         return Ok(());
     }
     if !have("npm") {
