@@ -9,7 +9,7 @@ and shapes rather than noise, each exported with both of PyTorch's exporters:
     digits, latent [batch, 32, 1, 1]: ConvTranspose 7x7 from 1x1, then two 4x4 stride-2 ones;
   - dcganpy-digits: PyTorch-GAN dcgan.py's pattern at 32x32 (Linear, BatchNorm, nearest
     Upsample + 3x3 Conv twice, Conv, Tanh), narrower than dcgan.py's 128 channels; its default
-    export is the README's snippet, verbatim (readme/my_generator.onnx + .onnx.data);
+    export is the book's snippet (docs/src/onnx.md), verbatim (readme/my_generator.onnx + .onnx.data);
   - rgb-shapes: a 16x16 RGB generator of coloured discs and squares (synthetic data): Linear,
     Unflatten, ConvTranspose 3x3 with output padding, Upsample, Conv 5x5, Sigmoid.
 
@@ -172,7 +172,7 @@ def export_torchscript(module, z, path, opset):
 
 def export_default(module, z, path):
     """PyTorch's default exporter with its defaults (dynamo, its opset, weights in
-    NAME.onnx.data): what a user who follows the README gets."""
+    NAME.onnx.data): what a user who follows the book gets."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (z,), path, input_names=["z"], output_names=["image"],
@@ -181,14 +181,14 @@ def export_default(module, z, path):
 
 
 def readme_snippet(generator, latent_dim, out_dir):
-    """The README's export snippet, verbatim, run in `out_dir`."""
+    """The book's export snippet (docs/src/onnx.md), verbatim, run in `out_dir`."""
     cwd = os.getcwd()
     os.makedirs(out_dir, exist_ok=True)
     os.chdir(out_dir)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            # --- the README's snippet, verbatim ---
+            # --- the book's snippet, verbatim ---
             import torch
             generator.eval()
             torch.onnx.export(generator, torch.randn(1, latent_dim), "my_generator.onnx",

@@ -15,7 +15,7 @@ tests compare with tract's.
 
 Convolutional generators (trained here on the offline digits and on synthetic RGB shapes, each
 with both exporters, the default one as PyTorch writes it: dynamo, its opset, weights in
-NAME.onnx.data; the README's snippet verbatim among them): see bench/onnx_conv_fixtures.py.
+NAME.onnx.data; the book's snippet verbatim among them): see bench/onnx_conv_fixtures.py.
 
 Refused fixtures (refuse-*.onnx): graphs that are not a generator the chip can run; the tests
 check that the importer names their nodes. Damaged and hostile files (bench/onnx_hostile.py) go

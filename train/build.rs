@@ -51,7 +51,7 @@ fn build_ptx(dir: &std::path::Path) {
         Ok(status) => panic!("{} failed ({status}) on kernels.cu", nvcc.display()),
         Err(err) => panic!(
             "the cuda feature needs nvcc to build its kernels; running {} failed: {err} \
-             (set CUDA_HOME or NVCC, see the README)",
+             (set CUDA_HOME or NVCC, see docs/src/training/gpu.md)",
             nvcc.display()
         ),
     }

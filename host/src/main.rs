@@ -14,7 +14,8 @@ use clap::{Parser, Subcommand};
 )]
 struct Cli {
     /// CPU threads: the fused CPU trainer's (default: every core) and candle's matrix products
-    /// (default 1: at batch 64 more threads cost candle more than they bring; see the README).
+    /// (default 1: at batch 64 more threads cost candle more than they bring, except for
+    /// `--arch dcgan`, which uses every core; see docs/src/measuring/training-speed.md).
     #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..=4096))]
     threads: Option<u64>,
     /// Replace what exists: a training run (without --resume), a classifier, an image folder,

@@ -1,5 +1,4 @@
-//! Golden tests: what a user sees must not change when the code moves (issue 15's rule for
-//! the refactor). The CLI's `--help` texts are compared byte for byte with
+//! Golden tests: what a user sees must not change when the code moves. The CLI's `--help` texts are compared byte for byte with
 //! `tests/golden/help/*.txt`; a short training's losses, for every CPU engine, with
 //! `tests/golden/losses-*.csv` to a tolerance that allows another CPU's floating-point order
 //! but not a changed step.

@@ -1,4 +1,4 @@
-//! The README's "bring your own model" commands through the real binary: an ONNX generator
+//! The book's "bring your own model" commands through the real binary: an ONNX generator
 //! quantized, simulated and inspected; an unsupported graph refused with its nodes named.
 //! (The build without ONNX import is `without_onnx.rs`.)
 #![cfg(feature = "onnx")]

@@ -861,8 +861,8 @@ fn every_fuzz_corpus_seed_parses_without_panic() {
         .any(|(name, bytes)| name.starts_with("tiny-valid") && Model::parse(bytes).is_ok()));
 }
 
-/// Issue 18: a header image of 33025 x 65026 x 2 = 2^32 + 4 pixels used to wrap to 4 in `u32`
-/// and pass as the output of a 1 -> 4 layer.
+/// A header image of 33025 x 65026 x 2 = 2^32 + 4 pixels would wrap to 4 in `u32`
+/// and pass as the output of a 1 -> 4 layer: it is refused.
 #[test]
 fn an_image_whose_pixel_count_overflows_32_bits_is_refused() {
     let (_, blob) = corpus_seeds()

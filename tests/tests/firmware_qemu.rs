@@ -211,8 +211,8 @@ fn a_wrong_version_blob_is_rejected_by_host_and_chip() {
     );
 }
 
-/// Issue 18: an image of 33025 x 65026 x 2 pixels (2^32 + 4) once wrapped to 4 in the chip's
-/// 32-bit arithmetic and parsed; the firmware now logs the named error and exits 1.
+/// An image of 33025 x 65026 x 2 pixels (2^32 + 4) would wrap to 4 in the chip's
+/// 32-bit arithmetic and parse; the firmware logs the named error and exits 1.
 #[test]
 fn an_image_size_that_overflows_32_bits_is_rejected_by_host_and_chip() {
     let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,4 +1,4 @@
-//! The quality figures the README states for the shipped digits models, measured again: the
+//! The quality figures the book states for the shipped digits models, measured again: the
 //! shipped classifier's test accuracy, and int8's FID against float's (goal: within 5 %).
 //! They need the offline digits (`cargo xtask setup`); `cargo xtask test` requires them.
 
@@ -69,7 +69,7 @@ const DEMO_LR: f64 = 0.0004;
 
 /// The demo's recipe must keep learning fast: 50 of its epochs (a test-sized share of the
 /// demo's 100) reach FID below 200 with at least 9 of the 10 digits. Measured over seeds 0–4
-/// (README, "Recipe research"): 81.6–166.1 at epoch 50, all ten digits on every seed (seed 0,
+/// (the book's Recipes chapter): 81.6–166.1 at epoch 50, all ten digits on every seed (seed 0,
 /// this test's: 116.9); the same recipe at the reference's learning rate 0.0002 stood at 257–378
 /// after 50 epochs (5 runs; seed 0: 7 of 10 digits). A GAN's float path can differ from machine
 /// to machine, so the bound leaves room for another trajectory: at 30 epochs, where this test

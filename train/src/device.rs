@@ -11,7 +11,7 @@ pub enum DeviceError {
     /// A CUDA device was asked of a build without the `cuda` feature.
     #[error(
         "this mcugan was built without CUDA; rebuild with `cargo build --release --features cuda` \
-         (see the README) to use '{0}'"
+         (see docs/src/training/gpu.md) to use '{0}'"
     )]
     NotCompiled(String),
     /// The CUDA device could not be opened.

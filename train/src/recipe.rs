@@ -3,7 +3,7 @@
 //!
 //! The reference GAN overfits its discriminator on small data sets such as the 9,000 offline
 //! digits (its loss falls towards 0.1) and the generator collapses onto a few noisy shapes; the
-//! PyTorch reference does the same on the same data (see the README). The `small-data` recipe
+//! PyTorch reference does the same on the same data (see docs/src/training/recipes.md). The `small-data` recipe
 //! adds, all from the run's seeded random stream:
 //! - dropout in the discriminator's hidden layers;
 //! - random translation of real and fake images before the discriminator, by whole pixels with

@@ -17,7 +17,7 @@ use crate::util::*;
 /// minutes on 2 cores.
 const DEMO_EPOCHS: usize = 100;
 /// The demo's default recipe: the reference collapses on the 9,000 offline digits (in PyTorch
-/// too); this one keeps the generator's architecture and draws clear digits (see the README).
+/// too); this one keeps the generator's architecture and draws clear digits (see docs/src/training/recipes.md).
 const DEMO_RECIPE: &str = "small-data";
 /// The demo's learning rate, both networks: twice the reference's 0.0002, which with the
 /// small-data recipe reaches a given FID in about half the epochs (README, "Recipe research").

@@ -1,5 +1,5 @@
 //! `cargo xtask fid-curve`: quality against training time for one recipe over several seeds,
-//! the measurement behind the README's recipe table.
+//! the measurement behind the book's recipe table (docs/src/training/recipes.md).
 //!
 //! For each seed it trains with `mcugan train --seed S --save-every K` into `DIR/seed-S` (any
 //! further `mcugan train` options pass through), evaluates every kept generator with `mcugan
@@ -332,7 +332,7 @@ const LINE_COLOURS: [&str; 6] = [
 ];
 
 /// A picture of the curves: FID (log scale) against epochs, one line per seed (labelled at its
-/// end), a dashed line at `goal` if given. Plain SVG, so a README shows it as it is.
+/// end), a dashed line at `goal` if given. Plain SVG, so the book shows it as it is.
 fn curve_svg(curves: &[(u64, &[Point])], goal: Option<f64>) -> Result<String> {
     let points = curves.iter().flat_map(|(_, c)| c.iter());
     let last_epoch = points

