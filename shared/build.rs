@@ -7,6 +7,7 @@
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(mcugan_dsp_kernels)");
+    println!("cargo::rustc-check-cfg=cfg(mcugan_armv8m)");
     println!("cargo:rerun-if-changed=build.rs");
     let target = std::env::var("TARGET").unwrap_or_default();
     let arm = std::env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|arch| arch == "arm");
@@ -14,5 +15,9 @@ fn main() {
     let dsp_feature = std::env::var_os("CARGO_FEATURE_DSP").is_some();
     if dsp_feature && arm && dsp_cores {
         println!("cargo:rustc-cfg=mcugan_dsp_kernels");
+        if target.starts_with("thumbv8m.main") {
+            // The assembly names the core so that the assembler takes the DSP instructions.
+            println!("cargo:rustc-cfg=mcugan_armv8m");
+        }
     }
 }

@@ -1,10 +1,14 @@
 //! Building the QEMU firmware around a model blob: one function for the project's tasks
-//! (`cargo xtask`) and the end-to-end tests alike. The firmware is its own cargo workspace
-//! (thumbv7em, its `.cargo/config.toml`); the blob goes in through `MCUGAN_MODEL`.
+//! (`cargo xtask`) and the end-to-end tests alike, for any of the QEMU machines. The firmware is
+//! its own cargo workspace (its `.cargo/config.toml`); the blob goes in through `MCUGAN_MODEL`,
+//! the machine through `MCUGAN_QEMU_MACHINE`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+
+pub use mcugan_firmware_build::machines::{default_machine, machine, QemuMachine, MACHINES};
+use mcugan_firmware_build::QEMU_MACHINE_VAR;
 
 /// The firmware's target triple (Cortex-M4F).
 pub const FIRMWARE_TARGET: &str = "thumbv7em-none-eabihf";
@@ -50,8 +54,32 @@ pub enum BuildError {
 
 /// Builds the QEMU firmware (release) in `firmware_dir` around the blob `model`, with
 /// `kernels` and the board's cargo `features` (e.g. `walk`), and copies the ELF to `dest`
-/// (which later builds do not overwrite).
+/// (which later builds do not overwrite). For the default machine, the MPS2 AN386
+/// (Cortex-M4F); [`build_qemu_firmware_on`] builds for any machine of the table.
 pub fn build_qemu_firmware(
+    firmware_dir: &Path,
+    model: &Path,
+    kernels: Kernels,
+    features: &[&str],
+    dest: &Path,
+) -> Result<PathBuf, BuildError> {
+    build_qemu_firmware_on(
+        default_machine(),
+        firmware_dir,
+        model,
+        kernels,
+        features,
+        dest,
+    )
+}
+
+/// [`build_qemu_firmware`] for `machine`: its target and `-C target-cpu`, its memory map (the
+/// board's build script reads `MCUGAN_QEMU_MACHINE`), in a target directory of its own
+/// (`firmware/target/machines/NAME`), so that builds for different cores do not invalidate
+/// each other. A core without the DSP extension gets the portable kernels whatever `kernels`
+/// says.
+pub fn build_qemu_firmware_on(
+    machine: &QemuMachine,
     firmware_dir: &Path,
     model: &Path,
     kernels: Kernels,
@@ -64,29 +92,69 @@ pub fn build_qemu_firmware(
         source,
     })?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut args = vec!["build", "--release", "--quiet"];
-    if kernels == Kernels::Portable {
-        args.push("--no-default-features");
+    let mut args: Vec<String> = ["build", "--release", "--quiet"].map(String::from).to_vec();
+    if kernels == Kernels::Portable || !machine.dsp {
+        args.push("--no-default-features".into());
     }
     let features = features.join(",");
     if !features.is_empty() {
-        args.extend(["--features", &features]);
+        args.extend(["--features".into(), features]);
     }
-    let output = Command::new(cargo)
-        .args(&args)
+    let mut command = Command::new(cargo);
+    command
         .current_dir(firmware_dir)
         .env("MCUGAN_MODEL", &model)
-        .output()
-        .map_err(BuildError::Cargo)?;
+        .env(QEMU_MACHINE_VAR, machine.name);
+    let elf = if machine == default_machine() {
+        firmware_dir.join(format!("target/{FIRMWARE_TARGET}/release/mcugan-firmware"))
+    } else {
+        let target_dir = format!("target/machines/{}", machine.name);
+        args.extend([
+            "--target".into(),
+            machine.target.into(),
+            "--target-dir".into(),
+            target_dir.clone(),
+        ]);
+        // The link scripts as in .cargo/config.toml, and the machine's core.
+        let flags = [
+            "-Clink-arg=-Tlink.x".to_string(),
+            "-Clink-arg=-Tdefmt.x".to_string(),
+            format!("-Ctarget-cpu={}", machine.target_cpu),
+        ];
+        command.env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"));
+        firmware_dir.join(format!(
+            "{target_dir}/{}/release/mcugan-firmware",
+            machine.target
+        ))
+    };
+    let output = command.args(&args).output().map_err(BuildError::Cargo)?;
     if !output.status.success() {
         return Err(BuildError::Failed(
             String::from_utf8_lossy(&output.stderr).into_owned(),
         ));
     }
-    let elf = firmware_dir.join(format!("target/{FIRMWARE_TARGET}/release/mcugan-firmware"));
     std::fs::copy(&elf, dest).map_err(|source| BuildError::Copy {
         path: dest.to_path_buf(),
         source,
     })?;
     Ok(dest.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_machine_is_found_by_name_and_lays_out_its_memory() {
+        for m in MACHINES {
+            assert_eq!(machine(m.name), Some(m));
+            let memory_x = m.memory_x();
+            assert!(memory_x.contains(&format!("LENGTH = {}", m.flash.length)));
+            assert!(memory_x.contains(&format!("ORIGIN = {:#010x}", m.ram.origin)));
+            assert_eq!(memory_x.contains("MODEL :"), m.model.is_some(), "{}", m.name);
+        }
+        assert_eq!(default_machine().name, "mps2-an386");
+        assert_eq!(default_machine().target, FIRMWARE_TARGET);
+        assert!(machine("mps2-an999").is_none());
+    }
 }

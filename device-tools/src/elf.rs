@@ -84,6 +84,30 @@ pub fn embedded_model(elf: &Path) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// The QEMU machine a firmware ELF was built for (its `.mcugan_machine` section, which the
+/// QEMU board writes), or `None` for an ELF without one (a real board's, or an older build).
+pub fn built_for_machine(
+    elf: &Path,
+) -> anyhow::Result<Option<&'static mcugan_firmware_build::machines::QemuMachine>> {
+    let bytes = read_bounded(elf, MAX_FILE_BYTES, "firmware ELF")?;
+    let file = object::File::parse(bytes.as_slice())
+        .map_err(|e| anyhow::anyhow!("{} is not an ELF file ({e})", elf.display()))?;
+    let Some(section) = file.section_by_name(".mcugan_machine") else {
+        return Ok(None);
+    };
+    let data = section
+        .data()
+        .with_context(|| format!("{}: its machine section cannot be read", elf.display()))?;
+    let name = String::from_utf8_lossy(data);
+    match mcugan_firmware_build::machines::machine(name.trim_end_matches('\0')) {
+        Some(machine) => Ok(Some(machine)),
+        None => bail!(
+            "{} was built for a QEMU machine this mcugan does not know: '{name}'",
+            elf.display()
+        ),
+    }
+}
+
 /// A model blob in words: its name and size, for saying which model a firmware holds.
 fn describe(blob: &[u8]) -> String {
     match mcugan_shared::Model::parse(blob) {

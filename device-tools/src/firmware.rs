@@ -1,4 +1,5 @@
-//! Driving the firmware: running its ELF under QEMU (`mps2-an386`, Cortex-M4F) with
+//! Driving the firmware: running its ELF under QEMU (the machine it was built for; the
+//! `mps2-an386`, Cortex-M4F, for an ELF that does not say) with
 //! deterministic instruction counting, decoding its defmt log, reading back the image stream,
 //! and measuring the ELF's sections.
 
@@ -18,9 +19,9 @@ use wait_timeout::ChildExt;
 pub struct QemuOptions {
     /// The QEMU binary.
     pub qemu: PathBuf,
-    /// The emulated board.
+    /// The emulated board, for an ELF that does not name its machine.
     pub machine: String,
-    /// The emulated core.
+    /// The emulated core, for an ELF that does not name its machine.
     pub cpu: String,
     /// Wall-clock limit; the run is killed and reported as timed out past it.
     pub timeout: Duration,
@@ -260,9 +261,15 @@ fn run_qemu_with(
     let mut append = vec![format!("out={}", stream_path.display())];
     append.extend(arguments);
 
+    // The ELF names the machine it was built for; an ELF without the name runs on the
+    // options' machine (the MPS2 AN386 unless asked otherwise).
+    let (machine, cpu) = match crate::elf::built_for_machine(elf)? {
+        Some(m) => (m.name.to_string(), m.cpu.to_string()),
+        None => (options.machine.clone(), options.cpu.clone()),
+    };
     let start = Instant::now();
     let mut child = Command::new(&options.qemu)
-        .args(["-machine", &options.machine, "-cpu", &options.cpu])
+        .args(["-machine", &machine, "-cpu", &cpu])
         .args([
             "-nographic",
             "-semihosting-config",

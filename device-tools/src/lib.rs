@@ -1,7 +1,7 @@
 //! # mcugan-device-tools
 //!
 //! The host's side of the firmware: section sizes of a firmware ELF, running it under QEMU
-//! (`mps2-an386`) with deterministic instruction counting, and decoding what it sends back
+//! (on the machine each firmware was built for) with deterministic instruction counting, and decoding what it sends back
 //! (its defmt log and its image stream). Knows the model format only through
 //! `mcugan-shared`, and nothing of training. Also building the QEMU firmware around a blob
 //! ([`build`], the only module without the default `run` feature).

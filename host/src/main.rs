@@ -46,7 +46,7 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Draw images on the host with the chip's own code (bit-exact simulation).
     Simulate(commands::simulate::Args),
-    /// Run a firmware ELF under QEMU (mps2-an386, Cortex-M4F), show its log, save what it drew.
+    /// Run a firmware ELF under QEMU (on the machine it was built for), show its log, save what it drew.
     Qemu(commands::qemu::Args),
     /// Benchmark a firmware ELF under QEMU: instructions per layer and per MAC, flash bytes
     /// read, flash and RAM budgets; every image checked against the host simulation.

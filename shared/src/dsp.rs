@@ -20,9 +20,27 @@
 
 use crate::layout::{pair_sums, WeightFormat, COL_BLOCK, MAX_WIDTH, ROW_BLOCK};
 
+/// The assembler directive that enables the DSP instructions: Armv8-M Mainline (M33, M55)
+/// has them as an option, and LLVM assembles module-level assembly for the target's base
+/// architecture, so it is told the core (`.cpu cortex-m33`: v8-M Mainline with DSP; the M55's
+/// Armv8.1-M runs that code too). Armv7E-M (M4, M7) has them anyway.
+#[cfg(mcugan_armv8m)]
+macro_rules! dsp_cpu {
+    () => {
+        ".cpu cortex-m33"
+    };
+}
+#[cfg(not(mcugan_armv8m))]
+macro_rules! dsp_cpu {
+    () => {
+        ""
+    };
+}
+
 core::arch::global_asm!(
     ".syntax unified",
     ".thumb",
+    dsp_cpu!(),
     // One row pair of an int8 block: 4 words against the activations in r8..r11; `u`
     // accumulates the even row's biased weights, `w` the packed halfwords.
     ".macro MCUGAN_PAIR_I8 u, w",
@@ -267,6 +285,7 @@ impl<'a> GroupKernel<'a> {
 core::arch::global_asm!(
     ".syntax unified",
     ".thumb",
+    dsp_cpu!(),
     // mcugan_widen_sum(dst: *mut i16, src: *const i8, quads: u32, sum: i32) -> i32: widens
     // `quads` x 4 int8 values to i16 (any alignment: LDR and STR take unaligned addresses on
     // the M4/M7/M33) and returns `sum` plus their sum. Per 4 values: one load, two SXTB16, two

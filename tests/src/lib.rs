@@ -57,7 +57,7 @@ pub fn test_digits() -> Option<mcugan_model_tools::data::Dataset> {
     )
 }
 
-pub use mcugan_device_tools::build::Kernels;
+pub use mcugan_device_tools::build::{Kernels, QemuMachine, MACHINES};
 
 /// Builds the default firmware (release, DSP kernels) around `model` and copies the ELF to
 /// `dest`.
@@ -83,6 +83,19 @@ pub fn build_firmware_with_features(
         model,
         kernels,
         features,
+        dest,
+    )?)
+}
+
+/// Builds the QEMU firmware (release, DSP kernels where the core has them) for `machine`
+/// around `model` and copies the ELF to `dest`.
+pub fn build_firmware_on(machine: &QemuMachine, model: &Path, dest: &Path) -> Result<PathBuf> {
+    Ok(mcugan_device_tools::build::build_qemu_firmware_on(
+        machine,
+        &repo_root().join("firmware"),
+        model,
+        Kernels::Dsp,
+        &[],
         dest,
     )?)
 }

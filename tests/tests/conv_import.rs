@@ -1,5 +1,5 @@
 //! Convolutional ONNX generators end to end: every fixture (both of PyTorch's exporters, the
-//! the book's snippet verbatim among them) imports, quantizes within 30 dB of its graph, and its
+//! book's snippet verbatim among them) imports, quantizes within 30 dB of its graph, and its
 //! blob runs under QEMU drawing the host simulation's bytes, with the DSP and the portable
 //! kernels, int8 and int4.
 

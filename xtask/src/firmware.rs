@@ -125,7 +125,7 @@ fn bench_one(
 }
 
 /// Quantizes the ONNX generator `onnx` into `blob`, named `name`, with the ONNX-enabled CLI.
-fn quantize_onnx(root: &Path, onnx: &Path, name: &str, blob: &Path) -> Result<()> {
+pub(crate) fn quantize_onnx(root: &Path, onnx: &Path, name: &str, blob: &Path) -> Result<()> {
     let status = cargo(&[
         "run",
         "--release",

@@ -10,6 +10,7 @@
 //! - `docs`: check the manual's links and build the book (`docs/book`).
 //! - `bench-firmware`: instructions per MAC and per layer, flash and RAM, for the shipped
 //!   models and the convolutional fixtures with DSP and portable kernels, under QEMU.
+//! - `bench-cores`: the firmware on every core of the machine table under QEMU (M0 to M55).
 //! - `bench-train`: training speed beside PyTorch (installed from PyPI into `.venv-bench`).
 //! - `eval-shipped`: FID / IS / class coverage of the shipped digits models (`eval.md`).
 //! - `fid-curve`: quality against training time over several seeds.
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+mod bench_cores;
 mod bench_train;
 mod cuda;
 mod demo;
@@ -64,6 +66,9 @@ enum Task {
     /// DSP and portable kernels and for the convolutional ONNX fixtures (QEMU), and board
     /// sizes.
     BenchFirmware(firmware::BenchFirmwareArgs),
+    /// The firmware on every core under QEMU (M0, M3, M4F, M7, M33, M55, the STM32F405's map):
+    /// instructions per image and per MAC, flash and RAM, into docs/generated/cores.md.
+    BenchCores,
     /// FID / IS / class coverage of the shipped digits models: float, int8 and int4 host
     /// simulation, int8 firmware under QEMU.
     EvalShipped,
@@ -99,6 +104,7 @@ fn main() -> Result<()> {
         Task::Docs => docs::docs(&root),
         Task::Setup => setup::setup(&root, true),
         Task::BenchFirmware(args) => firmware::bench_firmware(&root, args),
+        Task::BenchCores => bench_cores::bench_cores(&root),
         Task::EvalShipped => eval_shipped::eval_shipped(&root),
         Task::FidCurve(args) => fid_curve::fid_curve(&root, args),
         Task::BenchTrain(args) => bench_train::bench_train(&root, args),

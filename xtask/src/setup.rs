@@ -17,6 +17,10 @@ pub(crate) fn setup(root: &Path, with_data: bool) -> Result<()> {
     step("checking prerequisites");
     install_tools(root, with_data && !digits_made(root), with_data)?;
     if with_data {
+        // The tests run the firmware on every core of the machine table.
+        for target in every_core_target() {
+            rustup_target(root, target)?;
+        }
         make_data(root, Profile::Dev)?;
     }
     Ok(())
@@ -49,6 +53,17 @@ pub(crate) fn install_tools(root: &Path, npm: bool, fashion: bool) -> Result<()>
         )?;
     }
     Ok(())
+}
+
+/// The Rust targets of every QEMU machine, each once.
+pub(crate) fn every_core_target() -> Vec<&'static str> {
+    let mut targets: Vec<&'static str> = mcugan_device_tools::build::MACHINES
+        .iter()
+        .map(|m| m.target)
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    targets
 }
 
 /// Whether the offline digits are already in `data/mnist-digits`.

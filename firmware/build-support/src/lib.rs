@@ -7,6 +7,13 @@ use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+pub mod machines;
+
+use machines::QemuMachine;
+
+/// The environment variable that names the QEMU machine a QEMU firmware is built for.
+pub const QEMU_MACHINE_VAR: &str = "MCUGAN_QEMU_MACHINE";
+
 fn var(name: &str) -> PathBuf {
     PathBuf::from(env::var_os(name).unwrap_or_else(|| panic!("cargo sets {name}")))
 }
@@ -25,6 +32,56 @@ pub fn link_memory_x(file: &str) {
     }
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed={file}");
+}
+
+/// For the QEMU board: reads the machine named by `MCUGAN_QEMU_MACHINE` (default: the MPS2
+/// AN386), checks that the build's target is that machine's, writes its `memory.x` to
+/// `OUT_DIR` (on the linker's path) and `OUT_DIR/machine.rs`, which defines `RAM_START` and
+/// `RAM_END` (`usize`) and the machine's name as `MACHINE_NAME` (`&[u8]`).
+pub fn link_qemu_machine() -> &'static QemuMachine {
+    println!("cargo:rerun-if-env-changed={QEMU_MACHINE_VAR}");
+    let name = env::var(QEMU_MACHINE_VAR).unwrap_or_default();
+    let machine = if name.is_empty() {
+        machines::default_machine()
+    } else {
+        machines::machine(&name).unwrap_or_else(|| {
+            let known: Vec<&str> = machines::MACHINES.iter().map(|m| m.name).collect();
+            eprintln!(
+                "error: {QEMU_MACHINE_VAR}={name}: not a machine the firmware knows ({})",
+                known.join(", ")
+            );
+            std::process::exit(1);
+        })
+    };
+    let target = env::var("TARGET").unwrap_or_default();
+    if target != machine.target {
+        eprintln!(
+            "error: the {} ({}) is built for {}, not {target}: \
+             cargo build --release --target {}",
+            machine.name, machine.core, machine.target, machine.target
+        );
+        std::process::exit(1);
+    }
+    let out = var("OUT_DIR");
+    let written = fs::write(out.join("memory.x"), machine.memory_x()).and_then(|()| {
+        fs::write(
+            out.join("machine.rs"),
+            format!(
+                "/// Where the machine's RAM starts.\npub const RAM_START: usize = {:#x};\n\
+                 /// Where it ends (exclusive).\npub const RAM_END: usize = {:#x};\n\
+                 /// The QEMU machine this firmware is built for.\npub const MACHINE_NAME: &[u8] = b\"{}\";\n",
+                machine.ram.origin,
+                u64::from(machine.ram.origin) + u64::from(machine.ram.length),
+                machine.name
+            ),
+        )
+    });
+    if let Err(err) = written {
+        eprintln!("error: cannot write the machine's memory.x: {err}");
+        std::process::exit(1);
+    }
+    println!("cargo:rustc-link-search={}", out.display());
+    machine
 }
 
 /// Writes an empty `device.x` next to `memory.x`, for a board without a device crate whose

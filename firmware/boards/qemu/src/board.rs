@@ -1,4 +1,7 @@
-//! The MPS2 AN386 board as QEMU emulates it (`qemu-system-arm -machine mps2-an386`).
+//! The QEMU machines' board (`qemu-system-arm -machine M`, M from the machine table of
+//! `mcugan-firmware-build`: the MPS2 AN385/AN386/AN500/AN505, the MPS3 AN547, the Netduino
+//! Plus 2, the micro:bit). Nothing here depends on the machine but its RAM's start (from the
+//! build script's `machine.rs`): semihosting and SysTick are the core's.
 //!
 //! - Seeds and the output path come from the semihosting command line (QEMU's `-append`):
 //!   `out=PATH SEED|START..END ...`, each seed or range optionally followed by `:CLASS` (the
@@ -43,8 +46,6 @@ const CMDLINE_LEN: usize = 1024;
 /// How far below the start-up stack pointer the stack is painted: room for a convolutional
 /// model's activation arena (`dcgan.py`'s is 96 KiB), which lives on the stack.
 const PAINTED_STACK: usize = 1024 * 1024;
-/// Where the board's data SSRAM starts; painting stops there.
-const RAM_START: usize = 0x2000_0000;
 const PAINT: u32 = 0xC0FF_EE11;
 /// Iterations of the two-instruction calibration loop.
 const CALIBRATION_LOOPS: u32 = 1_000_000;
@@ -403,7 +404,9 @@ fn busy_loop(loops: u32) {
 fn paint_stack() -> usize {
     let sp = cortex_m::register::msp::read() as usize;
     let top = (sp - 64) & !3;
-    let bottom = top.saturating_sub(PAINTED_STACK).max(RAM_START);
+    let bottom = top
+        .saturating_sub(PAINTED_STACK)
+        .max(crate::machine::RAM_START);
     let mut at = bottom;
     while at < top {
         // SAFETY: [bottom, top) lies below the live stack, in RAM that nothing else uses yet.

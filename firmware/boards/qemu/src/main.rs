@@ -2,8 +2,9 @@
 //! shared integer kernels, and reports what it drew and measured.
 //!
 //! The board-agnostic part is `mcugan-firmware-app`; [`board`] holds what is specific to the
-//! MPS2 AN386 (Cortex-M4F) that QEMU emulates: semihosting for the image stream and the seed
-//! list, SysTick for timing, stack painting for the peak stack.
+//! QEMU machines (the MPS2 AN386, Cortex-M4F, by default; `MCUGAN_QEMU_MACHINE` picks another
+//! at build time): semihosting for the image stream and the seed list, SysTick for timing,
+//! stack painting for the peak stack.
 #![no_std]
 #![no_main]
 
@@ -19,6 +20,26 @@ use defmt_semihosting as _;
 #[no_mangle]
 #[used]
 pub static __INTERRUPTS: [usize; 1] = [0];
+
+// `RAM_START`, `RAM_END`, `MACHINE_NAME`: the machine the build script was asked for.
+#[allow(dead_code)]
+mod machine {
+    include!(concat!(env!("OUT_DIR"), "/machine.rs"));
+}
+
+/// The machine's name in a section the host's runner reads (not loaded: no flash, no RAM), so
+/// that `mcugan qemu FIRMWARE.elf` starts the right machine.
+#[link_section = ".mcugan_machine"]
+#[used]
+static MACHINE: [u8; machine::MACHINE_NAME.len()] = {
+    let mut bytes = [0u8; machine::MACHINE_NAME.len()];
+    let mut i = 0;
+    while i < bytes.len() {
+        bytes[i] = machine::MACHINE_NAME[i];
+        i += 1;
+    }
+    bytes
+};
 
 // `MODEL`: the blob named by MCUGAN_MODEL at build time (see build.rs), in the `.model` section;
 // `ARENA_LEN`, `SCRATCH_LEN`, `IMAGE_PIXELS`: the RAM buffers it needs.
