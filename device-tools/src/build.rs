@@ -151,7 +151,12 @@ mod tests {
             let memory_x = m.memory_x();
             assert!(memory_x.contains(&format!("LENGTH = {}", m.flash.length)));
             assert!(memory_x.contains(&format!("ORIGIN = {:#010x}", m.ram.origin)));
-            assert_eq!(memory_x.contains("MODEL :"), m.model.is_some(), "{}", m.name);
+            assert_eq!(
+                memory_x.contains("MODEL :"),
+                m.model.is_some(),
+                "{}",
+                m.name
+            );
         }
         assert_eq!(default_machine().name, "mps2-an386");
         assert_eq!(default_machine().target, FIRMWARE_TARGET);

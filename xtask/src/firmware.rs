@@ -35,26 +35,26 @@ pub(crate) fn build_firmware_with(
     )?)
 }
 
-/// The real boards: (directory under firmware/boards, package name).
-pub(crate) const BOARDS: [(&str, &str); 2] = [
-    ("nucleo-f429zi", "mcugan-nucleo-f429zi"),
-    ("nrf52840-dk", "mcugan-nrf52840-dk"),
+/// The real boards: (directory under firmware/boards, package name, target).
+pub(crate) const BOARDS: [(&str, &str, &str); 4] = [
+    ("nucleo-f429zi", "mcugan-nucleo-f429zi", FIRMWARE_TARGET),
+    ("nrf52840-dk", "mcugan-nrf52840-dk", FIRMWARE_TARGET),
+    ("pico", "mcugan-pico", "thumbv6m-none-eabi"),
+    ("pico2", "mcugan-pico2", "thumbv8m.main-none-eabihf"),
 ];
 
 /// Builds every real board (from its own directory, so that its `.cargo/config.toml` applies),
 /// with `features`; returns the ELFs.
 pub(crate) fn build_boards(root: &Path, features: &[&str]) -> Result<Vec<PathBuf>> {
     let mut elfs = Vec::new();
-    for (dir, package) in BOARDS {
+    for (dir, package, target) in BOARDS {
         let mut args = vec!["build", "--release", "--quiet"];
         let joined = features.join(",");
         if !features.is_empty() {
             args.extend(["--features", &joined]);
         }
         run(cargo(&args).current_dir(root.join("firmware/boards").join(dir)))?;
-        elfs.push(root.join(format!(
-            "firmware/target/{FIRMWARE_TARGET}/release/{package}"
-        )));
+        elfs.push(root.join(format!("firmware/target/{target}/release/{package}")));
     }
     Ok(elfs)
 }
@@ -152,6 +152,10 @@ pub(crate) fn quantize_onnx(root: &Path, onnx: &Path, name: &str, blob: &Path) -
 
 pub(crate) fn bench_firmware(root: &Path, args: BenchFirmwareArgs) -> Result<()> {
     setup(root, false)?;
+    // The real boards span the M0+ to the M33.
+    for target in every_core_target() {
+        rustup_target(root, target)?;
+    }
     build_host_cli(root)?;
     let out = root.join("runs/bench");
     std::fs::create_dir_all(&out)?;

@@ -71,7 +71,7 @@ pub(crate) fn test(root: &Path) -> Result<()> {
     ]))?;
     step("lints (firmware)");
     run(cargo(&["clippy", "--release", "--", "-D", "warnings"]).current_dir(root.join("firmware")))?;
-    for (dir, _) in BOARDS {
+    for (dir, _, _) in BOARDS {
         run(cargo(&[
             "clippy",
             "--release",
@@ -83,7 +83,10 @@ pub(crate) fn test(root: &Path) -> Result<()> {
         ])
         .current_dir(root.join("firmware/boards").join(dir)))?;
     }
-    step("real boards build (Nucleo-F429ZI int8, nRF52840-DK int4; with and without display)");
+    step(
+        "real boards build (Nucleo-F429ZI int8, nRF52840-DK int4, Pico and Pico 2 int8; with \
+         and without display)",
+    );
     build_boards(root, &[])?;
     build_boards(root, &["display"])?;
     cuda_check(root)?;

@@ -1,7 +1,11 @@
-//! What every real board shares: the DWT cycle counter as the timer, images shown as defmt log
-//! art (and on a screen, if the board has one), and the serve loop — validate the model once,
-//! then draw a new seed whenever the board says so (a button press or a timer).
+//! What every real board shares: a cycle counter as the timer (the DWT's, or SysTick's on the
+//! Armv6-M cores that have no DWT counter), images shown as defmt log art (and on a screen, if
+//! the board has one), and the serve loop — validate the model once, then draw a new seed
+//! whenever the board says so (a button press or a timer).
 
+use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m::peripheral::SYST;
+#[cfg(mcugan_dwt_cycles)]
 use cortex_m::peripheral::{DCB, DWT};
 use mcugan_shared::stream::StatKey;
 use mcugan_shared::ImageRequest;
@@ -19,25 +23,88 @@ impl Screen for () {
     fn show(&mut self, _pixels: &[u8], _width: usize) {}
 }
 
-/// A board timed by the DWT cycle counter, showing images as log art and on `screen`.
-pub struct CycleCountedBoard<S: Screen> {
+/// A free-running counter of core clock cycles, counting up.
+pub trait CycleCounter {
+    /// Its width: it wraps at `2^BITS`.
+    const BITS: u32;
+    /// Its current value.
+    fn cycles(&mut self) -> u32;
+}
+
+/// The DWT cycle counter (32 bits; every Cortex-M but the Armv6-M M0/M0+).
+#[cfg(mcugan_dwt_cycles)]
+pub struct DwtCycles(());
+
+#[cfg(mcugan_dwt_cycles)]
+impl DwtCycles {
+    /// Starts the counter (which needs trace enabled in the DCB).
+    pub fn start(dcb: &mut DCB, dwt: &mut DWT) -> Self {
+        dcb.enable_trace();
+        DWT::unlock();
+        dwt.enable_cycle_counter();
+        Self(())
+    }
+}
+
+#[cfg(mcugan_dwt_cycles)]
+impl CycleCounter for DwtCycles {
+    const BITS: u32 = 32;
+    #[inline(always)]
+    fn cycles(&mut self) -> u32 {
+        DWT::cycle_count()
+    }
+}
+
+/// SysTick clocked by the core (24 bits, counting down; read here counting up): the cycle
+/// counter of cores without a DWT one, such as the RP2040's Cortex-M0+.
+pub struct SysTickCycles(SYST);
+
+impl SysTickCycles {
+    /// Starts SysTick free-running over its whole 24-bit range, from the core clock.
+    pub fn start(mut syst: SYST) -> Self {
+        syst.set_clock_source(SystClkSource::Core);
+        syst.set_reload(0x00FF_FFFF);
+        syst.clear_current();
+        syst.enable_counter();
+        Self(syst)
+    }
+}
+
+impl CycleCounter for SysTickCycles {
+    const BITS: u32 = 24;
+    #[inline(always)]
+    fn cycles(&mut self) -> u32 {
+        0x00FF_FFFF - SYST::get_current()
+    }
+}
+
+/// A board timed by a cycle counter, showing images as log art and on `screen`.
+pub struct CycleCountedBoard<S: Screen, C: CycleCounter> {
+    counter: C,
     core_hz: u32,
     image_width: usize,
     screen: S,
 }
 
-impl<S: Screen> CycleCountedBoard<S> {
-    /// Starts the cycle counter (which needs trace enabled in the DCB) for a core running at
-    /// `core_hz`.
-    pub fn new(dcb: &mut DCB, dwt: &mut DWT, core_hz: u32, screen: S) -> Self {
-        dcb.enable_trace();
-        DWT::unlock();
-        dwt.enable_cycle_counter();
+impl<S: Screen, C: CycleCounter> CycleCountedBoard<S, C> {
+    /// A board whose core runs at `core_hz`, timed by `counter`.
+    pub fn new(counter: C, core_hz: u32, screen: S) -> Self {
         Self {
+            counter,
             core_hz,
             image_width: 28,
             screen,
         }
+    }
+
+    /// Cycles from `start` to `end`, across one wrap of the counter.
+    fn cycles_between(start: u32, end: u32) -> u32 {
+        let mask = if C::BITS >= 32 {
+            u32::MAX
+        } else {
+            (1 << C::BITS) - 1
+        };
+        end.wrapping_sub(start) & mask
     }
 
     /// Microseconds in `cycles` (32-bit arithmetic: no 64-bit division in the firmware).
@@ -50,25 +117,25 @@ impl<S: Screen> CycleCountedBoard<S> {
     pub fn wait_until(&mut self, timeout_ms: u32, mut done: impl FnMut() -> bool) -> bool {
         let limit = timeout_ms.saturating_mul(self.core_hz / 1000);
         let mut waited = 0u32;
-        let mut last = DWT::cycle_count();
+        let mut last = self.counter.cycles();
         while waited < limit {
             if done() {
                 return true;
             }
-            let now = DWT::cycle_count();
-            waited = waited.saturating_add(now.wrapping_sub(last));
+            let now = self.counter.cycles();
+            waited = waited.saturating_add(Self::cycles_between(last, now));
             last = now;
         }
         false
     }
 }
 
-impl<S: Screen> Board for CycleCountedBoard<S> {
-    const TIMER_BITS: u32 = 32;
+impl<S: Screen, C: CycleCounter> Board for CycleCountedBoard<S, C> {
+    const TIMER_BITS: u32 = C::BITS;
 
     #[inline(always)]
     fn now(&mut self) -> u32 {
-        DWT::cycle_count()
+        self.counter.cycles()
     }
 
     fn emit_image(
@@ -123,10 +190,10 @@ pub enum Advance {
 /// presses. With the `display` feature, a new seed arrives on the screen as a latent walk
 /// from the previous one ([`WALK_FRAMES`] frames). `A`, `R` and `P` size the RAM buffers, as
 /// for [`crate::run`].
-pub fn serve<S: Screen, const A: usize, const R: usize, const P: usize>(
+pub fn serve<S: Screen, C: CycleCounter, const A: usize, const R: usize, const P: usize>(
     blob: &[u8],
-    board: &mut CycleCountedBoard<S>,
-    mut next: impl FnMut(&mut CycleCountedBoard<S>) -> Advance,
+    board: &mut CycleCountedBoard<S, C>,
+    mut next: impl FnMut(&mut CycleCountedBoard<S, C>) -> Advance,
 ) -> ! {
     let model = match validate(blob, board) {
         Ok(model) => model,
@@ -147,7 +214,7 @@ pub fn serve<S: Screen, const A: usize, const R: usize, const P: usize>(
             (Advance::Class, 1..) => class = (class + 1) % classes,
             _ => {
                 #[cfg(feature = "display")]
-                animate_walk::<S, A, R>(&model, seed, asked, pixels, board);
+                animate_walk::<S, C, A, R>(&model, seed, asked, pixels, board);
                 seed = seed.wrapping_add(1);
             }
         }
@@ -161,12 +228,12 @@ pub const WALK_FRAMES: u32 = 8;
 /// Shows the latent walk from `seed`'s image to the next seed's on the screen (the frames
 /// between the two; the next image itself is drawn as usual): one digit morphs into the next.
 #[cfg(feature = "display")]
-fn animate_walk<S: Screen, const A: usize, const R: usize>(
+fn animate_walk<S: Screen, C: CycleCounter, const A: usize, const R: usize>(
     model: &mcugan_shared::Model<'_>,
     seed: u32,
     class: Option<u16>,
     pixels: &mut [u8],
-    board: &mut CycleCountedBoard<S>,
+    board: &mut CycleCountedBoard<S, C>,
 ) {
     let walk = mcugan_shared::Walk {
         from: request_for(model, seed, class),

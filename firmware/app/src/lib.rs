@@ -278,8 +278,6 @@ pub fn run_walk<const A: usize, const R: usize, const P: usize>(
     Ok(())
 }
 
-/// The real boards' timer and serve loop (the DWT cycle counter: not on Armv6-M).
-#[cfg(mcugan_dwt_cycles)]
 pub mod board;
 #[cfg(feature = "display")]
 pub mod display;

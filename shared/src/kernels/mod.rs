@@ -40,27 +40,45 @@ pub fn high_nibble(byte: u8) -> i32 {
 
 /// The four row sums of one row group of [`WeightFormat::I8Blocked`] weights, portable.
 ///
-/// `group` holds `4 * padded_inputs` bytes, `activations` the `padded_inputs` inputs. Computes
-/// the sums directly; they equal the DSP kernel's shifted ones for any weights because that
-/// kernel sums wide layers in chunks short enough to stay exact (`dsp::I8_CHUNK_BLOCKS`).
-pub fn group_sums_i8_portable(group: &[u8], activations: &[i16]) -> [i32; 4] {
-    let mut sums = [0i32; 4];
+/// `group` holds `4 * padded_inputs` bytes, `activations` the `padded_inputs` inputs and
+/// `sum_x` their sum. Each column of a row pair holds `(u, w)`: `u = w_even + 128` and the odd
+/// row's `w`. The even rows are summed as `Σ u·x` and corrected by `128·Σx` once at the end, so
+/// each multiply-accumulate is one load of its weight and one `MLA` (on a Cortex-M3; a `MULS`
+/// and an `ADDS` on the M0), the activation loaded once per column for the four rows. The sums
+/// are exact (`Σ u·x` stays below 255·128·4,096 < 2³¹) and equal the DSP kernel's.
+pub fn group_sums_i8_portable(group: &[u8], activations: &[i16], sum_x: i32) -> [i32; 4] {
+    let (mut u0, mut w1, mut u2, mut w3) = (0i32, 0i32, 0i32, 0i32);
     for (block, x) in group
         .chunks_exact(ROW_BLOCK * COL_BLOCK)
         .zip(activations.chunks_exact(COL_BLOCK))
     {
-        for (pair, columns) in block.chunks_exact(2 * COL_BLOCK).enumerate() {
-            let (mut even, mut odd) = (0i32, 0i32);
-            // Each column holds (u = w + 128 of the even row, w of the odd row).
-            for (column, &x) in columns.chunks_exact(2).zip(x) {
-                even += (i32::from(column[0]) - 128) * i32::from(x);
-                odd += i32::from(column[1] as i8) * i32::from(x);
-            }
-            sums[2 * pair] += even;
-            sums[2 * pair + 1] += odd;
+        // Fixed-size views: no bounds check inside the unrolled columns.
+        let (Ok(block), Ok(x)) = (
+            <&[u8; ROW_BLOCK * COL_BLOCK]>::try_from(block),
+            <&[i16; COL_BLOCK]>::try_from(x),
+        ) else {
+            continue;
+        };
+        macro_rules! column {
+            ($c:expr) => {{
+                let x = i32::from(x[$c]);
+                u0 += i32::from(block[2 * $c]) * x;
+                w1 += i32::from(block[2 * $c + 1] as i8) * x;
+                u2 += i32::from(block[2 * COL_BLOCK + 2 * $c]) * x;
+                w3 += i32::from(block[2 * COL_BLOCK + 2 * $c + 1] as i8) * x;
+            }};
         }
+        column!(0);
+        column!(1);
+        column!(2);
+        column!(3);
+        column!(4);
+        column!(5);
+        column!(6);
+        column!(7);
     }
-    sums
+    let offset = sum_x.wrapping_mul(128);
+    [u0.wrapping_sub(offset), w1, u2.wrapping_sub(offset), w3]
 }
 
 /// The four row sums of one row group of [`WeightFormat::I4Blocked`] weights, portable.
@@ -91,10 +109,15 @@ pub fn group_sums_i4_portable(group: &[u8], activations: &[i16]) -> [i32; ROW_BL
 /// The four row sums of one blocked row group, portable.
 #[inline]
 #[cfg_attr(mcugan_dsp_kernels, allow(dead_code))]
-fn portable_group_sums(format: WeightFormat, group: &[u8], x: &[i16]) -> [i32; ROW_BLOCK] {
+fn portable_group_sums(
+    format: WeightFormat,
+    group: &[u8],
+    x: &[i16],
+    sum_x: i32,
+) -> [i32; ROW_BLOCK] {
     match format {
         WeightFormat::I4Blocked => group_sums_i4_portable(group, x),
-        _ => group_sums_i8_portable(group, x),
+        _ => group_sums_i8_portable(group, x, sum_x),
     }
 }
 
@@ -109,8 +132,9 @@ fn for_each_group(
     group_len: usize,
     mut per_group: impl FnMut([i32; ROW_BLOCK]),
 ) {
+    // The activations' sum, once per layer (the int8 kernel corrects its even rows by it).
     #[cfg(not(mcugan_dsp_kernels))]
-    let _ = x_sum;
+    let sum_x = x_sum.unwrap_or_else(|| x.iter().map(|&v| i32::from(v)).sum());
     // One call site for `per_group`, so that it inlines into the loop.
     #[cfg(mcugan_dsp_kernels)]
     let kernel = crate::dsp::GroupKernel::new(format, weights, x, x_sum);
@@ -124,7 +148,7 @@ fn for_each_group(
             None => [0; ROW_BLOCK],
         };
         #[cfg(not(mcugan_dsp_kernels))]
-        let sums = portable_group_sums(format, group, x);
+        let sums = portable_group_sums(format, group, x, sum_x);
         per_group(sums);
     }
 }

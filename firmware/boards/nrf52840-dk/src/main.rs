@@ -9,7 +9,7 @@
 use cortex_m_rt::entry;
 use defmt_rtt as _;
 use embedded_hal::digital::InputPin;
-use mcugan_firmware_app::board::{halt, serve, Advance, CycleCountedBoard};
+use mcugan_firmware_app::board::{halt, serve, Advance, CycleCountedBoard, DwtCycles};
 use nrf52840_hal::{gpio, pac};
 use panic_probe as _;
 
@@ -45,9 +45,13 @@ fn main() -> ! {
     #[cfg(not(feature = "display"))]
     let screen = ();
 
-    let mut board = CycleCountedBoard::new(&mut core.DCB, &mut core.DWT, CORE_HZ, screen);
+    let mut board = CycleCountedBoard::new(
+        DwtCycles::start(&mut core.DCB, &mut core.DWT),
+        CORE_HZ,
+        screen,
+    );
     defmt::info!("nRF52840-DK: press button 1 for a new digit");
-    serve::<_, ARENA_LEN, SCRATCH_LEN, IMAGE_PIXELS>(&MODEL.0, &mut board, |board| {
+    serve::<_, _, ARENA_LEN, SCRATCH_LEN, IMAGE_PIXELS>(&MODEL.0, &mut board, |board| {
         // Wait for a press (or the timeout), then for the release: a press asks a
         // conditional model for the next class, the timeout for a new seed.
         if board.wait_until(AUTO_NEXT_MS, || button.is_low().unwrap_or(false)) {

@@ -9,7 +9,7 @@
 
 use cortex_m_rt::entry;
 use defmt_rtt as _;
-use mcugan_firmware_app::board::{halt, serve, Advance, CycleCountedBoard};
+use mcugan_firmware_app::board::{halt, serve, Advance, CycleCountedBoard, DwtCycles};
 use panic_probe as _;
 use stm32f4xx_hal::pac;
 use stm32f4xx_hal::prelude::*;
@@ -50,12 +50,16 @@ fn main() -> ! {
     #[cfg(not(feature = "display"))]
     let screen = ();
 
-    let mut board = CycleCountedBoard::new(&mut core.DCB, &mut core.DWT, core_hz, screen);
+    let mut board = CycleCountedBoard::new(
+        DwtCycles::start(&mut core.DCB, &mut core.DWT),
+        core_hz,
+        screen,
+    );
     defmt::info!(
         "Nucleo-F429ZI at {=u32} MHz: press the user button for a new digit",
         core_hz / 1_000_000
     );
-    serve::<_, ARENA_LEN, SCRATCH_LEN, IMAGE_PIXELS>(&MODEL.0, &mut board, |board| {
+    serve::<_, _, ARENA_LEN, SCRATCH_LEN, IMAGE_PIXELS>(&MODEL.0, &mut board, |board| {
         // Wait for a press (or the timeout), then for the release: a press asks a
         // conditional model for the next class, the timeout for a new seed.
         if board.wait_until(AUTO_NEXT_MS, || button.is_high()) {
