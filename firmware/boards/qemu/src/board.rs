@@ -19,8 +19,6 @@
 use core::ffi::CStr;
 use core::ptr::{addr_of, read_volatile, write_volatile};
 
-use cortex_m::peripheral::syst::SystClkSource;
-use cortex_m::peripheral::SYST;
 use heapless::Vec;
 use mcugan_shared::stream::{
     class_record, image_record_header, layer_record, stat_record, stream_header, StatKey,
@@ -31,6 +29,7 @@ use mcugan_shared::Walk;
 use semihosting::fs::File;
 use semihosting::io::Write;
 
+use mcugan_firmware_app::board::{CycleCounter, SysTickCycles};
 use mcugan_firmware_app::{AppError, Board, SinkError, MAX_SEEDS};
 
 /// Seeds drawn when the command line names none.
@@ -56,8 +55,8 @@ extern "C" {
 
 /// The board and what it holds for the run.
 pub struct Mps2 {
-    /// Owned so that nothing else reconfigures the timer while it measures.
-    _syst: SYST,
+    /// SysTick from the core clock, owned so that nothing else reconfigures it.
+    ticks: SysTickCycles,
     stream: Option<File>,
     paint_bottom: usize,
 }
@@ -82,14 +81,8 @@ impl Mps2 {
             defmt::error!("core peripherals already taken");
             exit_failure()
         };
-        let mut syst = core.SYST;
-        syst.set_clock_source(SystClkSource::Core);
-        syst.set_reload(0x00FF_FFFF);
-        syst.clear_current();
-        syst.enable_counter();
-
         let mut board = Mps2 {
-            _syst: syst,
+            ticks: SysTickCycles::start(core.SYST),
             stream: None,
             paint_bottom,
         };
@@ -245,12 +238,11 @@ impl SeedRun {
 
 impl Board for Mps2 {
     // SysTick is 24 bits wide: at most 2^24 ticks per measurement.
-    const TIMER_BITS: u32 = 24;
+    const TIMER_BITS: u32 = SysTickCycles::BITS;
 
     #[inline(always)]
     fn now(&mut self) -> u32 {
-        // SysTick counts down from 0xFF_FFFF; flip it to count up.
-        0x00FF_FFFF - SYST::get_current()
+        self.ticks.cycles()
     }
 
     fn emit_layer(&mut self, layer: u8, ticks: u32) -> Result<(), SinkError> {
