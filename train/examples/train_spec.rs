@@ -1,6 +1,7 @@
 //! Trains a convolutional GAN of any spec, for architecture research before a spec gets an
 //! `--arch` name: `cargo run --release -p mcugan-train --example train_spec -- SPEC.json DATA OUT
-//! EPOCHS [SEED]` (SPEC.json: a `ConvGanSpec`, as a checkpoint's run settings store it).
+//! EPOCHS [SEED] [RECIPE]` (SPEC.json: a `ConvGanSpec`, as a checkpoint's run settings store
+//! it; RECIPE: `reference`, the default, or `small-data`).
 
 use std::path::PathBuf;
 
@@ -13,7 +14,7 @@ use mcugan_train::run::{train, TrainConfig};
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [spec, data, out, epochs, rest @ ..] = args.as_slice() else {
-        anyhow::bail!("usage: train_spec SPEC.json DATA OUT EPOCHS [SEED]");
+        anyhow::bail!("usage: train_spec SPEC.json DATA OUT EPOCHS [SEED] [RECIPE]");
     };
     let spec: ConvGanSpec = serde_json::from_str(
         &std::fs::read_to_string(spec).with_context(|| format!("reading {spec}"))?,
@@ -25,6 +26,10 @@ fn main() -> anyhow::Result<()> {
     config.architecture = Architecture::Conv(spec);
     config.engine = Engine::Candle;
     config.seed = rest.first().map_or(Ok(0), |s| s.parse())?;
+    if let Some(name) = rest.get(1) {
+        config.recipe = mcugan_train::recipe::Recipe::by_name(name)
+            .with_context(|| format!("no recipe called {name}"))?;
+    }
     let summary = train(&config)?;
     println!(
         "{} epochs, {:.2} s/epoch, D {:.3} G {:.3}",

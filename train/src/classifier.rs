@@ -219,12 +219,8 @@ impl Classifier {
             for chunk in order.chunks(settings.batch_size) {
                 let ids = Tensor::from_slice(chunk, chunk.len(), &device)?;
                 let x = images.index_select(&ids, 0)?;
-                let x = crate::recipe::translate(&x, 28, settings.shift, &mut rng)?.reshape((
-                    chunk.len(),
-                    1,
-                    28,
-                    28,
-                ))?;
+                let x = crate::recipe::translate(&x, 1, 28, settings.shift, &mut rng)?
+                    .reshape((chunk.len(), 1, 28, 28))?;
                 let y = labels.index_select(&ids, 0)?;
                 let (_, logits) = classifier.forward(&x)?;
                 let loss = candle_nn::loss::cross_entropy(&logits, &y)?;

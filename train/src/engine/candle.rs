@@ -16,7 +16,13 @@ use crate::state::{BatchLabels, BatchLosses, TrainState};
 impl TrainState {
     /// The images as the discriminator sees them: shifted, if the recipe says so.
     fn augment(&mut self, images: &Tensor) -> anyhow::Result<Tensor> {
-        Ok(translate(images, 28, self.recipe.translate, &mut self.rng)?)
+        Ok(translate(
+            images,
+            1,
+            28,
+            self.recipe.translate,
+            &mut self.rng,
+        )?)
     }
 
     /// Fresh dropout masks for the discriminator's hidden layers, one per layer that drops:
@@ -106,8 +112,8 @@ impl TrainState {
             bce_with_logits(&g_logits, 1.0)?
         };
         self.opt_g.step(&g_loss.backward()?)?;
-        if let (Some(average), Generator::Mlp(generator)) = (&mut self.average, &self.generator) {
-            average.update(generator)?;
+        if let Some(average) = &mut self.average {
+            average.update(&self.generator)?;
         }
 
         // Discriminator step on the real images and the same fakes, detached.

@@ -150,6 +150,65 @@ impl Generator {
         }
     }
 
+    /// Training-mode images of an unconditional generator for latent vectors `z` (batch
+    /// statistics; running statistics updated).
+    pub fn forward_train_unconditional(&mut self, z: &Tensor) -> Result<Tensor> {
+        match self {
+            Generator::Mlp(g) if g.classes().is_some() => {
+                candle_core::bail!("the conditional generator needs labels")
+            }
+            Generator::Mlp(g) => g.forward_train(z),
+            Generator::Conv(g) => g.forward_train(z),
+        }
+    }
+
+    /// Resets every BatchNorm's running statistics to mean 0, variance 1.
+    pub fn reset_norm_statistics(&mut self) -> Result<()> {
+        match self {
+            Generator::Mlp(g) => {
+                for norm in &mut g.norms {
+                    norm.running_mean = norm.running_mean.zeros_like()?;
+                    norm.running_var = norm.running_var.ones_like()?;
+                }
+            }
+            Generator::Conv(g) => {
+                for norm in &mut g.norms {
+                    norm.running_mean = norm.running_mean.zeros_like()?;
+                    norm.running_var = norm.running_var.ones_like()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets every BatchNorm's momentum (the weight of the next batch's statistics).
+    pub fn set_norm_momentum(&mut self, momentum: f64) {
+        match self {
+            Generator::Mlp(g) => g.norms.iter_mut().for_each(|n| n.momentum = momentum),
+            Generator::Conv(g) => g.norms.iter_mut().for_each(|n| n.momentum = momentum),
+        }
+    }
+
+    /// Takes every BatchNorm's momentum and batch count from `other`, a generator of the
+    /// same shape.
+    pub fn copy_norm_schedule(&mut self, other: &Generator) {
+        match (self, other) {
+            (Generator::Mlp(g), Generator::Mlp(o)) => {
+                for (norm, theirs) in g.norms.iter_mut().zip(&o.norms) {
+                    norm.momentum = theirs.momentum;
+                    norm.num_batches_tracked = theirs.num_batches_tracked;
+                }
+            }
+            (Generator::Conv(g), Generator::Conv(o)) => {
+                for (norm, theirs) in g.norms.iter_mut().zip(&o.norms) {
+                    norm.momentum = theirs.momentum;
+                    norm.num_batches_tracked = theirs.num_batches_tracked;
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Every tensor of the state, PyTorch names.
     pub fn state(&self) -> Result<Vec<(String, Tensor)>> {
         match self {

@@ -8,7 +8,6 @@ use super::{TrainConfig, CHECKPOINT_FILE};
 use crate::engine::Engine;
 use crate::model::conv::ConvGanSpec;
 use crate::model::{Architecture, CONDITIONAL_DROPOUT};
-use crate::recipe::Recipe;
 use crate::state::{Checkpoint, EpochPosition, TrainState};
 use mcugan_model_tools::data::{self, Dataset, Split};
 
@@ -53,21 +52,14 @@ pub(super) fn load_training_data(config: &TrainConfig) -> anyhow::Result<Dataset
     Ok(data)
 }
 
-/// Checks what a convolutional GAN needs of the run: candle's engine, the reference recipe, no
-/// classes.
+/// Checks what a convolutional GAN needs of the run: candle's engine, no classes. Any recipe
+/// applies (its dropout excepted: the discriminator has the spec's own `Dropout2d`).
 fn check_convolutional(config: &TrainConfig, spec: &ConvGanSpec) -> anyhow::Result<()> {
     spec.check()?;
     if config.engine != Engine::Candle {
         bail!(
             "the convolutional GANs train on candle's engine only: pass --engine candle (or \
              leave --engine out)"
-        );
-    }
-    if config.recipe != Recipe::REFERENCE {
-        bail!(
-            "the convolutional GANs train with the reference recipe (dcgan.py's step); the \
-             recipe {} is for gan.py's MLP",
-            config.recipe.name()
         );
     }
     if config.classes.is_some() {

@@ -121,10 +121,7 @@ impl TrainState {
         let opt_g = Adam::new(generator.vars(), adam)?;
         let opt_d = Adam::new(discriminator.vars(), adam)?;
         let average = match recipe.g_ema {
-            Some(decay) => match generator.mlp() {
-                Some(mlp) => Some(WeightAverage::new(mlp, decay)?),
-                None => bail!("the weight average of the recipe is for gan.py's MLP"),
-            },
+            Some(decay) => Some(WeightAverage::new(&generator, decay)?),
             None => None,
         };
         Ok(Self {
@@ -161,12 +158,7 @@ impl TrainState {
             return Ok(None);
         };
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5eed_e3a0);
-        let Some(live) = self.generator.mlp() else {
-            bail!("the weight average is kept for gan.py's MLP only");
-        };
-        Ok(Some(Generator::Mlp(
-            average.export(live, 40, 256, &mut rng)?,
-        )))
+        Ok(Some(average.export(&self.generator, 40, 256, &mut rng)?))
     }
 }
 

@@ -12,11 +12,13 @@
 //! - an exponential moving average of the generator's weights, which is what gets exported,
 //!   with its BatchNorm statistics recomputed for the averaged weights.
 
-use candle_core::{CpuStorage, Device, Layout, Result, Tensor, Var};
+use candle_core::{Device, Result, Tensor};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::model::mlp::MlpGenerator;
+mod average;
+
+pub use average::WeightAverage;
 
 /// How to train.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -69,11 +71,12 @@ impl Recipe {
     }
 }
 
-/// Shifts every `side x side` image of `images` (`[batch, side²]`, values in `[-1, 1]`) by its
-/// own random offset in `-max_shift..=max_shift` on both axes, filling with the background
-/// value -1. One gather, so gradients flow back to the images.
+/// Shifts every image of `images` (`[batch, channels · side²]`, values in `[-1, 1]`) by its
+/// own random offset in `-max_shift..=max_shift` on both axes (the same for all its channels),
+/// filling with the background value -1. One gather, so gradients flow back to the images.
 pub fn translate(
     images: &Tensor,
+    channels: usize,
     side: usize,
     max_shift: usize,
     rng: &mut ChaCha8Rng,
@@ -86,23 +89,26 @@ pub fn translate(
     let padded_len = padded_side * padded_side;
     // Pad with zeros around (x + 1), so the padding is -1 after subtracting 1 again.
     let padded = (images + 1.0)?
-        .reshape((batch, side, side))?
+        .reshape((batch * channels, side, side))?
         .pad_with_zeros(1, max_shift, max_shift)?
         .pad_with_zeros(2, max_shift, max_shift)?
         .flatten_all()?;
-    let mut indices = Vec::with_capacity(batch * side * side);
+    let mut indices = Vec::with_capacity(batch * channels * side * side);
     for b in 0..batch {
         let (dy, dx) = draw_shift(max_shift, rng);
-        for y in 0..side {
-            for x in 0..side {
-                indices.push((b * padded_len + (y + dy) * padded_side + (x + dx)) as u32);
+        for c in 0..channels {
+            let plane = (b * channels + c) * padded_len;
+            for y in 0..side {
+                for x in 0..side {
+                    indices.push((plane + (y + dy) * padded_side + (x + dx)) as u32);
+                }
             }
         }
     }
-    let indices = Tensor::from_vec(indices, batch * side * side, images.device())?;
+    let indices = Tensor::from_vec(indices, batch * channels * side * side, images.device())?;
     padded
         .index_select(&indices, 0)?
-        .reshape((batch, side * side))?
+        .reshape((batch, channels * side * side))?
         - 1.0
 }
 
@@ -137,132 +143,10 @@ pub fn dropout_mask(
     Tensor::from_vec(values, shape, device)
 }
 
-/// `average += (1 − decay) · (value − average)` in place, in one pass, on the CPU.
-struct EmaCpuUpdate {
-    decay: f32,
-}
-
-impl candle_core::InplaceOp2 for EmaCpuUpdate {
-    fn name(&self) -> &'static str {
-        "weight-ema"
-    }
-
-    fn cpu_fwd(
-        &self,
-        avg: &mut CpuStorage,
-        avg_l: &Layout,
-        value: &CpuStorage,
-        value_l: &Layout,
-    ) -> Result<()> {
-        let (avg, value) = crate::cpu::f32_operands("weight EMA", avg, avg_l, value, value_l)?;
-        let rate = 1.0 - self.decay;
-        for (a, &v) in avg.iter_mut().zip(value) {
-            *a += rate * (v - *a);
-        }
-        Ok(())
-    }
-}
-
-/// An exponential moving average of a generator's trainable weights.
-pub struct WeightAverage {
-    decay: f64,
-    averages: Vec<(String, Var)>,
-}
-
-impl WeightAverage {
-    /// Starts the average at the generator's current weights.
-    pub fn new(generator: &MlpGenerator, decay: f64) -> Result<Self> {
-        let averages = generator
-            .vars()
-            .into_iter()
-            .map(|(name, var)| Ok((name, Var::from_tensor(&var.as_tensor().copy()?)?)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self { decay, averages })
-    }
-
-    /// Moves the average towards the generator's current weights.
-    pub fn update(&mut self, generator: &MlpGenerator) -> Result<()> {
-        for ((_, avg), (_, var)) in self.averages.iter().zip(generator.vars()) {
-            if avg.device().is_cpu() {
-                avg.as_tensor().inplace_op2(
-                    var.as_tensor(),
-                    &EmaCpuUpdate {
-                        decay: self.decay as f32,
-                    },
-                )?;
-            } else {
-                let next =
-                    ((avg.as_tensor() * self.decay)? + (var.as_tensor() * (1.0 - self.decay))?)?;
-                avg.set(&next)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The averaged weights with their PyTorch names.
-    pub fn tensors(&self) -> Vec<(String, Tensor)> {
-        self.averages
-            .iter()
-            .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
-            .collect()
-    }
-
-    /// Restores averages saved by [`WeightAverage::tensors`].
-    pub fn load(
-        &mut self,
-        tensors: &std::collections::HashMap<String, Tensor>,
-        prefix: &str,
-    ) -> Result<()> {
-        for (name, var) in &self.averages {
-            let key = format!("{prefix}{name}");
-            let t = tensors
-                .get(&key)
-                .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {key}")))?;
-            var.set(&t.to_device(var.device())?)?;
-        }
-        Ok(())
-    }
-
-    /// A generator with the averaged weights and BatchNorm statistics measured for them: the
-    /// running statistics are reset and recomputed as plain averages over `batches` training-
-    /// mode passes of `batch` latent vectors.
-    pub fn export(
-        &self,
-        live: &MlpGenerator,
-        batches: usize,
-        batch: usize,
-        rng: &mut ChaCha8Rng,
-    ) -> anyhow::Result<MlpGenerator> {
-        let device = self
-            .averages
-            .first()
-            .map_or(Device::Cpu, |(_, v)| v.device().clone());
-        let mut generator = MlpGenerator::new(rng, &device)?;
-        let tensors: std::collections::HashMap<String, Tensor> =
-            live.state()?.into_iter().chain(self.tensors()).collect();
-        generator.load_state(&tensors, "")?;
-        for norm in &mut generator.norms {
-            norm.running_mean = norm.running_mean.zeros_like()?;
-            norm.running_var = norm.running_var.ones_like()?;
-        }
-        for k in 1..=batches.max(1) {
-            for norm in &mut generator.norms {
-                norm.momentum = 1.0 / k as f64;
-            }
-            let z = crate::model::sample_z(rng, batch, &device)?;
-            generator.forward_train(&z)?;
-        }
-        for (norm, live_norm) in generator.norms.iter_mut().zip(&live.norms) {
-            norm.momentum = live_norm.momentum;
-            norm.num_batches_tracked = live_norm.num_batches_tracked;
-        }
-        Ok(generator)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Var;
     use rand::SeedableRng;
 
     #[test]
@@ -275,7 +159,7 @@ mod tests {
         let image = Tensor::from_vec(pixels, (1, 16), &device).unwrap();
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
-            let out = translate(&image, 4, 1, &mut rng)
+            let out = translate(&image, 1, 4, 1, &mut rng)
                 .unwrap()
                 .to_vec2::<f32>()
                 .unwrap();
@@ -289,13 +173,37 @@ mod tests {
     }
 
     #[test]
+    fn translation_shifts_every_channel_of_an_image_alike() {
+        let device = Device::Cpu;
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        // Two images of three 4x4 channels, each channel one bright pixel at (1, 2).
+        let mut pixels = vec![-1f32; 2 * 3 * 16];
+        for plane in 0..6 {
+            pixels[plane * 16 + 6] = 1.0;
+        }
+        let images = Tensor::from_vec(pixels, (2, 48), &device).unwrap();
+        for _ in 0..50 {
+            let out = translate(&images, 3, 4, 1, &mut rng)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            for image in &out {
+                let bright: Vec<usize> = (0..48).filter(|&i| image[i] > 0.0).collect();
+                assert_eq!(bright.len(), 3, "{image:?}");
+                assert_eq!(bright[0] + 16, bright[1]);
+                assert_eq!(bright[1] + 16, bright[2]);
+            }
+        }
+    }
+
+    #[test]
     fn translation_passes_gradients_back() {
         let device = Device::Cpu;
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let x =
             Var::from_tensor(&Tensor::zeros((2, 16), candle_core::DType::F32, &device).unwrap())
                 .unwrap();
-        let y = translate(x.as_tensor(), 4, 1, &mut rng).unwrap();
+        let y = translate(x.as_tensor(), 1, 4, 1, &mut rng).unwrap();
         let grads = y.sum_all().unwrap().backward().unwrap();
         let g = grads
             .get(x.as_tensor())
@@ -317,27 +225,5 @@ mod tests {
         assert!((mean - 1.0).abs() < 0.05, "{mean}");
         let zeros = v.iter().filter(|&&x| x == 0.0).count() as f32 / v.len() as f32;
         assert!((zeros - 0.3).abs() < 0.03, "{zeros}");
-    }
-
-    #[test]
-    fn the_weight_average_follows_the_weights() {
-        let device = Device::Cpu;
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let g = MlpGenerator::new(&mut rng, &device).unwrap();
-        let before = g.linears[0].weight.as_tensor().copy().unwrap();
-        let mut avg = WeightAverage::new(&g, 0.9).unwrap();
-        g.linears[0]
-            .weight
-            .set(&(before.clone() + 1.0).unwrap())
-            .unwrap();
-        avg.update(&g).unwrap();
-        let a = &avg.tensors()[0].1;
-        let diff = (a - (before + 0.1).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
     }
 }
