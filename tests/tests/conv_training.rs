@@ -51,6 +51,7 @@ fn narrow() -> ConvGanSpec {
             norm_eps: 0.8,
             kernel: 3,
             image_channels: 1,
+            upsampling: Default::default(),
         },
         discriminator: DiscriminatorSpec {
             channels: vec![8, 16],

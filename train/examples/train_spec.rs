@@ -1,7 +1,8 @@
 //! Trains a convolutional GAN of any spec, for architecture research before a spec gets an
 //! `--arch` name: `cargo run --release -p mcugan-train --example train_spec -- SPEC.json DATA OUT
-//! EPOCHS [SEED] [RECIPE]` (SPEC.json: a `ConvGanSpec`, as a checkpoint's run settings store
-//! it; RECIPE: `reference`, the default, or `small-data`).
+//! EPOCHS [SEED] [RECIPE] [LR]` (SPEC.json: a `ConvGanSpec`, as a checkpoint's run settings
+//! store it; RECIPE: `reference`, the default, or `small-data`; LR: Adam's learning rate, 2e-4
+//! by default).
 
 use std::path::PathBuf;
 
@@ -14,7 +15,7 @@ use mcugan_train::run::{train, TrainConfig};
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [spec, data, out, epochs, rest @ ..] = args.as_slice() else {
-        anyhow::bail!("usage: train_spec SPEC.json DATA OUT EPOCHS [SEED] [RECIPE]");
+        anyhow::bail!("usage: train_spec SPEC.json DATA OUT EPOCHS [SEED] [RECIPE] [LR]");
     };
     let spec: ConvGanSpec = serde_json::from_str(
         &std::fs::read_to_string(spec).with_context(|| format!("reading {spec}"))?,
@@ -29,6 +30,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(name) = rest.get(1) {
         config.recipe = mcugan_train::recipe::Recipe::by_name(name)
             .with_context(|| format!("no recipe called {name}"))?;
+    }
+    if let Some(lr) = rest.get(2) {
+        config.adam.lr = lr.parse()?;
     }
     let summary = train(&config)?;
     println!(

@@ -41,6 +41,7 @@ fn spec() -> ConvGanSpec {
             norm_eps: 0.8,
             kernel: 3,
             image_channels: 1,
+            upsampling: Default::default(),
         },
         discriminator: DiscriminatorSpec {
             channels: vec![3, 5],

@@ -89,6 +89,12 @@ struct TrainOptions {
     /// `mcugan train --classes`.
     #[arg(long)]
     classes: Option<usize>,
+    /// `mcugan train --arch`.
+    #[arg(long)]
+    arch: Option<String>,
+    /// `mcugan train --spec`.
+    #[arg(long)]
+    spec: Option<String>,
     /// `mcugan train --quiet`.
     #[arg(long)]
     quiet: bool,
@@ -116,6 +122,8 @@ impl TrainOptions {
         add("--engine", self.engine.clone());
         add("--threads", self.threads.map(|n| n.to_string()));
         add("--classes", self.classes.map(|n| n.to_string()));
+        add("--arch", self.arch.clone());
+        add("--spec", self.spec.clone());
         for (flag, on) in [
             ("--conditional", self.conditional),
             ("--quiet", self.quiet),

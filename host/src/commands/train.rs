@@ -1,6 +1,6 @@
 //! `mcugan train`: the reference GAN (or cgan.py's conditional one, or dcgan.py's convolutional one) on a folder of IDX files, with resume and Ctrl-C checkpoints.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
@@ -75,6 +75,12 @@ pub struct Args {
     /// 256 KB chip; candle's engine).
     #[arg(long, value_enum, default_value_t = ArchName::Gan)]
     pub arch: ArchName,
+    /// Instead of --arch, a convolutional GAN of dcgan.py's pattern described in a JSON
+    /// file: generator latent, first side, widths, BatchNorm eps, kernel, image channels;
+    /// discriminator widths, dropout, eps, kernel (the book's chapter on the compact GAN
+    /// shows one).
+    #[arg(long, conflicts_with = "arch")]
+    pub spec: Option<PathBuf>,
 }
 
 /// `--arch`: the named architectures (described in the flag's help).
@@ -198,7 +204,7 @@ pub fn run(args: Args, global: &Global) -> Result<()> {
 /// What the convolutional GANs cannot train (the training loop checks it too; here it is
 /// refused before `--force` replaces an old run).
 fn check_arch(args: &Args) -> Result<()> {
-    if args.arch == ArchName::Gan {
+    if args.arch == ArchName::Gan && args.spec.is_none() {
         return Ok(());
     }
     if args.conditional {
@@ -240,11 +246,13 @@ fn resumed_config(args: &Args, global: &Global) -> Result<TrainConfig> {
             run::describe_model(config.classes)
         );
     }
-    if given("arch") {
-        eprintln!(
-            "note: --resume keeps the run's own networks ({}); --arch is ignored",
-            config.architecture.describe()
-        );
+    for (id, flag) in [("arch", "--arch"), ("spec", "--spec")] {
+        if given(id) {
+            eprintln!(
+                "note: --resume keeps the run's own networks ({}); {flag} is ignored",
+                config.architecture.describe()
+            );
+        }
     }
     if given("data") {
         // The same images in another place: the content hash decides.
@@ -275,7 +283,10 @@ fn new_config(args: &Args, global: &Global) -> Result<TrainConfig> {
     config.limit = args.limit;
     config.batch_size = args.batch_size;
     config.recipe = args.recipe.recipe();
-    config.architecture = args.arch.architecture();
+    config.architecture = match &args.spec {
+        Some(path) => Architecture::Conv(read_spec(path)?),
+        None => args.arch.architecture(),
+    };
     if args.conditional {
         let classes = match args.classes {
             Some(classes) => classes,
@@ -288,6 +299,17 @@ fn new_config(args: &Args, global: &Global) -> Result<TrainConfig> {
         config.classes = Some(classes);
     }
     Ok(config)
+}
+
+/// The convolutional GAN that `--spec` describes, checked.
+fn read_spec(path: &Path) -> Result<ConvGanSpec> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let spec: ConvGanSpec = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a GAN spec", path.display()))?;
+    spec.check()
+        .with_context(|| format!("the GAN spec in {}", path.display()))?;
+    Ok(spec)
 }
 
 /// Ctrl-C, SIGTERM and SIGHUP (what `timeout`, systemd, schedulers and `docker stop` send)

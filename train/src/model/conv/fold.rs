@@ -77,7 +77,7 @@ pub fn fold(generator: &ConvGenerator) -> anyhow::Result<FloatGenerator> {
 
     for (i, conv) in generator.convs.iter().enumerate() {
         let geometry = conv.geometry().clone();
-        let mut weight = values(conv.weight.as_tensor())?;
+        let mut weight = values(&conv.weight_out_in()?)?;
         let mut bias = values(conv.bias.as_tensor())?;
         let activation = match generator.norms.get(i + 1) {
             Some(norm) => {

@@ -10,7 +10,7 @@ use mcugan_float_model::conv::Conv2d as Geometry;
 use rand_chacha::ChaCha8Rng;
 
 use super::layers::{normal, BatchNorm2d, Conv2d};
-use super::spec::GeneratorSpec;
+use super::spec::{GeneratorSpec, Upsampling};
 use crate::model::init::take;
 use crate::model::layers::{leaky_relu, Linear};
 use crate::model::LEAKY_SLOPE;
@@ -43,6 +43,22 @@ fn same_conv(input: usize, output: usize, side: usize, upsample: usize, kernel: 
     }
 }
 
+/// ConvTranspose2d(4, stride 2, padding 1) from `input` channels at `side` to `output`
+/// channels at twice the side.
+fn doubling_transposed_conv(input: usize, output: usize, side: usize) -> Geometry {
+    Geometry {
+        transposed: true,
+        in_channels: input,
+        out_channels: output,
+        input: [side, side],
+        output: [2 * side, 2 * side],
+        kernel: [4, 4],
+        stride: [2, 2],
+        padding: [1, 1],
+        upsample: 1,
+    }
+}
+
 impl ConvGenerator {
     /// A fresh generator: PyTorch's default initialisation, then `dcgan.py`'s
     /// `weights_init_normal` (convolution weights `N(0, 0.02)`, BatchNorm γ `N(1, 0.02)`).
@@ -62,7 +78,10 @@ impl ConvGenerator {
         let mut convs = Vec::new();
         let mut side = s;
         for pair in spec.channels.windows(2) {
-            let geometry = same_conv(pair[0], pair[1], side, 2, spec.kernel);
+            let geometry = match spec.upsampling {
+                Upsampling::Nearest => same_conv(pair[0], pair[1], side, 2, spec.kernel),
+                Upsampling::Transposed => doubling_transposed_conv(pair[0], pair[1], side),
+            };
             convs.push(Conv2d::new(geometry, rng, device)?);
             norms.push(BatchNorm2d::new(pair[1], spec.norm_eps, rng, device)?);
             side *= 2;

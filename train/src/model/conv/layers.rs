@@ -50,7 +50,11 @@ impl Conv2d {
     pub fn new(geometry: Geometry, rng: &mut ChaCha8Rng, device: &Device) -> anyhow::Result<Self> {
         let bound = 1.0 / (geometry.row_len() as f32).sqrt();
         let [kh, kw] = geometry.kernel;
-        let shape = [geometry.out_channels, geometry.in_channels, kh, kw];
+        let shape = if geometry.transposed {
+            [geometry.in_channels, geometry.out_channels, kh, kw]
+        } else {
+            [geometry.out_channels, geometry.in_channels, kh, kw]
+        };
         let weight = Var::from_tensor(&uniform(rng, &shape, bound, device)?)?;
         let bias = Var::from_tensor(&uniform(rng, &[geometry.out_channels], bound, device)?)?;
         Ok(Self {
@@ -79,10 +83,28 @@ impl Conv2d {
         )
     }
 
+    /// The weight as `[out, in, kernel rows, kernel columns]`, whatever the kind (a transposed
+    /// convolution's is stored `[in, out, ..]`, as PyTorch's `ConvTranspose2d` stores it).
+    pub fn weight_out_in(&self) -> Result<Tensor> {
+        let w = self.weight.as_tensor();
+        if self.geometry().transposed {
+            w.transpose(0, 1)?.contiguous()
+        } else {
+            Ok(w.clone())
+        }
+    }
+
     fn forward_with(&self, x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
         let g = self.geometry();
         let y = if x.device().is_cpu() {
-            phased::conv2d(x, weight, &self.phased)?
+            if g.transposed {
+                let weight = weight.transpose(0, 1)?.contiguous()?;
+                phased::conv2d(x, &weight, &self.phased)?
+            } else {
+                phased::conv2d(x, weight, &self.phased)?
+            }
+        } else if g.transposed {
+            x.conv_transpose2d(weight, g.padding[0], 0, g.stride[0], 1)?
         } else {
             let x = match g.upsample {
                 0 | 1 => x.clone(),

@@ -18,4 +18,4 @@ pub use fold::fold;
 pub use generator::ConvGenerator;
 pub use layers::{channel_dropout_mask, BatchNorm2d, Conv2d};
 pub use phased::PhasedGeometry;
-pub use spec::{ConvGanSpec, DiscriminatorSpec, GeneratorSpec, SpecError};
+pub use spec::{ConvGanSpec, DiscriminatorSpec, GeneratorSpec, SpecError, Upsampling};

@@ -103,6 +103,52 @@ fn the_phased_convolution_and_its_gradients_match_candle() {
     }
 }
 
+#[test]
+fn the_phased_transposed_convolution_and_its_gradients_match_candle() {
+    // ConvTranspose2d(4, stride 2, padding 1), the transposed generator's block, at two sides.
+    for (i, (cin, cout, side)) in [(3, 5, 4), (4, 2, 7)].into_iter().enumerate() {
+        let g = Geometry {
+            transposed: true,
+            in_channels: cin,
+            out_channels: cout,
+            input: [side, side],
+            output: [2 * side, 2 * side],
+            kernel: [4, 4],
+            stride: [2, 2],
+            padding: [1, 1],
+            upsample: 1,
+        };
+        let seed = 100 + 10 * i as u64;
+        let x = Var::from_tensor(&random(&[2, cin, side, side], seed)).unwrap();
+        // PyTorch's (and candle's) ConvTranspose2d layout: [in, out, kh, kw].
+        let w = Var::from_tensor(&random(&[cin, cout, 4, 4], seed + 1)).unwrap();
+        let r = random(&[2, cout, 2 * side, 2 * side], seed + 2);
+        let phased = Arc::new(PhasedGeometry::new(g.clone()).unwrap());
+
+        let w_out_in = w.as_tensor().transpose(0, 1).unwrap().contiguous().unwrap();
+        let ours = conv2d(x.as_tensor(), &w_out_in, &phased).unwrap();
+        let theirs = x
+            .as_tensor()
+            .conv_transpose2d(w.as_tensor(), 1, 0, 2, 1)
+            .unwrap();
+        assert_eq!(ours.dims(), theirs.dims(), "{g:?}");
+        assert!(max_difference(&ours, &theirs) < 1e-4, "forward of {g:?}");
+
+        let grads_ours = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let grads_theirs = (theirs * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, var) in [("input", &x), ("weight", &w)] {
+            let a = grads_ours.get(var.as_tensor()).unwrap();
+            let b = grads_theirs.get(var.as_tensor()).unwrap();
+            assert!(max_difference(a, b) < 1e-3, "{name} gradient of {g:?}");
+        }
+    }
+}
+
 /// A small spec of the same pattern, quick to run.
 fn small() -> ConvGanSpec {
     ConvGanSpec {
@@ -114,6 +160,7 @@ fn small() -> ConvGanSpec {
             norm_eps: 0.8,
             kernel: 3,
             image_channels: 1,
+            upsampling: Default::default(),
         },
         discriminator: DiscriminatorSpec {
             channels: vec![4, 8],
@@ -218,10 +265,17 @@ fn weights_init_normal_is_applied() {
 
 #[test]
 fn the_folded_generator_matches_evaluation_mode() {
-    let spec = small();
+    for upsampling in [Upsampling::Nearest, Upsampling::Transposed] {
+        let mut spec = small().generator;
+        spec.upsampling = upsampling;
+        folded_generator_matches_evaluation_mode(&spec);
+    }
+}
+
+fn folded_generator_matches_evaluation_mode(spec: &GeneratorSpec) {
     let device = Device::Cpu;
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let mut g = ConvGenerator::new(&spec.generator, &mut rng, &device).unwrap();
+    let mut g = ConvGenerator::new(spec, &mut rng, &device).unwrap();
     for _ in 0..3 {
         let z = random(&[8, 100], 4);
         g.forward_train(&z).unwrap();
@@ -251,7 +305,11 @@ fn the_folded_generator_matches_evaluation_mode() {
         .iter()
         .zip(&got)
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(worst < 1e-4, "folded model differs by {worst}");
+    assert!(
+        worst < 1e-4,
+        "folded {:?} model differs by {worst}",
+        spec.upsampling
+    );
 }
 
 #[test]
