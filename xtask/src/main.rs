@@ -75,7 +75,7 @@ enum Task {
     /// Quality against training time: trains each seed into DIR/seed-S, evaluates the
     /// generator kept every K epochs: DIR/seed-S/fid-curve.csv (epoch, training seconds, FID,
     /// classes covered), DIR/fid-curve.csv (the spread over the seeds), DIR/fid-curve.svg.
-    FidCurve(fid_curve::Args),
+    FidCurve(Box<fid_curve::Args>),
     /// Training speed, ours beside the PyTorch reference script (installs PyTorch from PyPI
     /// into .venv-bench; not part of the tests).
     BenchTrain(bench_train::Args),
@@ -106,7 +106,7 @@ fn main() -> Result<()> {
         Task::BenchFirmware(args) => firmware::bench_firmware(&root, args),
         Task::BenchCores => bench_cores::bench_cores(&root),
         Task::EvalShipped => eval_shipped::eval_shipped(&root),
-        Task::FidCurve(args) => fid_curve::fid_curve(&root, args),
+        Task::FidCurve(args) => fid_curve::fid_curve(&root, *args),
         Task::BenchTrain(args) => bench_train::bench_train(&root, args),
         Task::GpuBundle => cuda::gpu_bundle(&root),
         Task::CudaCheck => cuda::cuda_check(&root),
