@@ -52,6 +52,7 @@ fn narrow() -> ConvGanSpec {
             kernel: 3,
             image_channels: 1,
             upsampling: Default::default(),
+            first_leaky_relu: false,
         },
         discriminator: DiscriminatorSpec {
             channels: vec![8, 16],

@@ -42,6 +42,7 @@ fn spec() -> ConvGanSpec {
             kernel: 3,
             image_channels: 1,
             upsampling: Default::default(),
+            first_leaky_relu: false,
         },
         discriminator: DiscriminatorSpec {
             channels: vec![3, 5],

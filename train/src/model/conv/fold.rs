@@ -1,5 +1,6 @@
 //! The convolutional generator as float layers for the quantizer: `l1` with the first
-//! BatchNorm folded per channel (each channel is `s·s` of its outputs) and no activation,
+//! BatchNorm folded per channel (each channel is `s·s` of its outputs) and no activation (or a
+//! LeakyReLU, when the spec asks for one),
 //! each block's upsampling convolution with its BatchNorm folded and LeakyReLU, and the last
 //! convolution with Tanh.
 
@@ -67,12 +68,17 @@ pub fn fold(generator: &ConvGenerator) -> anyhow::Result<FloatGenerator> {
     let mut bias = values(generator.l1.bias.as_tensor())?;
     fold_into(&mut weight, &mut bias, latent, &generator.norms[0])?;
     let outputs = bias.len();
+    let first_activation = if spec.first_leaky_relu {
+        Activation::LeakyRelu(LEAKY_SLOPE as f32)
+    } else {
+        Activation::Identity
+    };
     layers.push(FloatLayer::dense(
         latent,
         outputs,
         weight,
         bias,
-        Activation::Identity,
+        first_activation,
     ));
 
     for (i, conv) in generator.convs.iter().enumerate() {

@@ -106,7 +106,8 @@ impl ConvGenerator {
     /// `[batch, channels · side²]` in `[-1, 1]`.
     pub fn forward_train(&mut self, z: &Tensor) -> Result<Tensor> {
         let mut x = self.first_map(z)?;
-        x = self.norms[0].forward_train(&x, false, None)?;
+        let slope = self.spec.first_leaky_relu.then_some(LEAKY_SLOPE as f32);
+        x = self.norms[0].forward_train(&x, false, slope)?;
         for i in 0..self.spec.blocks() {
             let y = self.convs[i].forward(&x)?;
             x = self.norms[i + 1].forward_train(&y, false, Some(LEAKY_SLOPE as f32))?;
@@ -118,6 +119,9 @@ impl ConvGenerator {
     pub fn forward_eval(&self, z: &Tensor) -> Result<Tensor> {
         let mut x = self.first_map(z)?;
         x = self.norms[0].forward_eval(&x)?;
+        if self.spec.first_leaky_relu {
+            x = leaky_relu(&x)?;
+        }
         for i in 0..self.spec.blocks() {
             let y = self.convs[i].forward(&x)?;
             x = leaky_relu(&self.norms[i + 1].forward_eval(&y)?)?;

@@ -39,6 +39,10 @@ pub struct GeneratorSpec {
     /// How each block doubles the side (absent in a spec file: `nearest`).
     #[serde(default)]
     pub upsampling: Upsampling,
+    /// A LeakyReLU(0.2) after the first BatchNorm (absent in a spec file: none, as in
+    /// `dcgan.py`, whose first map reaches the first convolution without a nonlinearity).
+    #[serde(default)]
+    pub first_leaky_relu: bool,
 }
 
 /// The discriminator: for each width `Ci`, Conv(k, stride 2, padding k/2) → LeakyReLU(0.2) →
@@ -100,6 +104,7 @@ impl ConvGanSpec {
                 kernel: 3,
                 image_channels: 1,
                 upsampling: Upsampling::Nearest,
+                first_leaky_relu: false,
             },
             discriminator: DiscriminatorSpec {
                 channels: vec![16, 32, 64, 128],
@@ -126,6 +131,7 @@ impl ConvGanSpec {
                 kernel: 3,
                 image_channels: 1,
                 upsampling: Upsampling::Nearest,
+                first_leaky_relu: false,
             },
             discriminator: DiscriminatorSpec {
                 channels: vec![32, 64],

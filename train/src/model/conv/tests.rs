@@ -161,6 +161,7 @@ fn small() -> ConvGanSpec {
             kernel: 3,
             image_channels: 1,
             upsampling: Default::default(),
+            first_leaky_relu: false,
         },
         discriminator: DiscriminatorSpec {
             channels: vec![4, 8],
@@ -265,9 +266,14 @@ fn weights_init_normal_is_applied() {
 
 #[test]
 fn the_folded_generator_matches_evaluation_mode() {
-    for upsampling in [Upsampling::Nearest, Upsampling::Transposed] {
+    for (upsampling, first_leaky_relu) in [
+        (Upsampling::Nearest, false),
+        (Upsampling::Transposed, false),
+        (Upsampling::Nearest, true),
+    ] {
         let mut spec = small().generator;
         spec.upsampling = upsampling;
+        spec.first_leaky_relu = first_leaky_relu;
         folded_generator_matches_evaluation_mode(&spec);
     }
 }
@@ -307,8 +313,9 @@ fn folded_generator_matches_evaluation_mode(spec: &GeneratorSpec) {
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(
         worst < 1e-4,
-        "folded {:?} model differs by {worst}",
-        spec.upsampling
+        "folded {:?} model (first LeakyReLU {}) differs by {worst}",
+        spec.upsampling,
+        spec.first_leaky_relu
     );
 }
 
