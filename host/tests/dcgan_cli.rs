@@ -76,3 +76,91 @@ fn dcgan_trains_resumes_and_evaluates_from_the_command_line() {
         "{table}"
     );
 }
+
+#[test]
+fn a_spec_file_trains_its_network_and_bad_ones_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    bars(&data, 28);
+    let out = work.path().join("run");
+    let spec = work.path().join("spec.json");
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--data",
+            s(&data),
+            "--out",
+            s(&out),
+            "--batch-size",
+            "16",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--force",
+        ];
+        args.extend_from_slice(extra);
+        mcugan(&args)
+    };
+    // A narrow 28x28 network with transposed blocks, trained with the small-data recipe.
+    std::fs::write(
+        &spec,
+        r#"{"generator": {"latent": 100, "init_side": 7, "channels": [8, 8, 4],
+            "first_norm_eps": 1e-5, "norm_eps": 0.8, "kernel": 3, "image_channels": 1,
+            "upsampling": "transposed"},
+          "discriminator": {"channels": [4, 8], "dropout": 0.25, "norm_eps": 0.8, "kernel": 3}}"#,
+    )
+    .unwrap();
+    assert_success(&train(&["--spec", s(&spec), "--recipe", "small-data"]));
+    let generator = std::fs::read(out.join("generator.safetensors")).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&generator).unwrap();
+    // ConvTranspose2d's weight, PyTorch's layout [in, out, 4, 4].
+    assert_eq!(
+        tensors.tensor("conv_blocks.2.weight").unwrap().shape(),
+        &[8, 8, 4, 4]
+    );
+
+    // Not JSON, not a spec, a spec that cannot be built, and --spec with --arch.
+    std::fs::write(&spec, "not json").unwrap();
+    assert_refused(&train(&["--spec", s(&spec)]), &["is not a GAN spec"]);
+    std::fs::write(&spec, r#"{"generator": {}}"#).unwrap();
+    assert_refused(&train(&["--spec", s(&spec)]), &["is not a GAN spec"]);
+    std::fs::write(
+        &spec,
+        r#"{"generator": {"latent": 100, "init_side": 7, "channels": [8, 8, 4],
+            "first_norm_eps": 1e-5, "norm_eps": 0.8, "kernel": 4, "image_channels": 1},
+          "discriminator": {"channels": [4, 8], "dropout": 0.25, "norm_eps": 0.8, "kernel": 3}}"#,
+    )
+    .unwrap();
+    assert_refused(&train(&["--spec", s(&spec)]), &["a kernel of 4"]);
+    assert_refused(
+        &train(&["--spec", s(&spec), "--arch", "dcgan"]),
+        &["cannot be used with"],
+    );
+    let missing = work.path().join("missing.json");
+    assert_refused(&train(&["--spec", s(&missing)]), &["missing.json"]);
+}
+
+#[test]
+fn the_compact_arch_trains_from_the_command_line() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    bars(&data, 28);
+    let out = work.path().join("run");
+    let output = mcugan(&[
+        "train",
+        "--arch",
+        "dcgan-256k",
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]);
+    assert_success(&output);
+    let summary = std::fs::read_to_string(out.join("train-summary.json")).unwrap();
+    assert!(summary.contains("\"epochs\": 1"), "{summary}");
+}

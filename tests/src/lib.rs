@@ -38,6 +38,16 @@ pub fn shipped_conditional_generator() -> PathBuf {
     repo_root().join("models/mnist-digits-conditional/generator.safetensors")
 }
 
+/// The compact convolutional digits model (`--arch dcgan-256k`) that ships in `models/`, int8.
+pub fn shipped_compact_model() -> PathBuf {
+    repo_root().join("models/mnist-digits-256k/generator-int8.mcg")
+}
+
+/// The float compact generator it was quantized from.
+pub fn shipped_compact_generator() -> PathBuf {
+    repo_root().join("models/mnist-digits-256k/generator.safetensors")
+}
+
 /// The offline digits' test split (`cargo xtask setup` makes it), or `None` when it is missing
 /// and the run does not require it (`MCUGAN_REQUIRE_DATASETS` unset; `cargo xtask test` sets it).
 pub fn test_digits() -> Option<mcugan_model_tools::data::Dataset> {

@@ -76,9 +76,9 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = ArchName::Gan)]
     pub arch: ArchName,
     /// Instead of --arch, a convolutional GAN of dcgan.py's pattern described in a JSON
-    /// file: generator latent, first side, widths, BatchNorm eps, kernel, image channels;
-    /// discriminator widths, dropout, eps, kernel (the book's chapter on the compact GAN
-    /// shows one).
+    /// file: generator latent, first side, widths, BatchNorm eps, kernel, image channels,
+    /// upsampling (nearest or transposed), a LeakyReLU after the first map; discriminator
+    /// widths, dropout, eps, kernel (examples in train/specs/).
     #[arg(long, conflicts_with = "arch")]
     pub spec: Option<PathBuf>,
 }

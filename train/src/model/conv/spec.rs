@@ -116,21 +116,20 @@ impl ConvGanSpec {
     }
 
     /// The compact digits GAN for a 256 KB chip (`--arch dcgan-256k`): `dcgan.py`'s pattern
-    /// at 28x28 (first map 7x7, two upsampling blocks) with generator widths 40, 32, 16 — an
-    /// int8 blob of about 254 KiB, 2.9 M MACs and an 18.8 KB arena per image — and a
-    /// discriminator of two blocks, 32 and 64 wide. The widths come from the variant table in
-    /// docs/src/training/compact.md.
+    /// at 28x28 (first map 7x7) with two transposed-convolution blocks, generator widths 36,
+    /// 32, 16 — an int8 blob of about 230 KiB, 2.9 M MACs per image — and a discriminator of
+    /// two blocks, 32 and 64 wide. The variant table in docs/src/training/compact.md says why.
     pub fn dcgan_256k() -> Self {
         Self {
             generator: GeneratorSpec {
                 latent: 100,
                 init_side: 7,
-                channels: vec![40, 32, 16],
+                channels: vec![36, 32, 16],
                 first_norm_eps: 1e-5,
                 norm_eps: 0.8,
                 kernel: 3,
                 image_channels: 1,
-                upsampling: Upsampling::Nearest,
+                upsampling: Upsampling::Transposed,
                 first_leaky_relu: false,
             },
             discriminator: DiscriminatorSpec {
