@@ -35,11 +35,9 @@ fn every_core_draws_the_host_simulations_bytes() {
     let seeds: Vec<u32> = vec![0, 1, 77, u32::MAX];
     let mut cores = Vec::new();
     for machine in MACHINES {
-        let room = machine.model.unwrap_or(machine.flash).length as u64;
         let model = [shipped_model(), shipped_int4_model(), small.clone()]
             .into_iter()
-            // Room for the runtime (about 30 KB) beside the model.
-            .find(|m| std::fs::metadata(m).unwrap().len() + 64 * 1024 <= room)
+            .find(|m| machine.holds_model(std::fs::metadata(m).unwrap().len()))
             .unwrap_or_else(|| panic!("no model fits the {}", machine.name));
         let elf = work.path().join(format!("{}.elf", machine.name));
         let elf = build_firmware_on(machine, &model, &elf)

@@ -15,17 +15,13 @@ use crate::util::*;
 /// The model every core runs: a small convolutional digits generator (an ONNX fixture).
 const SMALL_MODEL_ONNX: &str = "tests/fixtures/onnx/dcgan-digits-dynamo.onnx";
 
-/// Room the runtime takes in flash beside the model (about 30 KB; a margin).
-const RUNTIME_ROOM: u64 = 64 * 1024;
-
 /// The largest of `models` that fits `machine`'s model memory beside the runtime.
 fn largest_fitting(machine: &QemuMachine, models: &[PathBuf]) -> Result<PathBuf> {
-    let room = u64::from(machine.model.unwrap_or(machine.flash).length);
     for model in models {
         let len = std::fs::metadata(model)
             .with_context(|| format!("reading {}", model.display()))?
             .len();
-        if len + RUNTIME_ROOM <= room {
+        if machine.holds_model(len) {
             return Ok(model.clone());
         }
     }

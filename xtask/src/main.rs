@@ -69,7 +69,8 @@ enum Task {
     /// The firmware on every core under QEMU (M0, M3, M4F, M7, M33, M55, the STM32F405's map):
     /// instructions per image and per MAC, flash and RAM, into docs/generated/cores.md.
     BenchCores,
-    /// FID / IS / class coverage of the shipped digits models: float, int8 and int4 host
+    /// FID / IS / class coverage of the shipped unconditional digits models (the MLP and the
+    /// compact convolutional one): float, int8 and int4 host
     /// simulation, int8 firmware under QEMU.
     EvalShipped,
     /// Quality against training time: trains each seed into DIR/seed-S, evaluates the

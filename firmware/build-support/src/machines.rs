@@ -146,7 +146,16 @@ pub fn default_machine() -> &'static QemuMachine {
     &MACHINES[0]
 }
 
+/// Room the runtime takes beside the model in the model's memory (about 30 KB; a margin).
+pub const RUNTIME_ROOM: u64 = 64 * 1024;
+
 impl QemuMachine {
+    /// Whether a model blob of `blob_len` bytes fits the machine's model memory beside the
+    /// runtime ([`RUNTIME_ROOM`]).
+    pub fn holds_model(&self, blob_len: u64) -> bool {
+        blob_len + RUNTIME_ROOM <= u64::from(self.model.unwrap_or(self.flash).length)
+    }
+
     /// The linker's `MEMORY` and the model's section for this machine, as `memory.x`.
     pub fn memory_x(&self) -> String {
         let (model_region, model_memory) = match self.model {
