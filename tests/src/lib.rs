@@ -43,7 +43,12 @@ pub fn shipped_compact_model() -> PathBuf {
     repo_root().join("models/mnist-digits-256k/generator-int8.mcg")
 }
 
-/// The float compact generator it was quantized from.
+/// The compact model with its first layer in int4 (the rest int8), for 256 KB-flash parts.
+pub fn shipped_compact_int4_model() -> PathBuf {
+    repo_root().join("models/mnist-digits-256k/generator-int4.mcg")
+}
+
+/// The float compact generator they were quantized from.
 pub fn shipped_compact_generator() -> PathBuf {
     repo_root().join("models/mnist-digits-256k/generator.safetensors")
 }

@@ -1,6 +1,6 @@
 //! `cargo xtask eval-shipped`: the quality of the shipped unconditional digits models — the
 //! MLP (`models/mnist-digits`: float, int8, int4, the int8 firmware) and the compact
-//! convolutional one (`models/mnist-digits-256k`: float, int8, the int8 firmware).
+//! convolutional one (`models/mnist-digits-256k`: float, int8, int4, the int8 firmware).
 
 use std::path::Path;
 
@@ -22,7 +22,7 @@ pub(crate) fn eval_shipped(root: &Path) -> Result<()> {
         ),
         (
             "models/mnist-digits-256k",
-            &["generator-int8.mcg"][..],
+            &["generator-int8.mcg", "generator-int4.mcg"][..],
             "docs/src/images/eval-digits-256k-by-class.png",
         ),
     ] {
