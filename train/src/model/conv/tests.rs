@@ -403,3 +403,26 @@ fn the_fused_batch_norm_matches_the_tensor_version() {
         }
     }
 }
+
+#[test]
+fn the_variant_specs_in_train_specs_are_well_formed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let spec: ConvGanSpec =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        spec.check()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if path.file_name().is_some_and(|n| n == "g36t-d32.json") {
+            assert_eq!(
+                spec,
+                ConvGanSpec::dcgan_256k(),
+                "--arch dcgan-256k is g36t-d32"
+            );
+        }
+        count += 1;
+    }
+    assert!(count >= 6, "{count} specs in {}", dir.display());
+}
