@@ -59,6 +59,26 @@ fn geometry(cin: usize, cout: usize, side: usize, stride: usize, upsample: usize
     }
 }
 
+/// `ours` and `theirs` (the same convolution of `x` by `w`, computed two ways) agree, and so
+/// do the gradients of `sum(output · r)` with respect to `x` and `w`.
+fn assert_same_outputs_and_gradients(
+    ours: &Tensor,
+    theirs: &Tensor,
+    r: &Tensor,
+    [x, w]: [&Var; 2],
+    g: &Geometry,
+) {
+    assert_eq!(ours.dims(), theirs.dims(), "{g:?}");
+    assert!(max_difference(ours, theirs) < 1e-4, "forward of {g:?}");
+    let gradients = |y: &Tensor| (y * r).unwrap().sum_all().unwrap().backward().unwrap();
+    let (grads_ours, grads_theirs) = (gradients(ours), gradients(theirs));
+    for (name, var) in [("input", x), ("weight", w)] {
+        let a = grads_ours.get(var.as_tensor()).unwrap();
+        let b = grads_theirs.get(var.as_tensor()).unwrap();
+        assert!(max_difference(a, b) < 1e-3, "{name} gradient of {g:?}");
+    }
+}
+
 #[test]
 fn the_phased_convolution_and_its_gradients_match_candle() {
     // The generator's upsampling blocks, its last convolution, the discriminator's strided ones
@@ -85,21 +105,7 @@ fn the_phased_convolution_and_its_gradients_match_candle() {
 
         let ours = conv2d(x.as_tensor(), w.as_tensor(), &phased).unwrap();
         let theirs = candle_conv(x.as_tensor(), w.as_tensor(), &g);
-        assert_eq!(ours.dims(), theirs.dims(), "{g:?}");
-        assert!(max_difference(&ours, &theirs) < 1e-4, "forward of {g:?}");
-
-        let grads_ours = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let grads_theirs = (theirs * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        for (name, var) in [("input", &x), ("weight", &w)] {
-            let a = grads_ours.get(var.as_tensor()).unwrap();
-            let b = grads_theirs.get(var.as_tensor()).unwrap();
-            assert!(max_difference(a, b) < 1e-3, "{name} gradient of {g:?}");
-        }
+        assert_same_outputs_and_gradients(&ours, &theirs, &r, [&x, &w], &g);
     }
 }
 
@@ -131,21 +137,7 @@ fn the_phased_transposed_convolution_and_its_gradients_match_candle() {
             .as_tensor()
             .conv_transpose2d(w.as_tensor(), 1, 0, 2, 1)
             .unwrap();
-        assert_eq!(ours.dims(), theirs.dims(), "{g:?}");
-        assert!(max_difference(&ours, &theirs) < 1e-4, "forward of {g:?}");
-
-        let grads_ours = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let grads_theirs = (theirs * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        for (name, var) in [("input", &x), ("weight", &w)] {
-            let a = grads_ours.get(var.as_tensor()).unwrap();
-            let b = grads_theirs.get(var.as_tensor()).unwrap();
-            assert!(max_difference(a, b) < 1e-3, "{name} gradient of {g:?}");
-        }
+        assert_same_outputs_and_gradients(&ours, &theirs, &r, [&x, &w], &g);
     }
 }
 
