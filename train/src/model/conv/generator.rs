@@ -45,7 +45,7 @@ fn same_conv(input: usize, output: usize, side: usize, upsample: usize, kernel: 
 
 /// ConvTranspose2d(4, stride 2, padding 1) from `input` channels at `side` to `output`
 /// channels at twice the side.
-fn doubling_transposed_conv(input: usize, output: usize, side: usize) -> Geometry {
+pub(super) fn doubling_transposed_conv(input: usize, output: usize, side: usize) -> Geometry {
     Geometry {
         transposed: true,
         in_channels: input,

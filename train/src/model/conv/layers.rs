@@ -86,23 +86,22 @@ impl Conv2d {
     /// The weight as `[out, in, kernel rows, kernel columns]`, whatever the kind (a transposed
     /// convolution's is stored `[in, out, ..]`, as PyTorch's `ConvTranspose2d` stores it).
     pub fn weight_out_in(&self) -> Result<Tensor> {
-        let w = self.weight.as_tensor();
+        self.out_in(self.weight.as_tensor())
+    }
+
+    /// `weight` (this layer's, perhaps detached) as `[out, in, ..]`.
+    fn out_in(&self, weight: &Tensor) -> Result<Tensor> {
         if self.geometry().transposed {
-            w.transpose(0, 1)?.contiguous()
+            weight.transpose(0, 1)?.contiguous()
         } else {
-            Ok(w.clone())
+            Ok(weight.clone())
         }
     }
 
     fn forward_with(&self, x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
         let g = self.geometry();
         let y = if x.device().is_cpu() {
-            if g.transposed {
-                let weight = weight.transpose(0, 1)?.contiguous()?;
-                phased::conv2d(x, &weight, &self.phased)?
-            } else {
-                phased::conv2d(x, weight, &self.phased)?
-            }
+            phased::conv2d(x, &self.out_in(weight)?, &self.phased)?
         } else if g.transposed {
             x.conv_transpose2d(weight, g.padding[0], 0, g.stride[0], 1)?
         } else {

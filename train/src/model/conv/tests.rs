@@ -113,17 +113,7 @@ fn the_phased_convolution_and_its_gradients_match_candle() {
 fn the_phased_transposed_convolution_and_its_gradients_match_candle() {
     // ConvTranspose2d(4, stride 2, padding 1), the transposed generator's block, at two sides.
     for (i, (cin, cout, side)) in [(3, 5, 4), (4, 2, 7)].into_iter().enumerate() {
-        let g = Geometry {
-            transposed: true,
-            in_channels: cin,
-            out_channels: cout,
-            input: [side, side],
-            output: [2 * side, 2 * side],
-            kernel: [4, 4],
-            stride: [2, 2],
-            padding: [1, 1],
-            upsample: 1,
-        };
+        let g = super::generator::doubling_transposed_conv(cin, cout, side);
         let seed = 100 + 10 * i as u64;
         let x = Var::from_tensor(&random(&[2, cin, side, side], seed)).unwrap();
         // PyTorch's (and candle's) ConvTranspose2d layout: [in, out, kh, kw].
